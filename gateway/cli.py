@@ -1,0 +1,183 @@
+"""Command line: argument parsing only; each subcommand calls into its module.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad input (bad config, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from gateway import __version__
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(Path(args.config))
+    except ConfigError as exc:
+        _print_config_errors(args.config, exc)
+        return 2
+    return _serve(cfg)
+
+
+def _serve(cfg: object, banner: str | None = None) -> int:
+    from gateway.config import Config
+    from gateway.logs import setup_logging
+    from gateway.pipeline import Gateway
+    from gateway.sdnotify import Notifier
+
+    assert isinstance(cfg, Config)
+    setup_logging(cfg.log.level, cfg.log.format)
+    notifier = Notifier(os.environ.get("NOTIFY_SOCKET"), os.environ.get("WATCHDOG_USEC"))
+    try:
+        cfg.gateway.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    except OSError as exc:
+        print(f"schwebe: gateway.data_dir {cfg.gateway.data_dir}: {exc.strerror}", file=sys.stderr)
+        return 1
+    gw = Gateway(cfg, notifier=notifier)
+
+    async def main() -> None:
+        async def show_banner() -> None:
+            if banner:
+                print(banner.format(web=gw.web.url.rstrip("/")), flush=True)
+
+        gw.supervisor.on_ready = show_banner
+        await gw.serve()
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"schwebe: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+DEMO_BANNER = """
+Schwebe demo is running: the whole gateway on this machine, no hardware needed.
+
+  simulated packet forwarder -> UDP on loopback -> parser ({parser}) -> durable buffer -> local sink
+  {sensors} simulated parking sensors, about {rate:g} frames/s
+
+  status page   {{web}}/
+  JSON status   curl {{web}}/api/status
+  metrics       curl {{web}}/metrics
+  buffer        {data_dir}/buffer.sqlite3   (schwebe buffer inspect --data-dir {data_dir})
+  forwarded     {data_dir}/forwarded.jsonl  (what a backend would receive)
+
+Press Ctrl-C to stop.
+"""
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway import frames
+    from gateway.config import load_config_text
+
+    with tempfile.TemporaryDirectory(prefix="schwebe-demo-") as tmp:
+        text = resources.files("gateway").joinpath("demo.toml").read_text("utf-8")
+        text = text.replace("{data_dir}", tmp).replace("{web_port}", str(args.port))
+        cfg = load_config_text(text, source="<demo>")
+        sim = cfg.sources.simulator
+        assert sim is not None
+        banner = DEMO_BANNER.format(
+            parser=frames.IMPLEMENTATION, sensors=sim.sensors, rate=sim.rate, data_dir=tmp
+        )
+        return _serve(cfg, banner=banner)
+
+
+def _config_validate(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+
+    try:
+        load_config(Path(args.file))
+    except ConfigError as exc:
+        _print_config_errors(args.file, exc)
+        return 2
+    print(f"{args.file}: ok")
+    return 0
+
+
+def _print_config_errors(path: str, exc: Exception) -> None:
+    from gateway.config import ConfigError
+
+    problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+    print(f"schwebe: {path}: {len(problems)} problem(s) in the configuration:", file=sys.stderr)
+    for p in problems:
+        print(f"  {p}", file=sys.stderr)
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    from gateway.web.auth import hash_password
+
+    if sys.stdin.isatty():
+        pw = getpass.getpass("new password: ")
+        if pw != getpass.getpass("again: "):
+            print("schwebe: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        pw = sys.stdin.readline().rstrip("\n")
+    if len(pw) < 10:
+        print("schwebe: use at least 10 characters", file=sys.stderr)
+        return 2
+    print(hash_password(pw))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gateway.buffer_cli import add_buffer_parser
+    from gateway.decode import add_decode_parser
+    from gateway.simulate_cli import add_simulate_parser
+
+    parser = argparse.ArgumentParser(prog="schwebe", description="Edge gateway for city LoRaWAN and parking sensors.")
+    parser.add_argument("--version", action="version", version=f"schwebe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the gateway daemon")
+    p.add_argument("--config", "-c", required=True, help="configuration file (TOML)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("demo", help="run the whole gateway on simulated hardware")
+    p.add_argument("--port", type=int, default=8080, help="web page port on 127.0.0.1 (default 8080)")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    v = csub.add_parser("validate", help="check a configuration file; exit 2 on problems")
+    v.add_argument("file")
+    v.set_defaults(func=_config_validate)
+
+    p = sub.add_parser("web", help="web page tools")
+    wsub = p.add_subparsers(dest="web_command", required=True, metavar="ACTION")
+    h = wsub.add_parser("hash-password", help="read a password, print its hash for [web] password_hash")
+    h.set_defaults(func=_hash_password)
+
+    add_decode_parser(sub)
+    add_buffer_parser(sub)
+    add_simulate_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        # `schwebe decode - | head` must end quietly
+        sys.stderr.close()
+        return 0
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,540 @@
+"""Configuration: TOML into frozen dataclasses, strictly.
+
+Operators sign and push one file to hundreds of gateways, so a typo must never
+silently disable a feature: unknown keys, wrong types and bad values are errors
+that name the key path and the offending value. Nothing here touches sockets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+# --------------------------------------------------------------------------- value types
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with every problem found listed in `problems`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|µs|ms|s|m|min|h|d|w)\s*$")
+_DURATION_UNITS = {
+    "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0,
+    "h": 3600.0, "d": 86400.0, "w": 604800.0,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$")
+_SIZE_UNITS = {
+    None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20,
+    "GB": 10**9, "GiB": 2**30, "TB": 10**12, "TiB": 2**40,
+}
+
+
+def parse_duration(text: str) -> float:
+    """'250ms' -> 0.25 (seconds). Raises ValueError with the accepted forms."""
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. \"250ms\", \"1s\", \"5m\", \"7d\")")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_size(text: str) -> int:
+    """'256MiB' -> 268435456 (bytes)."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(f"not a size: {text!r} (use e.g. \"64KiB\", \"256MiB\", \"2GB\")")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def parse_hostport(text: str, *, default_host: str | None = None) -> tuple[str, int]:
+    """'127.0.0.1:1700' or '[::1]:1700' or 'host.example:1700' -> (host, port)."""
+    host, sep, port_s = text.rpartition(":")
+    if not sep:
+        raise ValueError(f"not host:port: {text!r} (use e.g. \"127.0.0.1:1700\")")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        if default_host is None:
+            raise ValueError(f"missing host in {text!r}")
+        host = default_host
+    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ValueError(f"bad port in {text!r} (0..65535)")
+    return host, int(port_s)
+
+
+def parse_eui(text: str) -> int:
+    """A 64-bit EUI as hex (16 digits, ':' or '-' allowed) -> int."""
+    clean = text.replace(":", "").replace("-", "").strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{16}", clean):
+        raise ValueError(f"not an EUI-64: {text!r} (16 hex digits, e.g. \"b827ebfffe000001\")")
+    return int(clean, 16)
+
+
+def parse_key(text: str) -> bytes:
+    clean = text.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{32}", clean):
+        # never echo the value: it is a secret
+        raise ValueError("not a 128-bit key (32 hex digits)")
+    return bytes.fromhex(clean)
+
+
+def parse_devaddr(text: str) -> int:
+    clean = text.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{8}", clean):
+        raise ValueError(f"not a DevAddr: {text!r} (8 hex digits)")
+    return int(clean, 16)
+
+
+def parse_prefix(text: str) -> tuple[int, int]:
+    """'26000000/7' -> (0x26000000, 7): a DevAddr prefix filter."""
+    addr, sep, bits = text.partition("/")
+    if not sep or not bits.isdigit() or not 0 <= int(bits) <= 32:
+        raise ValueError(f"not a DevAddr prefix: {text!r} (use e.g. \"26000000/7\")")
+    return parse_devaddr(addr), int(bits)
+
+
+# Field markers: a converter applied to the raw TOML value.
+def _conv(fn: Any, **kw: Any) -> dict[str, Any]:
+    return {"conv": fn, **kw}
+
+
+def _secret() -> dict[str, Any]:
+    return {"secret": True}
+
+
+# --------------------------------------------------------------------------- the shape
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySection:
+    eui: int = field(metadata=_conv(parse_eui))
+    data_dir: Path = Path("/var/lib/schwebe")
+
+
+@dataclass(frozen=True, slots=True)
+class GwmpSource:
+    bind: tuple[str, int] = field(default=("127.0.0.1", 1700), metadata=_conv(parse_hostport))
+    allowed_euis: tuple[int, ...] = field(default=(), metadata=_conv(parse_eui, each=True))
+    allowed_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConcentratordSource:
+    event_url: str = "ipc:///tmp/concentratord_event"
+    command_url: str = "ipc:///tmp/concentratord_command"
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusDevice:
+    unit: int
+    spot_id: str
+    register: int = 0
+    function: Literal["holding", "input"] = "holding"
+    occupied_values: tuple[int, ...] = (1,)
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusSource:
+    port: str
+    baudrate: int = 9600
+    poll_interval: float = field(default=1.0, metadata=_conv(parse_duration))
+    timeout: float = field(default=0.5, metadata=_conv(parse_duration))
+    retries: int = 2
+    unknown_after: float = field(default=60.0, metadata=_conv(parse_duration))
+    devices: tuple[ModbusDevice, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GnssSource:
+    port: str
+    baudrate: int = 9600
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorSource:
+    """The demo's stand-in for lora_pkt_fwd: sends to the first gwmp source."""
+
+    sensors: int = 20
+    rate: float = 20.0
+    seed: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    gwmp: tuple[GwmpSource, ...] = ()
+    concentratord: tuple[ConcentratordSource, ...] = ()
+    modbus: tuple[ModbusSource, ...] = ()
+    gnss: GnssSource | None = None
+    simulator: SimulatorSource | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MaxAge:
+    uplink: float = field(default=7 * 86400.0, metadata=_conv(parse_duration))
+    stats: float = field(default=86400.0, metadata=_conv(parse_duration))
+    parking: float = field(default=30 * 86400.0, metadata=_conv(parse_duration))
+    event: float = field(default=30 * 86400.0, metadata=_conv(parse_duration))
+
+
+@dataclass(frozen=True, slots=True)
+class BufferSection:
+    max_bytes: int = field(default=256 * 2**20, metadata=_conv(parse_size))
+    commit_interval: float = field(default=1.0, metadata=_conv(parse_duration))
+    min_free: int = field(default=64 * 2**20, metadata=_conv(parse_size))
+    memory_reserve: int = field(default=8 * 2**20, metadata=_conv(parse_size))
+    synchronous: Literal["normal", "full"] = "normal"
+    max_age: MaxAge = MaxAge()
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardCommon:
+    """Keys every forwarder has (filters, batch bounds)."""
+
+    name: str
+    kinds: tuple[str, ...] = ()  # empty: the forwarder's natural kinds
+    dev_addr_prefixes: tuple[tuple[int, int], ...] = field(
+        default=(), metadata=_conv(parse_prefix, each=True)
+    )
+    max_batch: int = 500
+    start: Literal["newest", "oldest"] = "newest"
+
+
+@dataclass(frozen=True, slots=True)
+class GwmpForward(ForwardCommon):
+    server: tuple[str, int] = field(default=("", 0), metadata=_conv(parse_hostport))
+    gateway_eui: int | None = field(default=None, metadata=_conv(parse_eui))
+    max_replay_age: float = field(default=300.0, metadata=_conv(parse_duration))
+    keepalive: float = field(default=10.0, metadata=_conv(parse_duration))
+
+
+@dataclass(frozen=True, slots=True)
+class MqttForward(ForwardCommon):
+    url: str = ""
+    topic_prefix: str = "eu868"
+    username: str | None = None
+    password: str | None = field(default=None, metadata=_secret())
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_id: str | None = None
+    keepalive: float = field(default=30.0, metadata=_conv(parse_duration))
+
+
+@dataclass(frozen=True, slots=True)
+class HttpForward(ForwardCommon):
+    url: str = ""
+    format: Literal["json", "cbor"] = "json"
+    token: str | None = field(default=None, metadata=_secret())
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    timeout: float = field(default=10.0, metadata=_conv(parse_duration))
+
+
+@dataclass(frozen=True, slots=True)
+class NgsiLdForward(ForwardCommon):
+    url: str = ""
+    api: Literal["ngsi-ld", "ngsi-v2"] = "ngsi-ld"
+    context: str = "https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld"
+    service: str | None = None
+    service_path: str | None = None
+    token: str | None = field(default=None, metadata=_secret())
+    timeout: float = field(default=10.0, metadata=_conv(parse_duration))
+
+
+@dataclass(frozen=True, slots=True)
+class FileForward(ForwardCommon):
+    """A local JSON Lines sink (the demo's backend, or a USB stick)."""
+
+    path: Path = Path("forwarded.jsonl")
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    gwmp: tuple[GwmpForward, ...] = ()
+    mqtt: tuple[MqttForward, ...] = ()
+    http: tuple[HttpForward, ...] = ()
+    ngsi_ld: tuple[NgsiLdForward, ...] = ()
+    file: tuple[FileForward, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WebSection:
+    bind: tuple[str, int] = field(default=("0.0.0.0", 8080), metadata=_conv(parse_hostport))
+    username: str | None = None
+    # scrypt hash made by `schwebe web hash-password`; never a plain password
+    password_hash: str | None = field(default=None, metadata=_secret())
+    metrics_token: str | None = field(default=None, metadata=_secret())
+    open_read_only: bool = False  # demo: read-only endpoints without a login
+
+
+@dataclass(frozen=True, slots=True)
+class ParkingDevice:
+    dev_eui: int = field(metadata=_conv(parse_eui))
+    model: str
+    spot_id: str
+    dev_addr: int | None = field(default=None, metadata=_conv(parse_devaddr))
+    nwk_s_key: bytes | None = field(default=None, metadata=_conv(parse_key, secret=True))
+    app_s_key: bytes | None = field(default=None, metadata=_conv(parse_key, secret=True))
+    app_key: bytes | None = field(default=None, metadata=_conv(parse_key, secret=True))
+    category: Literal["onStreet", "offStreet"] = "onStreet"
+
+
+@dataclass(frozen=True, slots=True)
+class ParkingSection:
+    heartbeat_timeout: float = field(default=2 * 3600.0, metadata=_conv(parse_duration))
+    record_heartbeats: bool = False
+    devices: tuple[ParkingDevice, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteConfigSection:
+    trusted_keys: tuple[str, ...] = ()
+    confirm_window: float = field(default=300.0, metadata=_conv(parse_duration))
+
+
+@dataclass(frozen=True, slots=True)
+class LogSection:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "text", "json"] = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    gateway: GatewaySection
+    sources: Sources = Sources()
+    buffer: BufferSection = BufferSection()
+    forward: Forward = Forward()
+    web: WebSection = WebSection()
+    parking: ParkingSection = ParkingSection()
+    remote_config: RemoteConfigSection = RemoteConfigSection()
+    log: LogSection = LogSection()
+
+    @property
+    def forwarders(self) -> list[ForwardCommon]:
+        f = self.forward
+        return [*f.gwmp, *f.mqtt, *f.http, *f.ngsi_ld, *f.file]
+
+
+# --------------------------------------------------------------------------- the loader
+
+_MISSING = object()
+
+
+class _Builder:
+    """Walks the TOML tree against the dataclasses, collecting every problem."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, path: str, msg: str) -> None:
+        self.problems.append(f"{path}: {msg}")
+
+    def build(self, cls: type[Any], data: Any, path: str) -> Any:
+        if not isinstance(data, Mapping):
+            self.fail(path or "<top>", f"expected a table, got {_tname(data)}")
+            return _MISSING
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in fields:
+                known = ", ".join(sorted(fields))
+                self.fail(_join(path, key), f"unknown key (known keys here: {known})")
+        kwargs: dict[str, Any] = {}
+        ok = True
+        for name, f in fields.items():
+            p = _join(path, name)
+            if name not in data:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    self.fail(p, "required key is missing")
+                    ok = False
+                continue
+            value = self.value(hints[name], data[name], p, f.metadata)
+            if value is _MISSING:
+                ok = False
+            else:
+                kwargs[name] = value
+        return cls(**kwargs) if ok else _MISSING
+
+    def value(self, tp: Any, raw: Any, path: str, meta: Mapping[str, Any]) -> Any:
+        conv = meta.get("conv")
+        secret = meta.get("secret", False)
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):
+            inner = [a for a in args if a is not type(None)]
+            return self.value(inner[0], raw, path, meta)
+        if conv is not None and not meta.get("each"):
+            if not isinstance(raw, str):
+                self.fail(path, f"expected a string, got {_tname(raw)}")
+                return _MISSING
+            try:
+                return conv(raw)
+            except ValueError as exc:
+                self.fail(path, "invalid value" if secret else str(exc))
+                return _MISSING
+        if origin is tuple:
+            if not isinstance(raw, list):
+                self.fail(path, f"expected an array, got {_show(raw, secret)}")
+                return _MISSING
+            item_tp = args[0]
+            out = []
+            for i, item in enumerate(raw):
+                v = self.value(item_tp, item, f"{path}[{i}]", {**meta, "each": False})
+                if v is not _MISSING:
+                    out.append(v)
+            return tuple(out)
+        if origin is Literal:
+            if raw not in args:
+                choices = ", ".join(repr(a) for a in args)
+                shown = "the value" if secret else repr(raw)
+                self.fail(path, f"{shown} is not one of {choices}")
+                return _MISSING
+            return raw
+        if dataclasses.is_dataclass(tp):
+            return self.build(typing.cast(type, tp), raw, path)
+        if tp is Path:
+            if not isinstance(raw, str) or not raw:
+                self.fail(path, f"expected a path string, got {_show(raw, secret)}")
+                return _MISSING
+            return Path(raw)
+        if tp is bool:
+            if not isinstance(raw, bool):
+                self.fail(path, f"expected true or false, got {_show(raw, secret)}")
+                return _MISSING
+            return raw
+        if tp is int:
+            if isinstance(raw, bool) or not isinstance(raw, int):
+                self.fail(path, f"expected an integer, got {_show(raw, secret)}")
+                return _MISSING
+            return raw
+        if tp is float:
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                self.fail(path, f"expected a number, got {_show(raw, secret)}")
+                return _MISSING
+            return float(raw)
+        if tp is str:
+            if not isinstance(raw, str):
+                self.fail(path, f"expected a string, got {_show(raw, secret)}")
+                return _MISSING
+            return raw
+        raise TypeError(f"config schema bug: no rule for {tp!r} at {path}")
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _tname(v: Any) -> str:
+    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number"}.get(type(v), type(v).__name__)
+
+
+def _show(v: Any, secret: bool) -> str:
+    return _tname(v) if secret else f"{v!r} ({_tname(v)})"
+
+
+def _check(cfg: Config, b: _Builder) -> None:
+    """Cross-field rules that the types alone cannot say."""
+    names: dict[str, str] = {}
+    for kind in ("gwmp", "mqtt", "http", "ngsi_ld", "file"):
+        for i, fw in enumerate(getattr(cfg.forward, kind)):
+            p = f"forward.{kind}[{i}]"
+            if not fw.name or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", fw.name):
+                b.fail(f"{p}.name", f"{fw.name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+            elif fw.name in names:
+                b.fail(f"{p}.name", f"{fw.name!r} is already used by {names[fw.name]}")
+            else:
+                names[fw.name] = p
+            for j, k in enumerate(fw.kinds):
+                if k not in ("uplink", "parking", "stats", "event"):
+                    b.fail(f"{p}.kinds[{j}]", f"{k!r} is not one of uplink, parking, stats, event")
+            if fw.max_batch < 1 or fw.max_batch > 10000:
+                b.fail(f"{p}.max_batch", f"{fw.max_batch} out of range 1..10000")
+        for i, fw in enumerate(getattr(cfg.forward, kind)):
+            url = getattr(fw, "url", None)
+            if url is not None:
+                schemes = {"mqtt": ("mqtt://", "mqtts://"), "http": ("http://", "https://"),
+                           "ngsi_ld": ("http://", "https://")}[kind]
+                if not url.startswith(schemes):
+                    b.fail(f"forward.{kind}[{i}].url",
+                           f"{url!r} must start with {' or '.join(schemes)}")
+    for i, fwd in enumerate(cfg.forward.gwmp):
+        if not fwd.server[0] or not fwd.server[1]:
+            b.fail(f"forward.gwmp[{i}].server", "required key is missing (e.g. \"lns.example.org:1700\")")
+    spots: dict[str, str] = {}
+    for i, dev in enumerate(cfg.parking.devices):
+        p = f"parking.devices[{i}]"
+        abp = (dev.dev_addr, dev.nwk_s_key, dev.app_s_key)
+        if any(x is not None for x in abp) and not all(x is not None for x in abp):
+            b.fail(p, "ABP needs all of dev_addr, nwk_s_key and app_s_key")
+        if dev.spot_id in spots:
+            b.fail(f"{p}.spot_id", f"{dev.spot_id!r} is already used by {spots[dev.spot_id]}")
+        spots[dev.spot_id] = p
+    for i, src in enumerate(cfg.sources.modbus):
+        for j, d in enumerate(src.devices):
+            if not 1 <= d.unit <= 247:
+                b.fail(f"sources.modbus[{i}].devices[{j}].unit", f"{d.unit} out of range 1..247")
+            if d.spot_id in spots:
+                b.fail(f"sources.modbus[{i}].devices[{j}].spot_id",
+                       f"{d.spot_id!r} is already used by {spots[d.spot_id]}")
+            spots[d.spot_id] = f"sources.modbus[{i}].devices[{j}]"
+    if cfg.sources.simulator is not None and not cfg.sources.gwmp:
+        b.fail("sources.simulator", "needs a [[sources.gwmp]] to send to")
+    if cfg.buffer.commit_interval <= 0 or cfg.buffer.commit_interval > 60:
+        b.fail("buffer.commit_interval", "must be between 1ms and 60s")
+
+
+def load_config_text(text: str, *, source: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from None
+    b = _Builder()
+    cfg = b.build(Config, data, "")
+    if cfg is _MISSING or b.problems:
+        raise ConfigError(b.problems or ["<top>: invalid configuration"])
+    _check(cfg, b)
+    if b.problems:
+        raise ConfigError(b.problems)
+    return typing.cast(Config, cfg)
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    return load_config_text(text, source=str(path))
+
+
+def redacted(cfg: Any) -> Any:
+    """The config as plain data with every secret replaced: safe to show or log."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(cfg):
+            v = getattr(cfg, f.name)
+            if f.metadata.get("secret") and v is not None:
+                out[f.name] = "***"
+            else:
+                out[f.name] = redacted(v)
+        return out
+    if isinstance(cfg, tuple | list):
+        return [redacted(v) for v in cfg]
+    if isinstance(cfg, Path):
+        return str(cfg)
+    if isinstance(cfg, bytes):
+        return "***"
+    return cfg

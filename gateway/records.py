@@ -1,0 +1,54 @@
+"""Records: the one shape in which data crosses from sources to the buffer and forwarders.
+
+Drivers build records, the buffer stores them, forwarders read them. A record never
+carries a reference to the driver or backend that touched it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import cbor2
+
+Kind = Literal["uplink", "parking", "stats", "event"]
+KINDS: Final[tuple[str, ...]] = ("uplink", "parking", "stats", "event")
+
+#: Higher outranks lower when the buffer must drop: parking state and events
+#: are worth more than raw frames (a network server can live without a replay).
+PRIORITY: Final[dict[str, int]] = {"uplink": 0, "stats": 1, "parking": 2, "event": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One thing that happened, ready to be stored and forwarded.
+
+    ``body`` is CBOR; use :func:`make_record` / :meth:`decoded` rather than
+    encoding by hand so every producer writes the same shape.
+    """
+
+    kind: str
+    source: str
+    received_us: int  # UTC, microseconds since the epoch
+    body: bytes  # CBOR
+    priority: int = 0
+
+    def decoded(self) -> Any:
+        return cbor2.loads(self.body)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def make_record(kind: str, source: str, body: Any, received_us: int | None = None) -> Record:
+    if kind not in PRIORITY:
+        raise ValueError(f"unknown record kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return Record(
+        kind=kind,
+        source=source,
+        received_us=now_us() if received_us is None else received_us,
+        body=cbor2.dumps(body),
+        priority=PRIORITY[kind],
+    )

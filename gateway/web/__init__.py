@@ -1,0 +1,1 @@
+"""Local status page, JSON API and /metrics. Reads state; never sits on the hot path."""

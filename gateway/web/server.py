@@ -1,0 +1,158 @@
+"""The web component: /healthz, /api/status, /metrics and the status page.
+
+Read-only views of state handed in as callables; a slow phone never slows the
+radio path. `schwebe run` asks for a login for all but /healthz; /metrics takes
+a bearer token; the demo may serve its read-only endpoints openly on loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from gateway.metrics import Metrics
+from gateway.web.auth import bearer_ok, parse_basic, verify_password
+
+log = logging.getLogger("schwebe.web")
+
+StatusFn = Callable[[], dict[str, Any]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class WebServer:
+    name = "web"
+
+    def __init__(
+        self,
+        *,
+        bind: tuple[str, int],
+        status: StatusFn,
+        metrics: Metrics,
+        healthy: Callable[[], bool],
+        username: str | None = None,
+        password_hash: str | None = None,
+        metrics_token: str | None = None,
+        open_read_only: bool = False,
+    ) -> None:
+        self._bind = bind
+        self._status = status
+        self._metrics = metrics
+        self._healthy = healthy
+        self._username = username
+        self._password_hash = password_hash
+        self._metrics_token = metrics_token
+        self._open = open_read_only
+        self._runner: web.AppRunner | None = None
+        self._verified: dict[bytes, float] = {}  # sha256(header) -> expiry; scrypt is slow
+        self.bound_address: tuple[str, int] | None = None
+        if not open_read_only and not (username and password_hash):
+            log.warning(
+                "no web login configured: only /healthz answers. Set [web] username and "
+                "password_hash (make one with `schwebe web hash-password`)."
+            )
+
+    def make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth_middleware], client_max_size=64 * 1024)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/api/status", self._api_status)
+        app.router.add_get("/metrics", self._prometheus)
+        app.router.add_get("/", self._index)
+        return app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._bind[0], self._bind[1], reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.bound_address = sockets[0].getsockname()[:2] if sockets else self._bind
+        log.info("web page listening", extra={"fields": {"url": self.url}})
+
+    @property
+    def url(self) -> str:
+        host, port = self.bound_address or self._bind
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return f"http://{shown}:{port}/"
+
+    async def run(self) -> None:
+        # aiohttp serves from its own tasks; nothing to do until cancelled
+        import asyncio
+
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ------------------------------------------------------------------ auth
+
+    @web.middleware
+    async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if path == "/healthz":
+            return await handler(request)
+        if path == "/metrics":
+            if bearer_ok(request.headers.get("Authorization"), self._metrics_token) or (
+                self._open and request.method == "GET"
+            ):
+                return await handler(request)
+            return web.json_response({"error": "bearer token required"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        if self._open and request.method in ("GET", "HEAD"):
+            return await handler(request)
+        if self._login_ok(request.headers.get("Authorization")):
+            return await handler(request)
+        return web.json_response(
+            {"error": "login required"}, status=401,
+            headers={"WWW-Authenticate": 'Basic realm="schwebe", charset="UTF-8"'},
+        )
+
+    def _login_ok(self, header: str | None) -> bool:
+        if not (self._username and self._password_hash and header):
+            return False
+        key = hashlib.sha256(header.encode()).digest()
+        now = time.monotonic()
+        if self._verified.get(key, 0) > now:
+            return True
+        creds = parse_basic(header)
+        if creds is None or creds[0] != self._username:
+            return False
+        if not verify_password(creds[1], self._password_hash):
+            log.warning("failed web login", extra={"fields": {"user": creds[0][:64]}})
+            return False
+        if len(self._verified) > 32:
+            self._verified.clear()
+        self._verified[key] = now + 300
+        return True
+
+    # ------------------------------------------------------------------ handlers
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        ok = self._healthy()
+        return web.json_response({"ok": ok}, status=200 if ok else 503)
+
+    async def _api_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self._status(), dumps=_dumps)
+
+    async def _prometheus(self, request: web.Request) -> web.Response:
+        return web.Response(text=self._metrics.prometheus(), content_type="text/plain")
+
+    async def _index(self, request: web.Request) -> web.Response:
+        html = resources.files("gateway.web").joinpath("static/index.html").read_text("utf-8")
+        return web.Response(text=html, content_type="text/html",
+                            headers={"Cache-Control": "no-store",
+                                     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"})
+
+
+def _dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, default=str)

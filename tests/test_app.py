@@ -1,0 +1,127 @@
+"""Supervisor: order, restart with backoff, graceful stop, systemd notifications."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from pathlib import Path
+
+import pytest
+
+from gateway.app import Supervisor
+from gateway.sdnotify import Notifier
+
+
+class Recorder:
+    def __init__(self, name: str, events: list[str], *, start_delay: float = 0.0) -> None:
+        self.name = name
+        self.events = events
+        self.start_delay = start_delay
+
+    async def start(self) -> None:
+        await asyncio.sleep(self.start_delay)
+        self.events.append(f"start:{self.name}")
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        self.events.append(f"stop:{self.name}")
+
+
+class Crasher:
+    name = "crasher"
+
+    def __init__(self, crashes: int) -> None:
+        self.crashes = crashes
+        self.runs = 0
+
+    async def run(self) -> None:
+        self.runs += 1
+        if self.runs <= self.crashes:
+            raise RuntimeError(f"boom {self.runs}")
+        await asyncio.Event().wait()
+
+
+async def test_start_in_order_stop_in_reverse() -> None:
+    events: list[str] = []
+    comps = [Recorder("buffer", events), Recorder("source", events, start_delay=0.05),
+             Recorder("web", events)]
+    sup = Supervisor(comps)
+    task = asyncio.create_task(sup.serve(install_signals=False))
+    await asyncio.wait_for(sup.ready.wait(), 5)
+    assert events == ["start:buffer", "start:source", "start:web"]
+    sup.request_stop()
+    await asyncio.wait_for(task, 5)
+    assert events[3:] == ["stop:web", "stop:source", "stop:buffer"]
+
+
+async def test_crashing_component_is_logged_and_restarted(caplog: pytest.LogCaptureFixture) -> None:
+    crasher = Crasher(crashes=3)
+    sup = Supervisor([crasher], backoff_base=0.01, backoff_cap=0.05)
+    task = asyncio.create_task(sup.serve(install_signals=False))
+    for _ in range(200):
+        if crasher.runs >= 4:
+            break
+        await asyncio.sleep(0.01)
+    assert crasher.runs == 4
+    state = sup.states["crasher"]
+    assert state.restarts == 3 and state.running
+    assert state.last_error == "RuntimeError: boom 3"
+    crashes = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(crashes) == 3
+    assert all(r.fields["component"] == "crasher" for r in crashes)  # type: ignore[attr-defined]
+    sup.request_stop()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_stop_that_hangs_is_cut_at_the_drain_timeout() -> None:
+    class Hanger:
+        name = "hanger"
+
+        async def run(self) -> None:
+            await asyncio.Event().wait()
+
+        async def stop(self) -> None:
+            await asyncio.sleep(60)
+
+    events: list[str] = []
+    sup = Supervisor([Recorder("first", events), Hanger()], drain_timeout=0.3)
+    task = asyncio.create_task(sup.serve(install_signals=False))
+    await asyncio.wait_for(sup.ready.wait(), 5)
+    sup.request_stop()
+    await asyncio.wait_for(task, 5)
+    assert events[-1] == "stop:first"  # the others still stopped after the hang
+
+
+async def test_sd_notify_ready_after_start_then_watchdog_and_stopping(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.setblocking(False)
+        events: list[str] = []
+        notifier = Notifier(path, watchdog_usec="100000")  # ping every 50 ms
+        sup = Supervisor([Recorder("slow-source", events, start_delay=0.2)], notifier=notifier)
+        task = asyncio.create_task(sup.serve(install_signals=False))
+        loop = asyncio.get_running_loop()
+        first = (await asyncio.wait_for(loop.sock_recv(sock, 1024), 5)).decode()
+        assert first.startswith("READY=1")
+        assert events == ["start:slow-source"]  # READY only once the source is up
+        second = (await asyncio.wait_for(loop.sock_recv(sock, 1024), 5)).decode()
+        assert second == "WATCHDOG=1"
+        sup.request_stop()
+        await asyncio.wait_for(task, 5)
+        seen = []
+        while True:
+            try:
+                seen.append(sock.recv(1024).decode())
+            except BlockingIOError:
+                break
+        assert "STOPPING=1" in seen
+
+
+def test_notifier_without_socket_is_silent() -> None:
+    n = Notifier(None)
+    assert not n.enabled
+    n.notify("READY=1")  # must not raise

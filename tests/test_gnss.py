@@ -1,0 +1,145 @@
+"""GNSS NMEA on a pseudo-terminal: fixes, clock offset, checksum and garbage counting, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from drivers.gnss import GnssFix, GnssReader, NmeaError, parse_sentence
+from drivers.serial_link import Backoff
+from drivers.sim_serial import SimNmeaReceiver, nmea_sentence
+
+# Fixed sample sentences: their checksums are literal text, not computed by our code.
+GGA = b"$GPGGA,092750.000,5321.6802,N,00630.3372,W,1,8,1.03,61.7,M,55.2,M,,*76"
+RMC = b"$GPRMC,092750.000,A,5321.6802,N,00630.3372,W,0.02,31.66,280511,,,A*43"
+
+
+async def wait_for(pred: Callable[[], bool], limit: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    while not pred():
+        if loop.time() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(reader: GnssReader) -> AsyncIterator[None]:
+    task = asyncio.create_task(reader.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def offline(clock: float = 1306575000.0) -> GnssReader:
+    return GnssReader("/dev/null-not-opened", 9600, None, clock=lambda: clock)
+
+
+def test_known_sentences_parse_to_a_fix() -> None:
+    r = offline(clock=1306574870.0)  # 2011-05-28 09:27:50 minus 0 s
+    fixes: list[GnssFix] = []
+    r.on_fix = fixes.append
+    r.feed(GGA + b"\r\n" + RMC + b"\r\n")
+    fix = r.fix
+    assert fix.lat == pytest.approx(53.361337, abs=1e-6)
+    assert fix.lon == pytest.approx(-6.50562, abs=1e-6)
+    assert fix.altitude == 61.7 and fix.satellites == 8 and fix.hdop == 1.03
+    assert fix.fix_quality == 1 and fix.valid and fix.talker == "GP"
+    assert fix.utc is not None and fix.utc.isoformat() == "2011-05-28T09:27:50+00:00"
+    assert fix.time_offset == 0.0
+    assert len(fixes) == 2 and r.counters["gga"] == 1 and r.counters["rmc"] == 1
+
+
+def test_checksum_garbage_and_overlong_are_counted_and_skipped() -> None:
+    r = offline()
+    bad_sum = GGA[:-2] + b"77"
+    overlong = nmea_sentence("GPTXT," + "X" * 90)
+    r.feed(bad_sum + b"\r\n\x00\xff\xfe noise\r\n$GPGGA,no,checksum\r\n")
+    r.feed(overlong + GGA + b"\r\n")
+    assert r.counters["checksum_errors"] == 1
+    assert r.counters["garbage"] == 2
+    assert r.counters["overlong"] == 1
+    # The sentence right after the overlong one still parses: the splitter resynchronised.
+    assert r.counters["gga"] == 1 and r.fix.lat is not None
+    with pytest.raises(NmeaError) as info:
+        parse_sentence(bad_sum)
+    assert info.value.kind == "checksum_errors" and info.value.offset == len(GGA) - 2
+
+
+def test_a_line_without_end_cannot_grow_memory() -> None:
+    r = offline()
+    for _ in range(1000):
+        r.feed(b"A" * 1000)
+    assert len(r._line) <= r.max_sentence
+    r.feed(b"\r\n" + GGA + b"\r\n")
+    assert r.counters["overlong"] == 1 and r.counters["gga"] == 1
+
+
+def test_any_chunking_gives_the_same_result() -> None:
+    stream = b"junk\r\n" + GGA + b"\r\n" + RMC + b"\n" + GGA[:-1] + b"0\r\n"
+    whole = offline()
+    whole.feed(stream)
+    for size in (1, 2, 3, 7, 13, 64):
+        r = offline()
+        for i in range(0, len(stream), size):
+            r.feed(stream[i : i + size])
+        assert r.counters == whole.counters and r.fix == whole.fix
+
+
+def test_other_talkers_and_hemispheres() -> None:
+    r = offline()
+    r.feed(nmea_sentence("GLGGA,000001.00,3352.1280,S,15112.5530,E,2,12,0.6,40.0,M,,M,,") + b"")
+    assert r.fix.talker == "GL" and r.fix.fix_quality == 2
+    assert r.fix.lat is not None and r.fix.lat < 0 and r.fix.lon is not None and r.fix.lon > 0
+    r.feed(nmea_sentence("BDGSV,1,1,00") + nmea_sentence("GNGGA,000002.00,,,,,0,00,99.9,,M,,M,,"))
+    assert r.counters["ignored"] == 1
+    assert r.fix.fix_quality == 0 and r.fix.lat is None  # lost fix clears the position
+
+
+async def test_receiver_on_pty_gives_fixes_and_clock_offset(tmp_path: Path) -> None:
+    sim = SimNmeaReceiver(str(tmp_path / "ttyACM0"), interval=0.05, garbage_every=3)
+    sim.time_offset = 5.0  # GNSS says it is 5 s later than the system clock
+    await sim.start()
+    fixes: list[GnssFix] = []
+    reader = GnssReader(sim.port, 9600, fixes.append)
+    try:
+        async with running(reader):
+            await wait_for(lambda: reader.counters["rmc"] >= 3 and reader.counters["garbage"] >= 1)
+        fix = reader.fix
+        assert fix.lat == pytest.approx(51.2562, abs=1e-5)
+        assert fix.lon == pytest.approx(7.1508, abs=1e-5)
+        assert fix.altitude == 152.3 and fix.satellites == 9 and fix.hdop == 0.9
+        assert fix.time_offset == pytest.approx(5.0, abs=0.2)
+        assert reader.counters["checksum_errors"] == 0
+        health = reader.health()
+        assert health["fix"]["lat"] == fix.lat and health["garbage"] >= 1
+        assert isinstance(health["fix"]["utc"], str)
+    finally:
+        await sim.close()
+
+
+async def test_unplug_and_replug_resumes_fixes(tmp_path: Path) -> None:
+    sim = SimNmeaReceiver(str(tmp_path / "ttyACM0"), interval=0.05)
+    await sim.start()
+    reader = GnssReader(sim.port, 9600, None, backoff=Backoff(initial=0.02, maximum=0.1))
+    try:
+        async with running(reader):
+            await wait_for(lambda: reader.counters["gga"] >= 2)
+            sim.unplug()
+            await wait_for(lambda: reader.health()["open_failures"] >= 2)
+            assert reader.health()["connected"] is False
+            before = reader.counters["gga"]
+            sim.lat = 48.0
+            sim.replug()
+            await wait_for(lambda: reader.counters["gga"] > before + 1)
+            assert reader.fix.lat == pytest.approx(48.0)
+            assert reader.health()["opens"] == 2 and reader.health()["disconnects"] == 1
+    finally:
+        await sim.close()

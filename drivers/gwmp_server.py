@@ -1,0 +1,556 @@
+"""Semtech UDP (GWMP) server for local packet forwarders: uplinks in, downlinks out.
+
+Acks PUSH_DATA/PULL_DATA, turns each good rxpk and stat into a record, keeps per-gateway
+health, routes downlinks (after the EU868 duty-cycle check) and their TX_ACK back to the
+caller. No datagram, however malformed, may stop the socket; every one lands in a counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+from drivers.dutycycle import (
+    OK,
+    AirtimeError,
+    DutyCycleLimiter,
+    txpk_bandwidth_hz,
+    txpk_time_on_air,
+)
+from gateway import frames
+from gateway.records import Record, make_record, now_us
+
+log = logging.getLogger(__name__)
+
+#: Kernel receive buffer asked for: a burst of several thousand datagrams must
+#: survive a garbage-collection pause. Best effort: Linux caps it at rmem_max.
+DEFAULT_RCVBUF: Final = 4 * 1024 * 1024
+
+#: txpk_ack errors this server adds to the forwarder's own (TOO_LATE, TX_FREQ, ...).
+UNKNOWN_GATEWAY: Final = "UNKNOWN_GATEWAY"
+TIMEOUT: Final = "TIMEOUT"
+BAD_TXPK: Final = "BAD_TXPK"
+SEND_FAILED: Final = "SEND_FAILED"
+
+_STAT_TOTALS: Final = ("rxnb", "rxok", "rxfw", "dwnb", "txnb")
+_STAT_LAST: Final = (
+    "rxnb",
+    "rxok",
+    "rxfw",
+    "ackr",
+    "dwnb",
+    "txnb",
+    "temp",
+    "lati",
+    "long",
+    "alti",
+    "time",
+)
+
+
+@dataclass(slots=True)
+class ConcentratorHealth:
+    """What one packet forwarder told us and when (shown on the status page)."""
+
+    gateway_eui: str
+    protocol_version: int = 2
+    uplink_addr: tuple[str, int] | None = None
+    downlink_addr: tuple[str, int] | None = None
+    last_seen: float = 0.0  # monotonic
+    last_pull: float = 0.0
+    push_data: int = 0
+    pull_data: int = 0
+    rxpk: int = 0
+    rxpk_bad: int = 0
+    last_stat: dict[str, Any] = field(default_factory=dict)
+    stat_totals: dict[str, int] = field(default_factory=dict)
+    stats_received: int = 0
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "gateway_eui": self.gateway_eui,
+            "protocol_version": self.protocol_version,
+            "uplink_addr": None
+            if self.uplink_addr is None
+            else f"{self.uplink_addr[0]}:{self.uplink_addr[1]}",
+            "downlink_addr": None
+            if self.downlink_addr is None
+            else f"{self.downlink_addr[0]}:{self.downlink_addr[1]}",
+            "last_seen_s_ago": round(now - self.last_seen, 3) if self.last_seen else None,
+            "last_pull_s_ago": round(now - self.last_pull, 3) if self.last_pull else None,
+            "push_data": self.push_data,
+            "pull_data": self.pull_data,
+            "rxpk": self.rxpk,
+            "rxpk_bad": self.rxpk_bad,
+            "stats_received": self.stats_received,
+            "stat": dict(self.last_stat),
+            "stat_totals": dict(self.stat_totals),
+        }
+
+
+@dataclass(slots=True)
+class _Pending:
+    gateway_eui: int
+    future: asyncio.Future[dict[str, Any]]
+
+
+def _eui_hex(eui: int) -> str:
+    return f"{eui:016x}"
+
+
+class GwmpServer(asyncio.DatagramProtocol):
+    """One UDP socket serving any number of packet forwarders (uplink and downlink path)."""
+
+    def __init__(
+        self,
+        *,
+        on_uplink: Callable[[Record], None],
+        on_stats: Callable[[Record], None] | None = None,
+        bind: tuple[str, int] = ("127.0.0.1", 1700),
+        allowed_euis: set[int] | None = None,
+        allowed_hosts: set[str] | None = None,
+        duty_cycle: DutyCycleLimiter | None = None,
+        on_downlink_observed: Callable[[int, Mapping[str, Any]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock_us: Callable[[], int] = now_us,
+        name: str = "gwmp",
+        source: str | None = None,
+        rcvbuf: int = DEFAULT_RCVBUF,
+        max_datagram: int = frames.MAX_DATAGRAM,
+        downlink_timeout: float = 5.0,
+    ) -> None:
+        self._on_uplink = on_uplink
+        self._on_stats = on_stats
+        self._bind = bind
+        self._allowed_euis = None if allowed_euis is None else frozenset(allowed_euis)
+        self._allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
+        self._duty = duty_cycle
+        self._on_downlink_observed = on_downlink_observed
+        self._clock = clock
+        self._wall_us = wall_clock_us
+        self.name = name  # the supervisor's component name
+        self._source = name if source is None else source
+        self._rcvbuf_wanted = rcvbuf
+        self._rcvbuf = 0
+        self._max_datagram = max_datagram
+        self._downlink_timeout = downlink_timeout
+        self._transport: asyncio.DatagramTransport | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._gateways: dict[int, ConcentratorHealth] = {}
+        self._pending: dict[int, _Pending] = {}
+        # Every datagram ends in exactly one outcome, so sum(outcomes) == datagrams.
+        self._datagrams = 0
+        self._by_identifier: Counter[str] = Counter()
+        self._outcomes: Counter[str] = Counter()
+        self._malformed: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
+        self._rxpk_bad: Counter[str] = Counter()
+        self._rxpk = 0
+        self._stats = 0
+        self._callback_errors = 0
+        self._socket_errors = 0
+        self._downlinks_sent = 0
+        self._downlinks_refused: Counter[str] = Counter()
+        self._downlinks_acked: Counter[str] = Counter()
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Bind the socket; returns once datagrams can arrive (the supervisor's READY point)."""
+        loop = asyncio.get_running_loop()
+        host, port = self._bind
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self._rcvbuf = self._grow_rcvbuf(sock)
+            sock.bind(sockaddr)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise OSError(
+                exc.errno,
+                f"GWMP server cannot bind UDP {host}:{port}: {exc.strerror}; "
+                "is another packet-forwarder server running there? (sources.gwmp.bind)",
+            ) from exc
+        self._closed = loop.create_future()
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        self._transport = transport  # connection_made may only run on the next loop turn
+        log.info(
+            "GWMP server listening",
+            extra={
+                "fields": {
+                    "bind": f"{self.bound_address[0]}:{self.bound_address[1]}",
+                    "rcvbuf": self._rcvbuf,
+                }
+            },
+        )
+
+    def _grow_rcvbuf(self, sock: socket.socket) -> int:
+        force = getattr(socket, "SO_RCVBUFFORCE", None)
+        if force is not None:
+            # Needs CAP_NET_ADMIN; lets a systemd unit exceed rmem_max without sysctl.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, force, self._rcvbuf_wanted)
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < self._rcvbuf_wanted:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf_wanted)
+        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+    async def run(self) -> None:
+        """Serve until closed (the supervisor's component protocol; start() first for READY)."""
+        if self._transport is None:
+            await self.start()
+        await self.wait_closed()
+
+    async def stop(self) -> None:
+        self.close()
+        await self.wait_closed()
+
+    @property
+    def bound_address(self) -> tuple[str, int]:
+        if self._transport is None:
+            raise RuntimeError("GWMP server is not started; await start() first")
+        addr = self._transport.get_extra_info("sockname")
+        return str(addr[0]), int(addr[1])
+
+    def close(self) -> None:
+        """Stop serving; pending downlinks are answered with a TIMEOUT-style error."""
+        if self._transport is not None:
+            self._transport.close()
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_result({"error": TIMEOUT, "detail": "GWMP server closed"})
+        self._pending.clear()
+
+    async def wait_closed(self) -> None:
+        if self._closed is not None:
+            await asyncio.shield(self._closed)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector datagram transport does not subclass DatagramTransport on 3.11.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a forwarder that went away: not our problem to die of.
+        self._socket_errors += 1
+        log.debug("GWMP socket error: %s", exc)
+
+    # ------------------------------------------------------------------ receive path
+
+    def _malformed_count(self, kind: str, addr: Any, detail: str) -> None:
+        self._malformed[kind] += 1
+        self._outcomes["malformed"] += 1
+        if kind not in self._warned:
+            # One warning per kind: a flood of garbage must not flood the journal too.
+            self._warned.add(kind)
+            log.warning(
+                "malformed GWMP datagram from %s: %s (further ones of this kind counted)",
+                addr,
+                detail,
+            )
+
+    def _drop(self, reason: str) -> None:
+        self._dropped[reason] += 1
+        self._outcomes["dropped"] += 1
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self._datagrams += 1
+        try:
+            self._handle(data, addr)
+        except Exception:  # the socket must outlive any bug in one datagram
+            self._malformed_count("internal_error", addr, "unexpected error while handling")
+            log.exception("GWMP datagram from %s raised; counted as internal_error", addr)
+
+    def _handle(self, data: bytes, addr: tuple[Any, int]) -> None:
+        if self._allowed_hosts is not None and addr[0] not in self._allowed_hosts:
+            self._drop("unknown_host")
+            return
+        n = len(data)
+        if n > self._max_datagram:
+            self._malformed_count(
+                "too_large", addr, f"{n} bytes exceed the bound of {self._max_datagram}"
+            )
+            return
+        if n < 4:
+            self._malformed_count("too_short", addr, f"{n} bytes, a GWMP header needs 4")
+            return
+        ident = data[3]
+        # Allow-list before any JSON work: a stranger's flood costs us a few bytes of reading.
+        if (
+            self._allowed_euis is not None
+            and ident in (frames.PUSH_DATA, frames.PULL_DATA, frames.TX_ACK)
+            and n >= 12
+            and int.from_bytes(data[4:12], "big") not in self._allowed_euis
+        ):
+            self._drop("unknown_eui")
+            return
+        if ident == frames.PUSH_DATA:
+            self._push_data(data, addr)
+        elif ident == frames.PULL_DATA:
+            self._pull_data(data, addr)
+        elif ident == frames.TX_ACK:
+            self._tx_ack(data, addr)
+        else:
+            try:
+                pkt = frames.parse_gwmp(data)
+            except frames.FrameError as exc:
+                self._malformed_count(exc.kind, addr, str(exc))
+                return
+            # PUSH_ACK / PULL_RESP / PULL_ACK travel from a server, never to one.
+            self._by_identifier[pkt.identifier_name] += 1
+            self._drop("unexpected_identifier")
+
+    def _gateway(self, eui: int) -> ConcentratorHealth:
+        gw = self._gateways.get(eui)
+        if gw is None:
+            gw = self._gateways[eui] = ConcentratorHealth(_eui_hex(eui))
+        return gw
+
+    def _push_data(self, data: bytes, addr: tuple[Any, int]) -> None:
+        try:
+            push = frames.decode_push_data(data)
+        except frames.FrameError as exc:
+            self._malformed_count(exc.kind, addr, str(exc))
+            return
+        assert self._transport is not None
+        # Ack first: the forwarder's ackr statistic must not depend on our callbacks.
+        self._transport.sendto(frames.encode_push_ack(push.token, push.version), addr)
+        self._by_identifier["PUSH_DATA"] += 1
+        self._outcomes["acked"] += 1
+        now = self._clock()
+        received_us = self._wall_us()
+        gw = self._gateway(push.gateway_eui)
+        gw.last_seen = now
+        gw.uplink_addr = (str(addr[0]), int(addr[1]))
+        gw.protocol_version = push.version
+        gw.push_data += 1
+        eui_hex = gw.gateway_eui
+        for rx in push.rxpk:
+            if rx.error is not None or rx.phy is None:
+                kind = rx.error.kind if rx.error is not None else "missing_data"
+                self._rxpk_bad[kind] += 1
+                gw.rxpk_bad += 1
+                continue
+            fields = rx.fields
+            # Records carry padded standard base64 whatever dialect the forwarder wrote.
+            fields["data"] = frames.b64encode(rx.phy)
+            self._rxpk += 1
+            gw.rxpk += 1
+            self._emit(
+                self._on_uplink, "uplink", {"gateway_eui": eui_hex, "rxpk": fields}, received_us
+            )
+        if push.stat is not None:
+            self._stats += 1
+            gw.stats_received += 1
+            stat = push.stat
+            for key in _STAT_LAST:
+                if key in stat:
+                    gw.last_stat[key] = stat[key]
+            for key in _STAT_TOTALS:
+                value = stat.get(key)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    gw.stat_totals[key] = gw.stat_totals.get(key, 0) + value
+            if self._on_stats is not None:
+                self._emit(
+                    self._on_stats, "stats", {"gateway_eui": eui_hex, "stat": stat}, received_us
+                )
+
+    def _emit(
+        self, callback: Callable[[Record], None], kind: str, body: Any, received_us: int
+    ) -> None:
+        try:
+            callback(make_record(kind, self._source, body, received_us))
+        except Exception:  # a consumer bug must not stop the radio path
+            self._callback_errors += 1
+            if self._callback_errors == 1:
+                log.exception("GWMP %s consumer raised; further errors are only counted", kind)
+
+    def _pull_data(self, data: bytes, addr: tuple[Any, int]) -> None:
+        try:
+            pkt = frames.parse_gwmp(data)
+        except frames.FrameError as exc:
+            self._malformed_count(exc.kind, addr, str(exc))
+            return
+        assert self._transport is not None and pkt.gateway_eui is not None
+        self._transport.sendto(frames.encode_pull_ack(pkt.token, pkt.version), addr)
+        self._by_identifier["PULL_DATA"] += 1
+        self._outcomes["acked"] += 1
+        gw = self._gateway(pkt.gateway_eui)
+        now = self._clock()
+        gw.last_seen = gw.last_pull = now
+        gw.downlink_addr = (str(addr[0]), int(addr[1]))
+        gw.protocol_version = pkt.version
+        gw.pull_data += 1
+
+    def _tx_ack(self, data: bytes, addr: tuple[Any, int]) -> None:
+        try:
+            pkt = frames.parse_gwmp(data)
+        except frames.FrameError as exc:
+            self._malformed_count(exc.kind, addr, str(exc))
+            return
+        self._by_identifier["TX_ACK"] += 1
+        pending = self._pending.get(pkt.token)
+        if pending is None or pending.gateway_eui != pkt.gateway_eui:
+            # Late (after our timeout) or for somebody else's downlink.
+            self._drop("stale_tx_ack")
+            return
+        del self._pending[pkt.token]
+        self._outcomes["tx_ack"] += 1
+        ack: dict[str, Any] = {"error": OK}
+        body = pkt.body or {}
+        inner = body.get("txpk_ack")
+        if isinstance(inner, dict):
+            ack.update(inner)
+            if not isinstance(ack.get("error"), str) or not ack["error"]:
+                ack["error"] = OK
+        if not pending.future.done():
+            pending.future.set_result(ack)
+
+    # ------------------------------------------------------------------ downlinks
+
+    def _pick_gateway(self, gateway_eui: int | None) -> ConcentratorHealth | None:
+        if gateway_eui is not None:
+            gw = self._gateways.get(gateway_eui)
+            return gw if gw is not None and gw.downlink_addr is not None else None
+        # No EUI given: the forwarder whose downlink path was refreshed last.
+        best: ConcentratorHealth | None = None
+        for gw in self._gateways.values():
+            if gw.downlink_addr is not None and (best is None or gw.last_pull > best.last_pull):
+                best = gw
+        return best
+
+    def _refuse(self, error: str, detail: str) -> dict[str, Any]:
+        self._downlinks_refused[error] += 1
+        return {"error": error, "detail": detail}
+
+    async def send_downlink(
+        self,
+        gateway_eui: int | None,
+        txpk: Mapping[str, Any],
+        timeout: float | None = None,  # noqa: ASYNC109 - per-call TX_ACK wait; callers pass the LNS's budget
+    ) -> dict[str, Any]:
+        """Send ``txpk`` as PULL_RESP and return the forwarder's ``txpk_ack`` (``error`` ``"NONE"`` = sent).
+
+        Refusals (no such forwarder, duty cycle, bad txpk) come back in the same
+        shape, with a ``detail`` for the operator, and nothing goes on air.
+        """
+        if self._transport is None or self._transport.is_closing():
+            return self._refuse(SEND_FAILED, "GWMP server is not running")
+        gw = self._pick_gateway(gateway_eui)
+        if gw is None:
+            who = "any gateway" if gateway_eui is None else f"gateway {_eui_hex(gateway_eui)}"
+            return self._refuse(
+                UNKNOWN_GATEWAY,
+                f"no PULL_DATA received from {who} yet, so there is no downlink path; "
+                "check that its packet forwarder points at this server",
+            )
+        eui = int(gw.gateway_eui, 16)
+        freq = txpk.get("freq")
+        if not isinstance(freq, (int, float)) or isinstance(freq, bool):
+            return self._refuse(BAD_TXPK, "txpk needs 'freq' in MHz")
+        freq_hz = round(float(freq) * 1e6)
+        booked: tuple[int, float, int] | None = None
+        if self._duty is not None:
+            try:
+                airtime = txpk_time_on_air(txpk)
+                bandwidth = txpk_bandwidth_hz(txpk)
+            except AirtimeError as exc:
+                return self._refuse(BAD_TXPK, f"txpk: {exc}")
+            verdict = self._duty.acquire(freq_hz, airtime, bandwidth)
+            if not verdict.ok:
+                return self._refuse(verdict.error, f"gateway {gw.gateway_eui}: {verdict.detail}")
+            booked = (freq_hz, airtime, bandwidth)
+        token = secrets.randbits(16)
+        while token in self._pending:
+            token = secrets.randbits(16)
+        assert gw.downlink_addr is not None
+        datagram = frames.encode_pull_resp(token, txpk, gw.protocol_version)
+        expect_ack = gw.protocol_version >= 2
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        if expect_ack:
+            self._pending[token] = _Pending(eui, future)
+        try:
+            self._transport.sendto(datagram, gw.downlink_addr)
+        except OSError as exc:
+            self._pending.pop(token, None)
+            if booked is not None and self._duty is not None:
+                self._duty.release(*booked)
+            return self._refuse(SEND_FAILED, f"sending PULL_RESP to {gw.downlink_addr}: {exc}")
+        self._downlinks_sent += 1
+        if self._on_downlink_observed is not None:
+            try:
+                self._on_downlink_observed(eui, txpk)
+            except Exception:  # an observer must not cost the downlink
+                self._callback_errors += 1
+                log.exception("downlink observer raised")
+        if not expect_ack:
+            # Protocol version 1 has no TX_ACK: sent is all we can know.
+            self._downlinks_acked[OK] += 1
+            return {"error": OK, "detail": "protocol v1 forwarder; no TX_ACK in that version"}
+        wait = self._downlink_timeout if timeout is None else timeout
+        try:
+            ack = await asyncio.wait_for(asyncio.shield(future), wait)
+        except TimeoutError:
+            self._pending.pop(token, None)
+            self._downlinks_acked[TIMEOUT] += 1
+            # The airtime stays booked: the radio may well have sent it.
+            return {
+                "error": TIMEOUT,
+                "detail": f"no TX_ACK from gateway {gw.gateway_eui} within {wait:g} s",
+            }
+        finally:
+            self._pending.pop(token, None)
+        error = str(ack.get("error", OK))
+        self._downlinks_acked[error] += 1
+        if error != OK and booked is not None and self._duty is not None and error != TIMEOUT:
+            # The forwarder refused it (TOO_LATE, TX_FREQ...): nothing went on air.
+            self._duty.release(*booked)
+        return ack
+
+    # ------------------------------------------------------------------ health
+
+    def gateways(self) -> dict[str, ConcentratorHealth]:
+        return {gw.gateway_eui: gw for gw in self._gateways.values()}
+
+    def health(self) -> dict[str, Any]:
+        """Counters and per-forwarder health; cheap enough for every status-page refresh."""
+        now = self._clock()
+        return {
+            "bound": None
+            if self._transport is None
+            else f"{self.bound_address[0]}:{self.bound_address[1]}",
+            "rcvbuf": self._rcvbuf,
+            "datagrams": self._datagrams,
+            "by_identifier": dict(self._by_identifier),
+            "outcomes": dict(self._outcomes),
+            "acks": self._outcomes["acked"],
+            "rxpk": self._rxpk,
+            "rxpk_bad": dict(self._rxpk_bad),
+            "stats": self._stats,
+            "malformed": dict(self._malformed),
+            "dropped": dict(self._dropped),
+            "callback_errors": self._callback_errors,
+            "socket_errors": self._socket_errors,
+            "downlinks": {
+                "sent": self._downlinks_sent,
+                "refused": dict(self._downlinks_refused),
+                "acked": dict(self._downlinks_acked),
+                "pending": len(self._pending),
+            },
+            "duty_cycle": None if self._duty is None else self._duty.usage(),
+            "gateways": {gw.gateway_eui: gw.as_dict(now) for gw in self._gateways.values()},
+        }

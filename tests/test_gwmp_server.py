@@ -1,0 +1,473 @@
+"""The Semtech UDP server over real loopback sockets, as a packet forwarder sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import pytest
+
+from drivers.dutycycle import EU868_BANDS, DutyCycleLimiter
+from drivers.gwmp_server import GwmpServer
+from gateway import frames
+from gateway.records import Record
+
+EUI = 0xB827EBFFFE000001
+OTHER_EUI = 0xB827EBFFFE000002
+PHY = bytes.fromhex("40a1b2c3d400010001") + b"\x11\x22\x33" + b"\xaa\xbb\xcc\xdd"
+
+
+def rxpk(data: bytes = PHY, **extra: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "tmst": 3512348611,
+        "chan": 2,
+        "rfch": 0,
+        "freq": 868.5,
+        "stat": 1,
+        "modu": "LORA",
+        "datr": "SF7BW125",
+        "codr": "4/5",
+        "rssi": -75,
+        "lsnr": 5.5,
+        "size": len(data),
+        "data": base64.b64encode(data).decode(),
+    }
+    fields.update(extra)
+    return fields
+
+
+class Forwarder(asyncio.DatagramProtocol):
+    """A packet forwarder's socket: collects what the server sends."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.inbox.put_nowait(data)
+
+    def send(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data)
+
+    async def recv(self, wait: float = 2.0) -> frames.GwmpPacket:
+        pkt: frames.GwmpPacket = frames.parse_gwmp(await asyncio.wait_for(self.inbox.get(), wait))
+        return pkt
+
+    async def nothing(self, wait: float = 0.2) -> None:
+        await asyncio.sleep(wait)
+        assert self.inbox.empty(), f"unexpected datagram {self.inbox.get_nowait()!r}"
+
+
+class Harness:
+    def __init__(self, **kw: Any) -> None:
+        self.uplinks: list[Record] = []
+        self.stats: list[Record] = []
+        self.observed: list[tuple[int, dict[str, Any]]] = []
+        self.server = GwmpServer(
+            bind=("127.0.0.1", 0),
+            on_uplink=self.uplinks.append,
+            on_stats=self.stats.append,
+            on_downlink_observed=lambda eui, txpk: self.observed.append((eui, dict(txpk))),
+            **kw,
+        )
+        self.transports: list[asyncio.DatagramTransport] = []
+
+    async def forwarder(self) -> Forwarder:
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.create_datagram_endpoint(
+            Forwarder, remote_addr=self.server.bound_address
+        )
+        self.transports.append(transport)
+        return proto
+
+    def close(self) -> None:
+        for t in self.transports:
+            t.close()
+        self.server.close()
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    h = Harness()
+    await h.server.start()
+    yield h
+    h.close()
+
+
+async def settle(condition: Any, wait: float = 2.0) -> None:
+    deadline = time.monotonic() + wait
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+async def test_push_data_is_acked_with_its_token_and_becomes_records(harness: Harness) -> None:
+    fwd = await harness.forwarder()
+    stat = {"time": "2024-05-01 10:00:00 GMT", "rxnb": 3, "rxok": 2, "rxfw": 2, "ackr": 100.0}
+    stat |= {"temp": 41.5, "lati": 51.25, "long": 7.15, "alti": 160, "dwnb": 0, "txnb": 0}
+    # Second frame in the unpadded base64 some forwarders write: normalised in the record.
+    unpadded = base64.b64encode(PHY).decode().rstrip("=")
+    fwd.send(
+        frames.encode_push_data(0xBEEF, EUI, [rxpk(), rxpk(rssi=-110) | {"data": unpadded}], stat)
+    )
+    ack = await fwd.recv()
+    assert ack.identifier == frames.PUSH_ACK and ack.token == 0xBEEF
+    await settle(lambda: len(harness.uplinks) == 2 and len(harness.stats) == 1)
+    body = harness.uplinks[1].decoded()
+    assert harness.uplinks[1].kind == "uplink"
+    assert body["gateway_eui"] == "b827ebfffe000001"
+    assert body["rxpk"]["rssi"] == -110 and body["rxpk"]["datr"] == "SF7BW125"
+    assert base64.b64decode(body["rxpk"]["data"]) == PHY and body["rxpk"]["data"].endswith("=")
+    assert harness.stats[0].decoded() == {"gateway_eui": "b827ebfffe000001", "stat": stat}
+    gw = harness.server.health()["gateways"]["b827ebfffe000001"]
+    assert (
+        gw["stat"]["temp"] == 41.5 and gw["stat"]["lati"] == 51.25 and gw["stat"]["ackr"] == 100.0
+    )
+    assert gw["rxpk"] == 2 and gw["stat_totals"]["rxnb"] == 3
+
+
+async def test_bad_rxpk_is_counted_and_never_loses_its_siblings(harness: Harness) -> None:
+    fwd = await harness.forwarder()
+    fwd.send(
+        frames.encode_push_data(1, EUI, [rxpk(size=99), rxpk(), rxpk(data=b"") | {"data": "!!"}])
+    )
+    assert (await fwd.recv()).identifier == frames.PUSH_ACK
+    await settle(lambda: harness.server.health()["rxpk_bad"] != {})
+    health = harness.server.health()
+    assert len(harness.uplinks) == 1
+    assert health["rxpk_bad"]["size_mismatch"] == 1 and sum(health["rxpk_bad"].values()) == 2
+
+
+async def test_pull_data_is_acked_and_the_downlink_path_remembered(harness: Harness) -> None:
+    fwd = await harness.forwarder()
+    fwd.send(frames.encode_pull_data(0x1234, EUI))
+    ack = await fwd.recv()
+    assert ack.identifier == frames.PULL_ACK and ack.token == 0x1234
+    assert fwd.transport is not None
+    local = fwd.transport.get_extra_info("sockname")
+    gw = harness.server.health()["gateways"]["b827ebfffe000001"]
+    assert gw["downlink_addr"] == f"{local[0]}:{local[1]}"
+
+
+async def answer_downlinks(fwd: Forwarder, error: str | None = "NONE") -> list[frames.GwmpPacket]:
+    """Play the forwarder: TX_ACK every PULL_RESP with ``error`` (None: stay silent)."""
+    got: list[frames.GwmpPacket] = []
+    while True:
+        pkt = await fwd.recv(wait=5)
+        if pkt.identifier != frames.PULL_RESP:
+            continue
+        got.append(pkt)
+        if error is not None:
+            fwd.send(frames.encode_tx_ack(pkt.token, EUI, {"error": error}))
+
+
+TXPK = {
+    "imme": False,
+    "tmst": 3513348611,
+    "freq": 868.5,
+    "rfch": 0,
+    "powe": 14,
+    "modu": "LORA",
+    "datr": "SF7BW125",
+    "codr": "4/5",
+    "ipol": True,
+    "size": 17,
+    "data": base64.b64encode(bytes(17)).decode(),
+}
+
+
+async def test_downlink_goes_to_the_forwarder_and_its_tx_ack_comes_back(harness: Harness) -> None:
+    fwd = await harness.forwarder()
+    other = await harness.forwarder()
+    other.send(frames.encode_pull_data(1, OTHER_EUI))
+    fwd.send(frames.encode_pull_data(2, EUI))
+    await other.recv()
+    await fwd.recv()
+    player = asyncio.create_task(answer_downlinks(fwd))
+    try:
+        first = await harness.server.send_downlink(EUI, TXPK)
+        second = await harness.server.send_downlink(
+            EUI, TXPK | {"freq": 869.525, "datr": "SF9BW125"}
+        )
+    finally:
+        player.cancel()
+    assert first["error"] == "NONE" and second["error"] == "NONE"
+    await other.nothing(0.05)  # the other gateway got nothing
+    assert [eui for eui, _ in harness.observed] == [EUI, EUI]
+    assert harness.observed[1][1]["freq"] == 869.525
+    health = harness.server.health()["downlinks"]
+    assert health["sent"] == 2 and health["acked"] == {"NONE": 2} and health["pending"] == 0
+
+
+async def test_pull_resp_carries_the_txpk_and_a_fresh_token(harness: Harness) -> None:
+    fwd = await harness.forwarder()
+    fwd.send(frames.encode_pull_data(2, EUI))
+    await fwd.recv()
+    tokens = []
+    for _ in range(3):
+        task = asyncio.create_task(harness.server.send_downlink(EUI, TXPK))
+        pkt = await fwd.recv()
+        assert pkt.identifier == frames.PULL_RESP and pkt.body == {"txpk": TXPK}
+        tokens.append(pkt.token)
+        fwd.send(frames.encode_tx_ack(pkt.token, EUI, {"error": "TOO_LATE"}))
+        assert (await task)["error"] == "TOO_LATE"
+    assert len(set(tokens)) == 3
+    assert harness.server.health()["downlinks"]["acked"] == {"TOO_LATE": 3}
+
+
+async def test_a_tx_ack_with_the_wrong_token_does_not_answer_the_caller(harness: Harness) -> None:
+    fwd = await harness.forwarder()
+    fwd.send(frames.encode_pull_data(2, EUI))
+    await fwd.recv()
+    task = asyncio.create_task(harness.server.send_downlink(EUI, TXPK, timeout=0.3))
+    pkt = await fwd.recv()
+    fwd.send(frames.encode_tx_ack((pkt.token + 1) & 0xFFFF, EUI, {"error": "NONE"}))
+    result = await task
+    assert result["error"] == "TIMEOUT" and "no TX_ACK" in result["detail"]
+    assert harness.server.health()["dropped"] == {"stale_tx_ack": 1}
+
+
+async def test_downlink_to_a_gateway_never_heard_is_refused() -> None:
+    h = Harness()
+    await h.server.start()
+    try:
+        result = await h.server.send_downlink(EUI, TXPK)
+        assert result["error"] == "UNKNOWN_GATEWAY" and "b827ebfffe000001" in result["detail"]
+    finally:
+        h.close()
+
+
+async def test_duty_cycle_refusal_answers_with_an_error_and_sends_nothing() -> None:
+    now = [0.0]
+    limiter = DutyCycleLimiter(EU868_BANDS, clock=lambda: now[0])
+    h = Harness(duty_cycle=limiter)
+    await h.server.start()
+    try:
+        fwd = await h.forwarder()
+        fwd.send(frames.encode_pull_data(2, EUI))
+        await fwd.recv()
+        player = asyncio.create_task(answer_downlinks(fwd))
+        # SF12 51 bytes = 2.466 s; the 868.0-868.6 MHz band allows 36 s an hour.
+        big = TXPK | {"datr": "SF12BW125", "size": 51, "data": base64.b64encode(bytes(51)).decode()}
+        results = [await h.server.send_downlink(EUI, big) for _ in range(15)]
+        player.cancel()
+        assert [r["error"] for r in results] == ["NONE"] * 14 + ["DUTY_CYCLE_OVERFLOW"]
+        assert "868.000-868.600" in results[-1]["detail"]
+        await fwd.nothing(0.1)
+        # RX2 (869.525 MHz, 10 %) still has room; a frequency outside the plan never does.
+        off_plan = await h.server.send_downlink(EUI, TXPK | {"freq": 868.65})
+        assert off_plan["error"] == "TX_FREQ"
+        await fwd.nothing(0.05)
+        health = h.server.health()["downlinks"]
+        assert health["sent"] == 14
+        assert health["refused"] == {"DUTY_CYCLE_OVERFLOW": 1, "TX_FREQ": 1}
+        assert len(h.observed) == 14
+    finally:
+        h.close()
+
+
+async def test_a_refused_tx_ack_gives_the_airtime_back() -> None:
+    limiter = DutyCycleLimiter(EU868_BANDS)
+    h = Harness(duty_cycle=limiter)
+    await h.server.start()
+    try:
+        fwd = await h.forwarder()
+        fwd.send(frames.encode_pull_data(2, EUI))
+        await fwd.recv()
+        player = asyncio.create_task(answer_downlinks(fwd, error="TOO_LATE"))
+        assert (await h.server.send_downlink(EUI, TXPK))["error"] == "TOO_LATE"
+        player.cancel()
+        assert all(band["used_s"] == 0 for band in limiter.usage())
+    finally:
+        h.close()
+
+
+async def test_malformed_datagrams_are_counted_by_kind_and_the_socket_keeps_serving(
+    harness: Harness,
+) -> None:
+    fwd = await harness.forwarder()
+    garbage = [
+        b"",
+        b"\x02\x01",
+        b"\x07\x00\x00\x00" + bytes(8) + b"{}",  # unknown version
+        b"\x02\x00\x00\x09",  # unknown identifier
+        b"\x02\x00\x00\x00" + EUI.to_bytes(8, "big") + b"{not json",
+        b"\x02\x00\x00\x00" + EUI.to_bytes(8, "big"),  # PUSH_DATA without body
+        b"\x02\x00\x00\x02\x01\x02",  # PULL_DATA with a cut EUI
+        bytes(range(256)) * 4,
+    ]
+    for g in garbage[1:]:
+        fwd.send(g)
+    # asyncio silently skips empty datagrams; a plain socket sends one.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+        raw.sendto(garbage[0], harness.server.bound_address)
+    fwd.send(frames.encode_push_data(7, EUI, [rxpk()]))
+    ack = await fwd.recv()
+    assert ack.token == 7
+    await fwd.nothing(0.1)  # nothing acked the garbage
+    health = harness.server.health()
+    assert health["datagrams"] == len(garbage) + 1
+    assert sum(health["malformed"].values()) == len(garbage)
+    assert {"too_short", "bad_version", "unknown_identifier", "bad_json", "missing_body"} <= set(
+        health["malformed"]
+    )
+    assert health["outcomes"] == {"malformed": len(garbage), "acked": 1}
+    assert len(harness.uplinks) == 1
+
+
+async def test_a_consumer_that_raises_does_not_stop_the_socket() -> None:
+    def broken(record: Record) -> None:
+        raise RuntimeError("buffer full")
+
+    server = GwmpServer(bind=("127.0.0.1", 0), on_uplink=broken)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    transport, fwd = await loop.create_datagram_endpoint(
+        Forwarder, remote_addr=server.bound_address
+    )
+    try:
+        for token in (1, 2):
+            fwd.send(frames.encode_push_data(token, EUI, [rxpk()]))
+            assert (await fwd.recv()).token == token
+        assert server.health()["callback_errors"] == 2
+    finally:
+        transport.close()
+        server.close()
+
+
+async def test_allow_lists_drop_strangers_without_answering() -> None:
+    h = Harness(allowed_euis={EUI})
+    await h.server.start()
+    try:
+        fwd = await h.forwarder()
+        fwd.send(frames.encode_push_data(1, OTHER_EUI, [rxpk()]))
+        fwd.send(frames.encode_pull_data(2, OTHER_EUI))
+        await fwd.nothing(0.1)
+        fwd.send(frames.encode_push_data(3, EUI, [rxpk()]))
+        assert (await fwd.recv()).token == 3
+        health = h.server.health()
+        assert health["dropped"] == {"unknown_eui": 2}
+        assert list(health["gateways"]) == ["b827ebfffe000001"]
+        assert len(h.uplinks) == 1
+    finally:
+        h.close()
+
+    h = Harness(allowed_hosts={"192.0.2.1"})
+    await h.server.start()
+    try:
+        fwd = await h.forwarder()
+        fwd.send(frames.encode_push_data(1, EUI, [rxpk()]))
+        await fwd.nothing(0.1)
+        assert h.server.health()["dropped"] == {"unknown_host": 1}
+        assert h.uplinks == []
+    finally:
+        h.close()
+
+
+async def test_start_reports_a_busy_port_with_the_config_key() -> None:
+    first = GwmpServer(bind=("127.0.0.1", 0), on_uplink=lambda r: None)
+    await first.start()
+    try:
+        second = GwmpServer(bind=first.bound_address, on_uplink=lambda r: None)
+        with pytest.raises(OSError, match=r"sources\.gwmp\.bind"):
+            await second.start()
+    finally:
+        first.close()
+
+
+async def test_receive_buffer_is_enlarged() -> None:
+    server = GwmpServer(bind=("127.0.0.1", 0), on_uplink=lambda r: None, rcvbuf=1 << 20)
+    await server.start()
+    try:
+        # Linux doubles the request and caps it at rmem_max; the default is ~208 KiB.
+        assert server.health()["rcvbuf"] >= 212992
+    finally:
+        server.close()
+
+
+def _blast(
+    addr: tuple[str, int], pool: list[bytes], rate: float, seconds: float
+) -> tuple[int, int]:
+    """Send ``pool`` round-robin at ``rate`` datagrams/s from a thread; count the acks back."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.connect(addr)
+    sock.setblocking(False)
+    sent = acks = 0
+    start = time.monotonic()
+    try:
+        while (now := time.monotonic()) - start < seconds:
+            due = int((now - start) * rate)
+            while sent < due:
+                sock.send(pool[sent % len(pool)])
+                sent += 1
+            while True:
+                try:
+                    sock.recv(64)
+                    acks += 1
+                except BlockingIOError:
+                    break
+            time.sleep(0.002)
+        sock.setblocking(True)
+        sock.settimeout(0.5)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                sock.recv(64)
+                acks += 1
+    finally:
+        sock.close()
+    return sent, acks
+
+
+def _load_pool() -> list[bytes]:
+    pool: list[bytes] = []
+    for i in range(1000):
+        if i % 100 == 7:
+            pool.append(b"\x02\x00\x00\x00" + EUI.to_bytes(8, "big") + b'{"rxpk":[{"data":')
+        elif i % 50 == 3:
+            pool.append(frames.encode_pull_data(i, EUI))
+        else:
+            pool.append(frames.encode_push_data(i, EUI + i % 4, [rxpk(rssi=-60 - i % 50)]))
+    return pool
+
+
+async def _load(seconds: float, rate: float = 5000.0) -> None:
+    received: list[Record] = []
+    server = GwmpServer(bind=("127.0.0.1", 0), on_uplink=received.append)
+    await server.start()
+    try:
+        sent, acks = await asyncio.to_thread(
+            _blast, server.bound_address, _load_pool(), rate, seconds
+        )
+        await settle(lambda: server.health()["datagrams"] >= sent, wait=5.0)
+        health = server.health()
+        outcomes = health["outcomes"]
+        assert sent >= rate * seconds * 0.95
+        # Every datagram accounted for: received by the server, and acked or counted malformed.
+        assert health["datagrams"] == sent
+        assert outcomes["acked"] + outcomes["malformed"] == sent
+        assert health["malformed"] == {"bad_json": outcomes["malformed"]}
+        assert acks == outcomes["acked"]
+        pulls = sum(1 for i in range(sent) if i % 50 == 3)  # the pool's PULL_DATA slots
+        assert health["rxpk"] == len(received) == sent - outcomes["malformed"] - pulls
+    finally:
+        await server.stop()
+
+
+async def test_load_5000_datagrams_per_second_for_3_seconds_all_accounted_for() -> None:
+    await _load(3.0)
+
+
+@pytest.mark.slow
+async def test_load_5000_datagrams_per_second_for_60_seconds_all_accounted_for() -> None:
+    await _load(60.0)

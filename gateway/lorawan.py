@@ -1,0 +1,568 @@
+"""LoRaWAN 1.0.x / 1.1 security: MICs, payload and FOpts ciphers, join crypto, key derivation.
+
+Pure functions over bytes (keys are 16-byte ``bytes``, identifiers ints as humans read them);
+no parsing of frame structure (that is frames.py) and never any logging: keys are secrets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.cmac import CMAC
+
+# Block tags of LoRaWAN 1.1 §4.3.3 / §4.4 and the 1.0 equivalents.
+_A_TAG: Final = 0x01
+_B_TAG: Final = 0x49
+
+#: JoinReqType of a join-accept MIC answering a Join-request (rejoins use their RejoinType).
+JOIN_REQ_TYPE_JOIN: Final = 0xFF
+
+FOptsScheme = Literal["errata", "original"]
+
+
+# ---------------------------------------------------------------------------- primitives
+
+
+def _check_key(key: bytes, name: str = "key") -> None:
+    if len(key) != 16:
+        raise ValueError(f"{name} must be 16 bytes (32 hex digits), got {len(key)} bytes")
+
+
+def aes_encrypt(key: bytes, data: bytes) -> bytes:
+    """AES-128 ECB encryption of whole 16-byte blocks."""
+    _check_key(key)
+    if len(data) % 16:
+        raise ValueError(f"AES-ECB input must be a multiple of 16 bytes, got {len(data)}")
+    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    return enc.update(data) + enc.finalize()
+
+
+def aes_decrypt(key: bytes, data: bytes) -> bytes:
+    """AES-128 ECB decryption of whole 16-byte blocks."""
+    _check_key(key)
+    if len(data) % 16:
+        raise ValueError(f"AES-ECB input must be a multiple of 16 bytes, got {len(data)}")
+    dec = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+    return dec.update(data) + dec.finalize()
+
+
+def aes_cmac(key: bytes, data: bytes) -> bytes:
+    """AES-128 CMAC (RFC 4493), all 16 bytes."""
+    _check_key(key)
+    mac = CMAC(algorithms.AES(key))
+    mac.update(data)
+    return mac.finalize()
+
+
+def _u32(value: int, what: str) -> bytes:
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(f"{what} must fit in 32 bits, got {value}")
+    return value.to_bytes(4, "little")
+
+
+def _u16(value: int, what: str) -> bytes:
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"{what} must fit in 16 bits, got {value}")
+    return value.to_bytes(2, "little")
+
+
+def _block(tag: int, head: bytes, uplink: bool, dev_addr: int, fcnt: int, last: int) -> bytes:
+    """The 16-byte A/B block layout shared by cipher and MIC: tag|4 bytes|Dir|DevAddr|FCnt|0|last."""
+    return (
+        bytes((tag,))
+        + head
+        + (b"\x00" if uplink else b"\x01")
+        + _u32(dev_addr, "DevAddr")
+        + _u32(fcnt, "FCnt")
+        + bytes((0, last))
+    )
+
+
+# ---------------------------------------------------------------------------- data frames
+
+
+def data_mic_10(key: bytes, *, uplink: bool, dev_addr: int, fcnt: int, msg: bytes) -> bytes:
+    """LoRaWAN 1.0 data-frame MIC with NwkSKey; ``msg`` is MHDR..FRMPayload, ``fcnt`` 32-bit."""
+    _check_key(key, "NwkSKey")
+    b0 = _block(_B_TAG, bytes(4), uplink, dev_addr, fcnt, len(msg))
+    return aes_cmac(key, b0 + msg)[:4]
+
+
+def uplink_mic_11(
+    f_nwk_s_int_key: bytes,
+    s_nwk_s_int_key: bytes,
+    *,
+    dev_addr: int,
+    fcnt: int,
+    msg: bytes,
+    conf_fcnt: int = 0,
+    tx_dr: int = 0,
+    tx_ch: int = 0,
+) -> bytes:
+    """LoRaWAN 1.1 uplink MIC: cmacS[0:2] | cmacF[0:2].
+
+    ``conf_fcnt`` is the counter of the confirmed downlink this uplink ACKs; the spec wants 0
+    when the ACK bit is clear, which the caller (who knows FCtrl) must apply.
+    """
+    _check_key(f_nwk_s_int_key, "FNwkSIntKey")
+    _check_key(s_nwk_s_int_key, "SNwkSIntKey")
+    if not (0 <= tx_dr <= 255 and 0 <= tx_ch <= 255):
+        raise ValueError(f"TxDr and TxCh must be single bytes, got {tx_dr} and {tx_ch}")
+    b0 = _block(_B_TAG, bytes(4), True, dev_addr, fcnt, len(msg))
+    head1 = _u16(conf_fcnt & 0xFFFF, "ConfFCnt") + bytes((tx_dr, tx_ch))
+    b1 = _block(_B_TAG, head1, True, dev_addr, fcnt, len(msg))
+    cmac_s = aes_cmac(s_nwk_s_int_key, b1 + msg)
+    cmac_f = aes_cmac(f_nwk_s_int_key, b0 + msg)
+    return cmac_s[:2] + cmac_f[:2]
+
+
+def downlink_mic_11(
+    s_nwk_s_int_key: bytes, *, dev_addr: int, fcnt: int, msg: bytes, conf_fcnt: int = 0
+) -> bytes:
+    """LoRaWAN 1.1 downlink MIC with SNwkSIntKey; ConfFCnt 0 unless the frame ACKs an uplink."""
+    _check_key(s_nwk_s_int_key, "SNwkSIntKey")
+    head = _u16(conf_fcnt & 0xFFFF, "ConfFCnt") + b"\x00\x00"
+    b0 = _block(_B_TAG, head, False, dev_addr, fcnt, len(msg))
+    return aes_cmac(s_nwk_s_int_key, b0 + msg)[:4]
+
+
+def crypt_frm_payload(key: bytes, *, uplink: bool, dev_addr: int, fcnt: int, data: bytes) -> bytes:
+    """Encrypt or decrypt (the same XOR keystream) an FRMPayload.
+
+    Key: AppSKey for FPort > 0; NwkSKey (1.0) or NwkSEncKey (1.1) for FPort 0. ``fcnt`` is the
+    32-bit counter the frame was sent on (FCntUp, NFCntDown or AFCntDown).
+    """
+    _check_key(key)
+    if not data:
+        return b""
+    nblocks = (len(data) + 15) // 16
+    if nblocks > 255:
+        raise ValueError(f"FRMPayload of {len(data)} bytes is longer than LoRaWAN allows")
+    blocks = b"".join(
+        _block(_A_TAG, bytes(4), uplink, dev_addr, fcnt, i) for i in range(1, nblocks + 1)
+    )
+    stream = aes_encrypt(key, blocks)
+    return bytes(a ^ b for a, b in zip(data, stream, strict=False))
+
+
+encrypt_frm_payload = crypt_frm_payload
+decrypt_frm_payload = crypt_frm_payload
+
+
+def crypt_fopts(
+    nwk_s_enc_key: bytes,
+    *,
+    uplink: bool,
+    dev_addr: int,
+    fcnt: int,
+    data: bytes,
+    a_fcnt_down: bool = False,
+    scheme: FOptsScheme = "errata",
+) -> bytes:
+    """Encrypt or decrypt LoRaWAN 1.1 FOpts (at most 15 bytes) with NwkSEncKey.
+
+    ``scheme="errata"`` (what ChirpStack and devices built after the 1.1 errata do): byte 4 of
+    the A block is 0x01, or 0x02 for a downlink counted on AFCntDown, and byte 15 is 0x01.
+    ``scheme="original"`` is the 1.1 text before the errata (both bytes 0x00), still met in
+    older stacks' test vectors.
+    """
+    _check_key(nwk_s_enc_key, "NwkSEncKey")
+    if len(data) > 15:
+        raise ValueError(f"FOpts holds at most 15 bytes, got {len(data)}")
+    if not data:
+        return b""
+    if scheme == "errata":
+        marker = 0x02 if (a_fcnt_down and not uplink) else 0x01
+        head, last = bytes((0, 0, 0, marker)), 0x01
+    elif scheme == "original":
+        head, last = bytes(4), 0x00
+    else:
+        raise ValueError(f"unknown FOpts scheme {scheme!r}; use 'errata' or 'original'")
+    stream = aes_encrypt(nwk_s_enc_key, _block(_A_TAG, head, uplink, dev_addr, fcnt, last))
+    return bytes(a ^ b for a, b in zip(data, stream, strict=False))
+
+
+encrypt_fopts = crypt_fopts
+decrypt_fopts = crypt_fopts
+
+
+# ---------------------------------------------------------------------------- join
+
+
+def join_request_mic(key: bytes, msg: bytes) -> bytes:
+    """Join-request MIC: AppKey (1.0) or NwkKey (1.1) over MHDR|JoinEUI|DevEUI|DevNonce."""
+    _check_key(key, "AppKey/NwkKey")
+    return aes_cmac(key, msg)[:4]
+
+
+def rejoin_request_mic(key: bytes, msg: bytes) -> bytes:
+    """Rejoin-request MIC: SNwkSIntKey for types 0/2, JSIntKey for type 1, over the whole frame."""
+    _check_key(key, "SNwkSIntKey/JSIntKey")
+    return aes_cmac(key, msg)[:4]
+
+
+def join_accept_mic_10(key: bytes, msg: bytes) -> bytes:
+    """1.0 (or OptNeg=0) join-accept MIC over MHDR|JoinNonce|NetID|DevAddr|DLSettings|RxDelay|CFList."""
+    _check_key(key, "AppKey/NwkKey")
+    return aes_cmac(key, msg)[:4]
+
+
+def join_accept_mic_11(
+    js_int_key: bytes, *, join_req_type: int, join_eui: int, dev_nonce: int, msg: bytes
+) -> bytes:
+    """1.1 join-accept MIC (OptNeg=1) with JSIntKey: JoinReqType|JoinEUI|DevNonce|MHDR|...|CFList.
+
+    ``join_req_type`` is 0xFF answering a Join-request, else the RejoinType (0, 1, 2).
+    """
+    _check_key(js_int_key, "JSIntKey")
+    if join_req_type not in (0x00, 0x01, 0x02, 0xFF):
+        raise ValueError(f"JoinReqType must be 0xff, 0, 1 or 2, got {join_req_type}")
+    head = bytes((join_req_type,)) + join_eui.to_bytes(8, "little") + _u16(dev_nonce, "DevNonce")
+    return aes_cmac(js_int_key, head + msg)[:4]
+
+
+def decrypt_join_accept(key: bytes, encrypted: bytes) -> bytes:
+    """Recover JoinNonce..CFList|MIC from the 16 or 32 bytes after MHDR.
+
+    The network "encrypts" with AES decrypt so devices only need AES encrypt; undoing it is
+    therefore an ECB encryption.
+    """
+    if len(encrypted) not in (16, 32):
+        raise ValueError(f"join-accept body must be 16 or 32 bytes, got {len(encrypted)}")
+    return aes_encrypt(key, encrypted)
+
+
+def encrypt_join_accept(key: bytes, plaintext: bytes) -> bytes:
+    """The network side of :func:`decrypt_join_accept` (AES decrypt, as the spec does)."""
+    if len(plaintext) not in (16, 32):
+        raise ValueError(f"join-accept body must be 16 or 32 bytes, got {len(plaintext)}")
+    return aes_decrypt(key, plaintext)
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys10:
+    nwk_s_key: bytes
+    app_s_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys11:
+    f_nwk_s_int_key: bytes
+    s_nwk_s_int_key: bytes
+    nwk_s_enc_key: bytes
+    app_s_key: bytes | None  # None when the AppKey was not given
+
+
+def _derive(key: bytes, tag: int, body: bytes) -> bytes:
+    block = bytes((tag,)) + body
+    return aes_encrypt(key, block + bytes(16 - len(block)))
+
+
+def derive_session_keys_10(
+    key: bytes, *, join_nonce: int, net_id: int, dev_nonce: int
+) -> SessionKeys10:
+    """1.0 NwkSKey/AppSKey from AppKey (or a 1.1 device's NwkKey when OptNeg is 0)."""
+    _check_key(key, "AppKey/NwkKey")
+    body = (
+        join_nonce.to_bytes(3, "little")
+        + net_id.to_bytes(3, "little")
+        + _u16(dev_nonce, "DevNonce")
+    )
+    return SessionKeys10(nwk_s_key=_derive(key, 0x01, body), app_s_key=_derive(key, 0x02, body))
+
+
+def derive_session_keys_11(
+    nwk_key: bytes, app_key: bytes | None, *, join_nonce: int, join_eui: int, dev_nonce: int
+) -> SessionKeys11:
+    """1.1 (OptNeg=1) network session keys from NwkKey and AppSKey from AppKey."""
+    _check_key(nwk_key, "NwkKey")
+    body = (
+        join_nonce.to_bytes(3, "little")
+        + join_eui.to_bytes(8, "little")
+        + _u16(dev_nonce, "DevNonce")
+    )
+    app_s_key = None
+    if app_key is not None:
+        _check_key(app_key, "AppKey")
+        app_s_key = _derive(app_key, 0x02, body)
+    return SessionKeys11(
+        f_nwk_s_int_key=_derive(nwk_key, 0x01, body),
+        s_nwk_s_int_key=_derive(nwk_key, 0x03, body),
+        nwk_s_enc_key=_derive(nwk_key, 0x04, body),
+        app_s_key=app_s_key,
+    )
+
+
+def derive_js_int_key(nwk_key: bytes, dev_eui: int) -> bytes:
+    _check_key(nwk_key, "NwkKey")
+    return _derive(nwk_key, 0x06, dev_eui.to_bytes(8, "little"))
+
+
+def derive_js_enc_key(nwk_key: bytes, dev_eui: int) -> bytes:
+    _check_key(nwk_key, "NwkKey")
+    return _derive(nwk_key, 0x05, dev_eui.to_bytes(8, "little"))
+
+
+# ---------------------------------------------------------------------------- MAC commands
+
+# CID -> (name, payload length). 1.0.x and 1.1 share one numbering; Class B commands from
+# 1.0.3/1.1, DeviceMode from 1.1 Class C. Lengths from LoRaWAN 1.1 §5 and 1.0.4 §5.
+UPLINK_MAC: Final[dict[int, tuple[str, int]]] = {
+    0x01: ("ResetInd", 1),
+    0x02: ("LinkCheckReq", 0),
+    0x03: ("LinkADRAns", 1),
+    0x04: ("DutyCycleAns", 0),
+    0x05: ("RXParamSetupAns", 1),
+    0x06: ("DevStatusAns", 2),
+    0x07: ("NewChannelAns", 1),
+    0x08: ("RXTimingSetupAns", 0),
+    0x09: ("TxParamSetupAns", 0),
+    0x0A: ("DlChannelAns", 1),
+    0x0B: ("RekeyInd", 1),
+    0x0C: ("ADRParamSetupAns", 0),
+    0x0D: ("DeviceTimeReq", 0),
+    0x0F: ("RejoinParamSetupAns", 1),
+    0x10: ("PingSlotInfoReq", 1),
+    0x11: ("PingSlotChannelAns", 1),
+    0x12: ("BeaconTimingReq", 0),
+    0x13: ("BeaconFreqAns", 1),
+    0x20: ("DeviceModeInd", 1),
+}
+DOWNLINK_MAC: Final[dict[int, tuple[str, int]]] = {
+    0x01: ("ResetConf", 1),
+    0x02: ("LinkCheckAns", 2),
+    0x03: ("LinkADRReq", 4),
+    0x04: ("DutyCycleReq", 1),
+    0x05: ("RXParamSetupReq", 4),
+    0x06: ("DevStatusReq", 0),
+    0x07: ("NewChannelReq", 5),
+    0x08: ("RXTimingSetupReq", 1),
+    0x09: ("TxParamSetupReq", 1),
+    0x0A: ("DlChannelReq", 4),
+    0x0B: ("RekeyConf", 1),
+    0x0C: ("ADRParamSetupReq", 1),
+    0x0D: ("DeviceTimeAns", 5),
+    0x0E: ("ForceRejoinReq", 2),
+    0x0F: ("RejoinParamSetupReq", 1),
+    0x10: ("PingSlotInfoAns", 0),
+    0x11: ("PingSlotChannelReq", 4),
+    0x12: ("BeaconTimingAns", 3),
+    0x13: ("BeaconFreqReq", 3),
+    0x20: ("DeviceModeConf", 1),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MacCommand:
+    cid: int
+    name: str
+    payload: bytes
+
+
+def split_mac_commands(data: bytes, *, uplink: bool) -> tuple[list[MacCommand], bytes]:
+    """Split plaintext FOpts or an FPort-0 payload into commands.
+
+    Returns the commands and the unsplit rest: splitting stops at the first CID it does not
+    know (or whose payload is cut short), since a length can only be known from the CID.
+    """
+    table = UPLINK_MAC if uplink else DOWNLINK_MAC
+    out: list[MacCommand] = []
+    i, n = 0, len(data)
+    while i < n:
+        entry = table.get(data[i])
+        if entry is None or i + 1 + entry[1] > n:
+            break
+        name, size = entry
+        out.append(MacCommand(data[i], name, data[i + 1 : i + 1 + size]))
+        i += 1 + size
+    return out, data[i:]
+
+
+# ---------------------------------------------------------------------------- frame builders
+
+# FCtrl bits (LoRaWAN 1.1 §4.3.1).
+FCTRL_ADR: Final = 0x80
+FCTRL_ADR_ACK_REQ: Final = 0x40  # uplink only
+FCTRL_ACK: Final = 0x20
+FCTRL_CLASS_B: Final = 0x10  # uplink
+FCTRL_FPENDING: Final = 0x10  # downlink
+
+
+def build_data_frame(
+    *,
+    mtype: int,
+    dev_addr: int,
+    fcnt: int,
+    fport: int | None,
+    payload: bytes = b"",
+    fopts: bytes = b"",
+    fctrl_flags: int = 0,
+    version: Literal["1.0", "1.1"] = "1.0",
+    nwk_s_key: bytes | None = None,
+    app_s_key: bytes | None = None,
+    f_nwk_s_int_key: bytes | None = None,
+    s_nwk_s_int_key: bytes | None = None,
+    nwk_s_enc_key: bytes | None = None,
+    conf_fcnt: int = 0,
+    tx_dr: int = 0,
+    tx_ch: int = 0,
+    a_fcnt_down: bool | None = None,
+) -> bytes:
+    """A complete, encrypted and MIC'd data frame (MType 2..5) from plaintext.
+
+    1.0 needs ``nwk_s_key`` (and ``app_s_key`` for FPort > 0); 1.1 needs ``s_nwk_s_int_key``,
+    ``nwk_s_enc_key`` (FOpts or FPort 0), ``f_nwk_s_int_key`` (uplink) and ``app_s_key``.
+    ``fopts`` is plaintext; ``fcnt`` is the 32-bit counter (its low 16 bits go on air).
+    """
+    if mtype not in (2, 3, 4, 5):
+        raise ValueError(f"MType {mtype} is not a data frame (2..5)")
+    if len(fopts) > 15:
+        raise ValueError(f"FOpts holds at most 15 bytes, got {len(fopts)}")
+    if fport is None and payload:
+        raise ValueError("an FRMPayload needs an FPort")
+    if fport is not None and not 0 <= fport <= 255:
+        raise ValueError(f"FPort must be 0..255, got {fport}")
+    uplink = mtype in (2, 4)
+    v11 = version == "1.1"
+    net_enc_key = nwk_s_enc_key if v11 else nwk_s_key
+    if fopts and v11:
+        if net_enc_key is None:
+            raise ValueError("1.1 FOpts need NwkSEncKey")
+        afcnt = a_fcnt_down if a_fcnt_down is not None else (fport is not None and fport > 0)
+        fopts = crypt_fopts(
+            net_enc_key, uplink=uplink, dev_addr=dev_addr, fcnt=fcnt, data=fopts, a_fcnt_down=afcnt
+        )
+    body = payload
+    if payload:
+        key = net_enc_key if fport == 0 else app_s_key
+        if key is None:
+            raise ValueError(
+                f"FPort {fport} payload needs {'the network' if fport == 0 else 'AppSKey'} key"
+            )
+        body = crypt_frm_payload(key, uplink=uplink, dev_addr=dev_addr, fcnt=fcnt, data=payload)
+    fctrl = (fctrl_flags & 0xF0) | len(fopts)
+    msg = (
+        bytes((mtype << 5,))
+        + _u32(dev_addr, "DevAddr")
+        + bytes((fctrl,))
+        + (fcnt & 0xFFFF).to_bytes(2, "little")
+        + fopts
+        + (b"" if fport is None else bytes((fport,)))
+        + body
+    )
+    ack = bool(fctrl & FCTRL_ACK)
+    if not v11:
+        if nwk_s_key is None:
+            raise ValueError("1.0 data frames need NwkSKey for the MIC")
+        mic = data_mic_10(nwk_s_key, uplink=uplink, dev_addr=dev_addr, fcnt=fcnt, msg=msg)
+    elif uplink:
+        if f_nwk_s_int_key is None or s_nwk_s_int_key is None:
+            raise ValueError("1.1 uplinks need FNwkSIntKey and SNwkSIntKey for the MIC")
+        mic = uplink_mic_11(
+            f_nwk_s_int_key,
+            s_nwk_s_int_key,
+            dev_addr=dev_addr,
+            fcnt=fcnt,
+            msg=msg,
+            conf_fcnt=conf_fcnt if ack else 0,
+            tx_dr=tx_dr,
+            tx_ch=tx_ch,
+        )
+    else:
+        if s_nwk_s_int_key is None:
+            raise ValueError("1.1 downlinks need SNwkSIntKey for the MIC")
+        mic = downlink_mic_11(
+            s_nwk_s_int_key,
+            dev_addr=dev_addr,
+            fcnt=fcnt,
+            msg=msg,
+            conf_fcnt=conf_fcnt if ack else 0,
+        )
+    return msg + mic
+
+
+def build_data_uplink(
+    *,
+    dev_addr: int,
+    fcnt: int,
+    fport: int | None,
+    payload: bytes,
+    nwk_s_key: bytes,
+    app_s_key: bytes,
+    confirmed: bool = False,
+    fctrl_flags: int = 0,
+    fopts: bytes = b"",
+) -> bytes:
+    """A LoRaWAN 1.0 data uplink as a simulated sensor sends it."""
+    return build_data_frame(
+        mtype=4 if confirmed else 2,
+        dev_addr=dev_addr,
+        fcnt=fcnt,
+        fport=fport,
+        payload=payload,
+        fopts=fopts,
+        fctrl_flags=fctrl_flags,
+        nwk_s_key=nwk_s_key,
+        app_s_key=app_s_key,
+    )
+
+
+def build_join_request(key: bytes, *, join_eui: int, dev_eui: int, dev_nonce: int) -> bytes:
+    """A Join-request with its MIC (AppKey for 1.0, NwkKey for 1.1)."""
+    msg = (
+        b"\x00"
+        + join_eui.to_bytes(8, "little")
+        + dev_eui.to_bytes(8, "little")
+        + _u16(dev_nonce, "DevNonce")
+    )
+    return msg + join_request_mic(key, msg)
+
+
+def build_join_accept(
+    key: bytes,
+    *,
+    join_nonce: int,
+    net_id: int,
+    dev_addr: int,
+    dl_settings: int = 0,
+    rx_delay: int = 1,
+    cflist: bytes | None = None,
+    js_int_key: bytes | None = None,
+    join_req_type: int = JOIN_REQ_TYPE_JOIN,
+    join_eui: int = 0,
+    dev_nonce: int = 0,
+) -> bytes:
+    """An encrypted Join-accept PHYPayload.
+
+    ``key`` encrypts (AppKey for 1.0, NwkKey or JSEncKey for 1.1). With OptNeg (bit 7 of
+    ``dl_settings``) the MIC uses ``js_int_key`` with JoinReqType, JoinEUI and DevNonce;
+    without it, ``key`` as in 1.0.
+    """
+    if cflist is not None and len(cflist) != 16:
+        raise ValueError(f"CFList must be 16 bytes, got {len(cflist)}")
+    mhdr = b"\x20"
+    body = (
+        join_nonce.to_bytes(3, "little")
+        + net_id.to_bytes(3, "little")
+        + _u32(dev_addr, "DevAddr")
+        + bytes((dl_settings & 0xFF, rx_delay & 0xFF))
+        + (cflist or b"")
+    )
+    if dl_settings & 0x80:
+        if js_int_key is None:
+            raise ValueError("a join-accept with OptNeg set needs JSIntKey for its MIC")
+        mic = join_accept_mic_11(
+            js_int_key,
+            join_req_type=join_req_type,
+            join_eui=join_eui,
+            dev_nonce=dev_nonce,
+            msg=mhdr + body,
+        )
+    else:
+        mic = join_accept_mic_10(key, mhdr + body)
+    return mhdr + encrypt_join_accept(key, body + mic)

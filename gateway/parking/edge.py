@@ -1,0 +1,391 @@
+"""Edge parking: turns the city's own sensor uplinks and wired readings into spot state and records.
+
+Glues sessions (MIC, FCnt, decryption), the vendor decoders and spot state, and persists the
+last two across restarts. It only watches frames: uplinks go to the buffer unchanged either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from gateway import frames
+from gateway.config import ParkingDevice
+from gateway.parking import registry
+from gateway.parking.sessions import SessionTable
+from gateway.parking.spots import Spot, SpotTable, iso_us
+from gateway.records import Record, make_record
+
+log = logging.getLogger("schwebe.parking")
+
+SPOTS_FILE: Final = "parking-spots.json"
+SESSIONS_FILE: Final = "parking-sessions.json"
+RECORD_SOURCE: Final = "parking"
+
+_DATA_UP: Final = (2, 4)  # Unconfirmed/ConfirmedDataUp
+_JOIN_REQUEST: Final = 0
+_JOIN_ACCEPT: Final = 1
+_REJOIN_REQUEST: Final = 6
+
+
+class WiredReading(Protocol):
+    """What the RS-485 driver reports (drivers.modbus.WiredReading has this shape)."""
+
+    @property
+    def spot_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def unit(self) -> int: ...
+    @property
+    def value(self) -> int | None: ...
+    @property
+    def observed_us(self) -> int: ...
+
+
+class EdgeParking:
+    """Spot state from radio and wired sensors; one instance per gateway.
+
+    ``clock`` returns wall-clock seconds (time.time); uplinks are timed by their record's
+    receive time, sweeps by the clock. ``emit`` receives every parking record.
+    """
+
+    name = "parking"
+
+    def __init__(
+        self,
+        devices: Sequence[ParkingDevice],
+        state_path: Path,
+        heartbeat_timeout: float,
+        record_heartbeats: bool,
+        emit: Callable[[Record], None],
+        clock: Callable[[], float] = time.time,
+        *,
+        save_interval: float = 30.0,
+        sweep_interval: float | None = None,
+    ) -> None:
+        if heartbeat_timeout <= 0:
+            raise ValueError(f"parking.heartbeat_timeout must be positive, got {heartbeat_timeout}")
+        self.state_path = Path(state_path)
+        self.heartbeat_timeout = heartbeat_timeout
+        self.record_heartbeats = record_heartbeats
+        self.emit = emit
+        self.clock = clock
+        self.save_interval = save_interval
+        # Timing a timeout to a tenth of itself is plenty; a minute caps the sweep cost.
+        self.sweep_interval = (
+            sweep_interval if sweep_interval is not None else min(60.0, heartbeat_timeout / 10)
+        )
+        self.sessions = SessionTable(devices)
+        self.spot_table = SpotTable()
+        # Per device: (cfg, decoder, DevEUI hex, battery unit), looked up once, not per frame.
+        self._meta: dict[int, tuple[ParkingDevice, registry.Decoder, str, str | None]] = {}
+        for cfg in devices:
+            self._meta[cfg.dev_eui] = (
+                cfg,
+                registry.decoder_for(cfg.model),
+                f"{cfg.dev_eui:016x}",
+                registry.battery_unit(cfg.model),
+            )
+            self.spot_table.ensure(cfg.spot_id, category=cfg.category)
+        self.bad_frames = 0  # base64 or PHYPayload errors (the network server sees them too)
+        self.undecodable = 0  # genuine frames the decoder answered with errors only
+        self.rejoin_requests = 0
+        self.save_failures = 0
+        self._last_save = clock()
+        self._load()
+
+    # ------------------------------------------------------------------ radio
+
+    def observe_uplink(self, record: Record) -> None:
+        """Watch one ``uplink`` record (body per docs/INTERFACES.md)."""
+        body = record.decoded()
+        rxpk = body.get("rxpk") if isinstance(body, dict) else None
+        if isinstance(rxpk, dict):
+            self.observe_rxpk(rxpk, record.received_us)
+
+    def observe_rxpk(self, rxpk: Mapping[str, Any], received_us: int) -> None:
+        """The same, for a caller that already holds the rxpk object (skips a CBOR round trip)."""
+        if rxpk.get("stat", 1) == -1:
+            return  # CRC failed on air: nothing in it can be trusted, not even the DevAddr
+        try:
+            phy = frames.parse_phy(frames.b64decode_tolerant(rxpk["data"]))
+        except (frames.FrameError, KeyError, TypeError, AttributeError):
+            self.bad_frames += 1
+            return
+        mtype = phy.mtype
+        if mtype in _DATA_UP:
+            assert phy.dev_addr is not None and phy.fcnt is not None and phy.frm_payload is not None
+            result = self.sessions.data_uplink(
+                phy.raw, phy.dev_addr, phy.fcnt, phy.fport, phy.frm_payload
+            )
+            if result.verdict == "ok":
+                assert result.device is not None
+                self._on_data(result.device.dev_eui, result.fport, result.plaintext, rxpk,
+                              received_us, result.new_session)
+            elif result.device is not None and result.verdict in ("replay", "mic"):
+                self._log_rejection(result.device.dev_eui, result.verdict, phy.fcnt)
+        elif mtype == _JOIN_REQUEST:
+            assert phy.join_eui is not None and phy.dev_eui is not None
+            assert phy.dev_nonce is not None
+            if self.sessions.join_request(phy.raw, phy.join_eui, phy.dev_eui, phy.dev_nonce):
+                log.info("join request seen", extra={"fields": {
+                    "dev_eui": f"{phy.dev_eui:016x}", "dev_nonce": phy.dev_nonce}})
+        elif mtype == _REJOIN_REQUEST:
+            self.rejoin_requests += 1  # LoRaWAN 1.1 only; 1.0 devices rejoin by joining
+
+    def _log_rejection(self, dev_eui: int, verdict: str, fcnt16: int) -> None:
+        # Counters carry the full story; the log shows 1st, 2nd, 4th, 8th... so a replay
+        # flood on air cannot flood the journal.
+        c = self.sessions.devices[dev_eui].counters
+        count = c.replays if verdict == "replay" else c.mic_failures
+        if count & (count - 1):
+            return
+        what = ("replayed uplink rejected (FCnt not above the last accepted one)"
+                if verdict == "replay" else
+                "uplink with a bad MIC rejected: wrong keys in config, or a forged frame")
+        log.warning(what, extra={"fields": {"dev_eui": f"{dev_eui:016x}", "fcnt16": fcnt16,
+                                            "count": count}})
+
+    def observe_downlink(self, gateway_eui: int | str, txpk: Mapping[str, Any]) -> None:
+        """Watch one txpk the gateway is about to send: join accepts start OTAA sessions."""
+        try:
+            raw = frames.b64decode_tolerant(txpk["data"])
+            if not raw or raw[0] >> 5 != _JOIN_ACCEPT:
+                return
+            phy = frames.parse_phy(raw)
+        except (frames.FrameError, KeyError, TypeError, AttributeError):
+            return  # the downlink path reports its own bad txpks
+        for cfg in self.sessions.join_accept(phy.raw):
+            log.info("join accept seen; session pending its first uplink", extra={"fields": {
+                "dev_eui": f"{cfg.dev_eui:016x}", "gateway_eui": _eui_text(gateway_eui)}})
+
+    def _on_data(
+        self,
+        dev_eui: int,
+        fport: int | None,
+        plaintext: bytes,
+        rxpk: Mapping[str, Any],
+        received_us: int,
+        new_session: bool,
+    ) -> None:
+        cfg, decode, eui_hex, battery_unit = self._meta[dev_eui]
+        if new_session:
+            log.info("OTAA session confirmed by its first uplink",
+                     extra={"fields": {"dev_eui": eui_hex}})
+        rssi, snr = _signal(rxpk)
+        if fport is None or fport == 0:
+            # MAC commands only: the sensor is alive, but nothing to decode.
+            self.spot_table.report(cfg.spot_id, None, received_us, device=eui_hex,
+                                   rssi=rssi, snr=snr)
+            return
+        try:
+            decoded = decode(fport, plaintext)
+        except Exception:  # a decoder bug must not stop the spots of every other sensor
+            self.undecodable += 1
+            log.exception("decoder failed on a genuine uplink", extra={"fields": {
+                "dev_eui": eui_hex, "model": cfg.model, "fport": fport}})
+            decoded = {"errors": ["decoder failed; see the gateway log"]}
+        if "data" not in decoded:
+            self.undecodable += 1
+        status = registry.parking_status(cfg.model, decoded)
+        batt = registry.battery(cfg.model, decoded)
+        changed = self.spot_table.report(
+            cfg.spot_id, status, received_us, device=eui_hex,
+            battery=batt, battery_unit=battery_unit, rssi=rssi, snr=snr,
+        )
+        if changed or self.record_heartbeats:
+            self._emit(self.spot_table.spots[cfg.spot_id], received_us, decoded)
+
+    # ------------------------------------------------------------------ wired
+
+    def observe_wired(self, reading: WiredReading) -> None:
+        """A reading of a wired detector; a poll, so only changes become records."""
+        device = f"modbus:{reading.unit}"
+        if self.spot_table.report(reading.spot_id, reading.status, reading.observed_us,
+                                  device=device):
+            data = {"unit": reading.unit, "value": reading.value}
+            self._emit(self.spot_table.spots[reading.spot_id], reading.observed_us, data)
+
+    # ------------------------------------------------------------------ records
+
+    def _emit(self, spot: Spot, observed_us: int, data: Any) -> None:
+        body: dict[str, Any] = {
+            "spot_id": spot.spot_id,
+            "status": spot.status,
+            "observed_at": iso_us(observed_us),
+            "device": spot.device,
+            "data": data,
+        }
+        if spot.battery is not None:
+            body["battery"] = spot.battery
+        if spot.rssi is not None:
+            body["rssi"] = spot.rssi
+        if spot.snr is not None:
+            body["snr"] = spot.snr
+        self.emit(make_record("parking", RECORD_SOURCE, body, received_us=observed_us))
+
+    # ------------------------------------------------------------------ time
+
+    def sweep(self, now: float | None = None) -> int:
+        """Mark spots whose sensor missed its heartbeat ``unknown``; returns how many."""
+        now_us = int((self.clock() if now is None else now) * 1_000_000)
+        expired = self.spot_table.sweep(now_us, int(self.heartbeat_timeout * 1_000_000))
+        for spot in expired:
+            last = spot.heartbeat_us
+            log.warning("sensor missed its heartbeat; spot now unknown", extra={"fields": {
+                "spot_id": spot.spot_id, "device": spot.device}})
+            self._emit(spot, now_us, {
+                "reason": "heartbeat_timeout",
+                "last_heartbeat": None if last is None else iso_us(last),
+            })
+        return len(expired)
+
+    async def run(self) -> None:
+        """Sweep for missed heartbeats and save changed state in batches, until cancelled."""
+        while True:
+            await asyncio.sleep(min(self.sweep_interval, self.save_interval))
+            self.sweep()
+            if self.clock() - self._last_save >= self.save_interval:
+                await self._save_async()
+
+    async def stop(self) -> None:
+        """Final save, so a clean shutdown loses no counter or state."""
+        await self._save_async()
+
+    # ------------------------------------------------------------------ views
+
+    def spots(self) -> dict[str, dict[str, Any]]:
+        """Spot state for the status page and API (no keys, nothing secret)."""
+        return self.spot_table.view()
+
+    def health(self) -> dict[str, Any]:
+        """Counters per device and for the whole room; never a key."""
+        return {
+            "devices": self.sessions.health(),
+            "unknown_device": self.sessions.unknown_device,
+            "join_accepts_unmatched": self.sessions.join_accepts_unmatched,
+            "unsupported": self.sessions.unsupported + self.rejoin_requests,
+            "bad_frames": self.bad_frames,
+            "undecodable": self.undecodable,
+            "save_failures": self.save_failures,
+        }
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self) -> None:
+        """Write changed state now (atomically, 0600); the run loop calls this in batches."""
+        for name, payload in self._dirty_payloads():
+            self._write(name, payload)
+
+    async def _save_async(self) -> None:
+        # Snapshot on the loop (the tables are not thread-safe), write off it (fsync is slow
+        # on SD cards).
+        payloads = self._dirty_payloads()
+        for name, payload in payloads:
+            await asyncio.to_thread(self._write, name, payload)
+        self._last_save = self.clock()
+
+    def _dirty_payloads(self) -> list[tuple[str, bytes]]:
+        out: list[tuple[str, bytes]] = []
+        if self.spot_table.dirty:
+            out.append((SPOTS_FILE, _dump(self.spot_table.to_state())))
+            self.spot_table.dirty = False
+        if self.sessions.dirty:
+            out.append((SESSIONS_FILE, _dump(self.sessions.to_state())))
+            self.sessions.dirty = False
+        return out
+
+    def _write(self, name: str, payload: bytes) -> None:
+        try:
+            write_atomic(self.state_path / name, payload)
+        except OSError as exc:
+            self.save_failures += 1
+            # Mark dirty again so the next batch retries.
+            if name == SPOTS_FILE:
+                self.spot_table.dirty = True
+            else:
+                self.sessions.dirty = True
+            log.error("could not save parking state; will retry at the next save", extra={
+                "fields": {"path": str(self.state_path / name), "error": str(exc)}})
+
+    def _load(self) -> None:
+        for name, table in ((SPOTS_FILE, self.spot_table), (SESSIONS_FILE, self.sessions)):
+            path = self.state_path / name
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.error("cannot read parking state; starting without it", extra={
+                    "fields": {"path": str(path), "error": str(exc)}})
+                continue
+            try:
+                notes = table.load_state(json.loads(raw))
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
+                aside = _move_aside(path)
+                log.error(
+                    "parking state file is corrupt; moved aside, starting empty "
+                    "(spots read unknown until their sensors report)",
+                    extra={"fields": {"path": str(path), "moved_to": aside, "error": str(exc)}},
+                )
+                continue
+            for note in notes:
+                log.warning("parking state entry ignored", extra={
+                    "fields": {"path": str(path), "detail": note}})
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    """Replace ``path`` with ``payload``: temp file 0600, fsync, rename, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a leftover temp file may have been created wider
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _move_aside(path: Path) -> str | None:
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    try:
+        os.replace(path, aside)
+    except OSError:
+        return None
+    return str(aside)
+
+
+def _dump(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _signal(rxpk: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    rssi, snr = rxpk.get("rssi"), rxpk.get("lsnr")
+    if rssi is None:  # multi-antenna forwarders put per-antenna values in rsig[]
+        rsig = rxpk.get("rsig")
+        if isinstance(rsig, list) and rsig and isinstance(rsig[0], dict):
+            rssi, snr = rsig[0].get("rssic"), rsig[0].get("lsnr")
+    return (
+        float(rssi) if isinstance(rssi, (int, float)) else None,
+        float(snr) if isinstance(snr, (int, float)) else None,
+    )
+
+
+def _eui_text(eui: int | str) -> str:
+    return f"{eui:016x}" if isinstance(eui, int) else eui

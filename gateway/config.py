@@ -108,8 +108,9 @@ def _conv(fn: Any, **kw: Any) -> dict[str, Any]:
     return {"conv": fn, **kw}
 
 
-def _secret() -> dict[str, Any]:
-    return {"secret": True}
+def _secret_field(default: Any = None, **meta: Any) -> Any:
+    """A field whose value never appears in repr(), logs or the status page."""
+    return field(default=default, repr=False, metadata={"secret": True, **meta})
 
 
 # --------------------------------------------------------------------------- the shape
@@ -222,7 +223,7 @@ class MqttForward(ForwardCommon):
     url: str = ""
     topic_prefix: str = "eu868"
     username: str | None = None
-    password: str | None = field(default=None, metadata=_secret())
+    password: str | None = _secret_field()
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
@@ -234,7 +235,7 @@ class MqttForward(ForwardCommon):
 class HttpForward(ForwardCommon):
     url: str = ""
     format: Literal["json", "cbor"] = "json"
-    token: str | None = field(default=None, metadata=_secret())
+    token: str | None = _secret_field()
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
@@ -248,7 +249,7 @@ class NgsiLdForward(ForwardCommon):
     context: str = "https://raw.githubusercontent.com/smart-data-models/dataModel.Parking/master/context.jsonld"
     service: str | None = None
     service_path: str | None = None
-    token: str | None = field(default=None, metadata=_secret())
+    token: str | None = _secret_field()
     timeout: float = field(default=10.0, metadata=_conv(parse_duration))
 
 
@@ -273,8 +274,8 @@ class WebSection:
     bind: tuple[str, int] = field(default=("0.0.0.0", 8080), metadata=_conv(parse_hostport))
     username: str | None = None
     # scrypt hash made by `schwebe web hash-password`; never a plain password
-    password_hash: str | None = field(default=None, metadata=_secret())
-    metrics_token: str | None = field(default=None, metadata=_secret())
+    password_hash: str | None = _secret_field()
+    metrics_token: str | None = _secret_field()
     open_read_only: bool = False  # demo: read-only endpoints without a login
 
 
@@ -284,9 +285,9 @@ class ParkingDevice:
     model: str
     spot_id: str
     dev_addr: int | None = field(default=None, metadata=_conv(parse_devaddr))
-    nwk_s_key: bytes | None = field(default=None, metadata=_conv(parse_key, secret=True))
-    app_s_key: bytes | None = field(default=None, metadata=_conv(parse_key, secret=True))
-    app_key: bytes | None = field(default=None, metadata=_conv(parse_key, secret=True))
+    nwk_s_key: bytes | None = _secret_field(conv=parse_key)
+    app_s_key: bytes | None = _secret_field(conv=parse_key)
+    app_key: bytes | None = _secret_field(conv=parse_key)
     category: Literal["onStreet", "offStreet"] = "onStreet"
 
 
@@ -381,7 +382,7 @@ class _Builder:
             try:
                 return conv(raw)
             except ValueError as exc:
-                self.fail(path, "invalid value" if secret else str(exc))
+                self.fail(path, str(exc))  # converters of secrets never echo the value
                 return _MISSING
         if origin is tuple:
             if not isinstance(raw, list):

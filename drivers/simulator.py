@@ -194,7 +194,7 @@ class Simulator:
             raise ValueError(f"--rate must be positive uplinks per second, got {rate}")
         if not 1 <= max_rxpk_per_datagram <= frames.MAX_RXPK:
             raise ValueError(f"max_rxpk_per_datagram must be 1..{frames.MAX_RXPK}")
-        self._target = target
+        self.target = target  # settable until run(): the demo learns the server's port late
         self._rate = rate
         self._eui = gateway_eui
         self._rng = random.Random(seed)
@@ -472,10 +472,10 @@ class Simulator:
         """Send until ``duration`` seconds have passed (forever when None), then wait briefly for acks."""
         loop = asyncio.get_running_loop()
         up_t, _ = await loop.create_datagram_endpoint(
-            lambda: _Socket(self, down=False), remote_addr=self._target
+            lambda: _Socket(self, down=False), remote_addr=self.target
         )
         down_t, _ = await loop.create_datagram_endpoint(
-            lambda: _Socket(self, down=True), remote_addr=self._target
+            lambda: _Socket(self, down=True), remote_addr=self.target
         )
         self._up, self._down = up_t, down_t
         if self._device_duty and self._rate > 0.8 * self.legal_rate():

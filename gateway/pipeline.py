@@ -7,19 +7,22 @@ This is the one place that knows every room; the rooms know only their seams.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gateway import frames
 from gateway.app import Supervisor
 from gateway.buffer import Buffer
-from gateway.config import Config, ForwardCommon
-from gateway.forward.base import DeliveryLoop, Forwarder
+from gateway.config import Config, ParkingDevice
+from gateway.forward.base import DeliveryLoop
 from gateway.metrics import Metrics
-from gateway.records import Record
+from gateway.parking.edge import EdgeParking
+from gateway.records import Record, make_record
 from gateway.sdnotify import Notifier
 from gateway.web.server import WebServer
 
@@ -31,11 +34,15 @@ class BufferComponent:
 
     name = "buffer"
 
-    def __init__(self, buffer: Buffer) -> None:
+    def __init__(self, buffer: Buffer, cursors: list[tuple[str, str]]) -> None:
         self.buffer = buffer
+        self._cursors = cursors
 
     async def start(self) -> None:
         await asyncio.to_thread(self.buffer.open)
+        # after open: a cursor already in the store keeps its position
+        for name, start in self._cursors:
+            self.buffer.register(name, start=start)  # type: ignore[arg-type]
 
     async def run(self) -> None:
         await self.buffer.run()
@@ -44,13 +51,25 @@ class BufferComponent:
         await asyncio.to_thread(self.buffer.close)
 
 
-class DeliveryComponent:
-    def __init__(self, loop: DeliveryLoop, name: str) -> None:
-        self.loop = loop
-        self.name = f"forward:{name}"
+class Named:
+    """Gives a driver a component name and forwards the calls the supervisor makes."""
+
+    def __init__(self, name: str, run: Callable[[], Any],
+                 start: Callable[[], Any] | None = None,
+                 stop: Callable[[], Any] | None = None) -> None:
+        self.name = name
+        self._run, self._start, self._stop = run, start, stop
+
+    async def start(self) -> None:
+        if self._start is not None:
+            await self._start()
 
     async def run(self) -> None:
-        await self.loop.run()
+        await self._run()
+
+    async def stop(self) -> None:
+        if self._stop is not None:
+            await self._stop()
 
 
 class Gateway:
@@ -60,31 +79,40 @@ class Gateway:
         self.cfg = cfg
         self.metrics = Metrics()
         self.started_at = time.time()
-        self.data_dir = cfg.gateway.data_dir
+        data_dir = Path(cfg.gateway.data_dir)
         self.buffer = Buffer(
-            Path(self.data_dir) / "buffer.sqlite3",
+            data_dir / "buffer.sqlite3",
             max_bytes=cfg.buffer.max_bytes,
             commit_interval=cfg.buffer.commit_interval,
-            max_age={
-                "uplink": cfg.buffer.max_age.uplink,
-                "stats": cfg.buffer.max_age.stats,
-                "parking": cfg.buffer.max_age.parking,
-                "event": cfg.buffer.max_age.event,
-            },
+            max_age=dataclasses.asdict(cfg.buffer.max_age),
             min_free_bytes=cfg.buffer.min_free,
             memory_reserve_bytes=cfg.buffer.memory_reserve,
             synchronous=cfg.buffer.synchronous.upper(),
         )
+        self.simulator: Any = None
+        devices = list(cfg.parking.devices)
+        if cfg.sources.simulator is not None:
+            devices += self._build_simulator()
+        self.parking = EdgeParking(
+            devices, data_dir, cfg.parking.heartbeat_timeout, cfg.parking.record_heartbeats,
+            emit=self.accept,
+        )
+        self.gnss_fix: dict[str, Any] | None = None
         self.sources: list[Any] = []
         self.deliveries: dict[str, DeliveryLoop] = {}
-        components: list[Any] = [BufferComponent(self.buffer)]
-        components += self._build_sources()
+        self.forwarders: list[Any] = []
+        cursors = [(f.name, f.start) for f in cfg.forwarders]
+        components: list[Any] = [BufferComponent(self.buffer, cursors), self.parking]
+        source_components = self._build_sources()
         for fcfg in cfg.forwarders:
-            fwd = self._build_forwarder(fcfg)
-            self.buffer.register(fcfg.name, start=fcfg.start)
+            from gateway.forward.registry import build_forwarder
+
+            fwd = build_forwarder(fcfg, gateway_eui=cfg.gateway.eui, sources=self.sources)
+            self.forwarders.append(fwd)
             loop = DeliveryLoop(self.buffer, fwd, max_batch=fcfg.max_batch)
             self.deliveries[fcfg.name] = loop
-            components.append(DeliveryComponent(loop, fcfg.name))
+            components.append(Named(f"forward:{fcfg.name}", loop.run))
+        components += source_components
         self.web = WebServer(
             bind=cfg.web.bind,
             status=self.status,
@@ -96,7 +124,8 @@ class Gateway:
             open_read_only=cfg.web.open_read_only,
         )
         components.append(self.web)
-        components += self._build_simulators()
+        if self.simulator is not None:
+            components.append(Named("simulator", self._run_simulator))
         self.supervisor = Supervisor(
             components, notifier=notifier or Notifier(None), healthy=self.healthy
         )
@@ -107,47 +136,82 @@ class Gateway:
         from drivers.dutycycle import DutyCycleLimiter, eu868_bands
         from drivers.gwmp_server import GwmpServer
 
+        cfg = self.cfg.sources
         out: list[Any] = []
-        for i, src in enumerate(self.cfg.sources.gwmp):
+        for i, src in enumerate(cfg.gwmp):
             server = GwmpServer(
                 bind=src.bind,
-                on_uplink=self.accept,
+                on_uplink=self.accept_uplink,
                 on_stats=self.accept,
                 allowed_euis=set(src.allowed_euis) or None,
                 allowed_hosts=set(src.allowed_hosts) or None,
                 duty_cycle=DutyCycleLimiter(eu868_bands()),
+                on_downlink_observed=self.parking.observe_downlink,
                 name=f"gwmp:{i}",
             )
             self.sources.append(server)
             out.append(server)
+        for i, csrc in enumerate(cfg.concentratord):
+            from drivers.concentratord import ConcentratordSource
+
+            source = f"concentratord:{i}"
+            conc = ConcentratordSource(
+                csrc.event_url, csrc.command_url,
+                on_uplink=lambda body, s=source: self.accept_uplink(make_record("uplink", s, body)),
+                on_stats=lambda body, s=source: self.accept(make_record("stats", s, body)),
+            )
+            conc.name = source  # type: ignore[attr-defined]
+            self.sources.append(conc)
+            out.append(Named(source, conc.run))
+        for i, msrc in enumerate(cfg.modbus):
+            from drivers.modbus import ModbusPoller, WiredUnit
+
+            poller = ModbusPoller(
+                msrc.port, msrc.baudrate,
+                [WiredUnit(d.unit, d.spot_id, d.register, d.occupied_values, d.function)
+                 for d in msrc.devices],
+                msrc.poll_interval, msrc.timeout, msrc.retries, msrc.unknown_after,
+                on_reading=self.parking.observe_wired,
+            )
+            poller.name = f"modbus:{i}"  # type: ignore[attr-defined]
+            self.sources.append(poller)
+            out.append(Named(f"modbus:{i}", poller.run))
+        if cfg.gnss is not None:
+            from drivers.gnss import GnssReader
+
+            reader = GnssReader(cfg.gnss.port, cfg.gnss.baudrate, on_fix=self._on_fix)
+            reader.name = "gnss"  # type: ignore[attr-defined]
+            self.sources.append(reader)
+            out.append(Named("gnss", reader.run))
         return out
 
-    def _build_forwarder(self, fcfg: ForwardCommon) -> Forwarder:
-        from gateway.forward.registry import build_forwarder
-
-        return build_forwarder(fcfg, gateway_eui=self.cfg.gateway.eui, sources=self.sources)
-
-    def _build_simulators(self) -> list[Any]:
-        sim_cfg = self.cfg.sources.simulator
-        if sim_cfg is None:
-            return []
+    def _build_simulator(self) -> list[ParkingDevice]:
+        """The demo's simulated packet forwarder, and edge decoding for its ABP sensors."""
         from drivers.simulator import Simulator
 
-        server = self.sources[0]
+        sim_cfg = self.cfg.sources.simulator
+        assert sim_cfg is not None
+        self.simulator = Simulator(
+            ("127.0.0.1", 0), sensors=sim_cfg.sensors, rate=sim_cfg.rate,
+            gateway_eui=self.cfg.gateway.eui, seed=sim_cfg.seed,
+        )
+        devices = []
+        for i, d in enumerate(self.simulator.devices()):
+            if "nwk_s_key" not in d or d["activation"] != "ABP":
+                continue  # OTAA sensors join a network server the demo does not have
+            devices.append(ParkingDevice(
+                dev_eui=int(d["dev_eui"], 16), model=d["model"],
+                spot_id=f"demo:parking:spot:{i:04d}", dev_addr=int(d["dev_addr"], 16),
+                nwk_s_key=bytes.fromhex(d["nwk_s_key"]), app_s_key=bytes.fromhex(d["app_s_key"]),
+            ))
+        return devices
 
-        class SimComponent:
-            name = "simulator"
+    async def _run_simulator(self) -> None:
+        self.simulator.target = self.sources[0].bound_address
+        await self.simulator.run()
 
-            async def run(self_inner) -> None:
-                host, port = server.bound_address
-                sim = Simulator(
-                    target=(host, port), sensors=sim_cfg.sensors, rate=sim_cfg.rate,
-                    gateway_eui=self.cfg.gateway.eui, seed=sim_cfg.seed,
-                )
-                self.simulator = sim
-                await sim.run()
-
-        return [SimComponent()]
+    def _on_fix(self, fix: Any) -> None:
+        self.gnss_fix = fix.as_dict()
 
     # ------------------------------------------------------------------ hot path
 
@@ -155,6 +219,11 @@ class Gateway:
         """Every record from every source enters here, once."""
         self.buffer.append(record)
         self.metrics.inc("records_received", kind=record.kind)
+
+    def accept_uplink(self, record: Record) -> None:
+        self.accept(record)
+        # edge decoding never holds a frame back: it only adds parking records
+        self.parking.observe_uplink(record)
 
     # ------------------------------------------------------------------ views
 
@@ -166,7 +235,7 @@ class Gateway:
         received = self.metrics.total("records_received")
         forwarders = {name: loop.health() for name, loop in self.deliveries.items()}
         forwarded = sum(int(h.get("acked", 0)) for h in forwarders.values())
-        return {
+        out: dict[str, Any] = {
             "gateway": {
                 "eui": f"{self.cfg.gateway.eui:016x}",
                 "uptime_s": round(time.time() - self.started_at, 1),
@@ -180,11 +249,16 @@ class Gateway:
                         for i, s in enumerate(self.sources)},
             "buffer": self.buffer.stats(),
             "forwarders": forwarders,
+            "parking": {"spots": self.parking.spots(), "devices": self.parking.health()},
+            "gnss": self.gnss_fix,
             "components": {
                 n: {"running": s.running, "restarts": s.restarts, "last_error": s.last_error}
                 for n, s in self.supervisor.states.items()
             },
         }
+        if self.simulator is not None:
+            out["simulator"] = dataclasses.asdict(self.simulator.counters)
+        return out
 
     async def serve(self, *, install_signals: bool = True) -> None:
         log.info("frame parser", extra={"fields": {"implementation": frames.IMPLEMENTATION}})

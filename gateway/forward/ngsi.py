@@ -1,0 +1,218 @@
+"""NGSI-LD / NGSI-v2 forwarder: parking records as FIWARE ``ParkingSpot`` entities, batch upserts.
+
+Only the newest state per spot is sent (an older one arriving late from the backlog is
+acknowledged without sending, so it never overwrites a newer state); partial failures
+(207) are handled per entity. Never logs the token.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import cbor2
+import orjson
+
+from gateway.config import NgsiLdForward
+from gateway.forward.base import Forwarder, ForwarderError, SendResult
+from gateway.records import Record
+
+NATURAL_KINDS = ("parking",)
+_LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+
+
+def spot_urn(spot_id: str) -> str:
+    return spot_id if spot_id.startswith("urn:") else f"urn:ngsi-ld:ParkingSpot:{spot_id}"
+
+
+def device_urn(device: str) -> str:
+    return device if device.startswith("urn:") else f"urn:ngsi-ld:Device:{device}"
+
+
+def _when(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class NewestPerSpot:
+    """Remembers the newest ``observed_at`` delivered per spot, to drop stale late arrivals."""
+
+    def __init__(self) -> None:
+        self._newest: dict[str, datetime] = {}
+
+    def is_stale(self, spot_id: str, observed_at: Any) -> bool:
+        t, newest = _when(observed_at), self._newest.get(spot_id)
+        return t is not None and newest is not None and t < newest
+
+    def delivered(self, spot_id: str, observed_at: Any) -> None:
+        t = _when(observed_at)
+        if t is not None and (spot_id not in self._newest or t > self._newest[spot_id]):
+            self._newest[spot_id] = t
+
+
+def ld_entity(body: dict[str, Any]) -> dict[str, Any]:
+    """A parking record body -> an NGSI-LD ``ParkingSpot`` (normalised form, context via Link)."""
+    status: dict[str, Any] = {"type": "Property", "value": str(body["status"])}
+    if body.get("observed_at"):
+        status["observedAt"] = str(body["observed_at"])
+    ent: dict[str, Any] = {
+        "id": spot_urn(str(body["spot_id"])), "type": "ParkingSpot", "status": status,
+        "category": {"type": "Property", "value": [str(body.get("category") or "onStreet")]},
+    }
+    if body.get("device"):
+        ent["refDevice"] = {"type": "Relationship", "object": device_urn(str(body["device"]))}
+    return ent
+
+
+def v2_entity(body: dict[str, Any]) -> dict[str, Any]:
+    """A parking record body -> an NGSI-v2 ``ParkingSpot`` (observation time as metadata)."""
+    status: dict[str, Any] = {"type": "Text", "value": str(body["status"])}
+    if body.get("observed_at"):
+        status["metadata"] = {"timestamp": {"type": "DateTime", "value": str(body["observed_at"])}}
+    ent: dict[str, Any] = {
+        "id": spot_urn(str(body["spot_id"])), "type": "ParkingSpot", "status": status,
+        "category": {"type": "StructuredValue", "value": [str(body.get("category") or "onStreet")]},
+    }
+    if body.get("device"):
+        ent["refDevice"] = {"type": "Relationship", "value": device_urn(str(body["device"]))}
+    return ent
+
+
+class NgsiForwarder(Forwarder):
+    def __init__(self, cfg: NgsiLdForward) -> None:
+        super().__init__(cfg.name, kinds=cfg.kinds or NATURAL_KINDS, dev_addr_prefixes=cfg.dev_addr_prefixes)
+        self.cfg = cfg
+        base = cfg.url.rstrip("/")
+        self.endpoint = (f"{base}/ngsi-ld/v1/entityOperations/upsert?options=update"
+                         if cfg.api == "ngsi-ld" else f"{base}/v2/op/update")
+        self._session: aiohttp.ClientSession | None = None
+        self.newest = NewestPerSpot()
+        self.counters: dict[str, int] = {"entities_sent": 0, "stale_skipped": 0, "batches": 0}
+        self.put_aside: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.last_rejection: dict[str, Any] | None = None
+
+    def _headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json"}
+        if self.cfg.api == "ngsi-ld":
+            h["Link"] = f"<{self.cfg.context}>; {_LINK_REL}"
+        if self.cfg.service:
+            h["Fiware-Service"] = self.cfg.service
+        if self.cfg.service_path:
+            h["Fiware-ServicePath"] = self.cfg.service_path
+        if self.cfg.token:
+            h["Authorization"] = f"Bearer {self.cfg.token}"
+        return h
+
+    async def connect(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.cfg.timeout))
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _count(self, table: dict[str, int], key: str, n: int = 1) -> None:
+        table[key] = table.get(key, 0) + n
+
+    async def send(self, records: list[tuple[int, Record]]) -> SendResult:
+        if self._session is None:
+            raise ForwarderError("disconnected", f"NGSI {self.name}: not connected")
+        latest: dict[str, tuple[dict[str, Any], list[int]]] = {}
+        for seq, record in records:
+            try:
+                body = cbor2.loads(record.body)
+                spot = str(body["spot_id"])
+                if "status" not in body:  # can never be sent; put aside rather than block
+                    raise KeyError("status")
+            except (KeyError, TypeError, ValueError, cbor2.CBORDecodeError):
+                self._count(self.put_aside, "bad_record")
+                continue
+            if self.newest.is_stale(spot, body.get("observed_at")):
+                self.counters["stale_skipped"] += 1
+                continue
+            prev = latest.get(spot)
+            seqs = [*prev[1], seq] if prev else [seq]
+            if prev is None or not self._older(body, prev[0]):
+                latest[spot] = (body, seqs)
+            else:
+                latest[spot] = (prev[0], seqs)
+        if not latest:
+            return SendResult.all()
+        make = ld_entity if self.cfg.api == "ngsi-ld" else v2_entity
+        entities = [make(b) for b, _ in latest.values()]
+        payload: Any = entities if self.cfg.api == "ngsi-ld" else {"actionType": "append", "entities": entities}
+        failed_ids = await self._post(orjson.dumps(payload))
+        self.counters["batches"] += 1
+        retry_seqs: set[int] = set()
+        for spot, (body, seqs) in latest.items():
+            if spot_urn(spot) in failed_ids:
+                retry_seqs.update(seqs)
+            else:
+                self.counters["entities_sent"] += 1
+                self.newest.delivered(spot, body.get("observed_at"))
+        if not retry_seqs:
+            return SendResult.all()
+        return SendResult(frozenset(s for s, _ in records if s not in retry_seqs))
+
+    @staticmethod
+    def _older(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        ta, tb = _when(a.get("observed_at")), _when(b.get("observed_at"))
+        return ta is not None and tb is not None and ta < tb
+
+    async def _post(self, data: bytes) -> set[str]:
+        """POST one batch; return the entity ids to retry. Raises when the whole batch must wait."""
+        assert self._session is not None
+        try:
+            async with self._session.post(self.endpoint, data=data, headers=self._headers()) as resp:
+                text = await resp.text()
+                status = resp.status
+        except TimeoutError as exc:
+            self._count(self.errors, "timeout")
+            raise ForwarderError("timeout", f"NGSI {self.name}: no answer from {self.endpoint} "
+                                 f"within {self.cfg.timeout:g}s") from exc
+        except aiohttp.ClientError as exc:
+            self._count(self.errors, "connection")
+            raise ForwarderError("connection", f"NGSI {self.name}: {self.endpoint}: {exc}") from exc
+        if status in (200, 201, 204):
+            return set()
+        if status == 207:
+            return self._partial(text)
+        if status == 429 or status >= 500:
+            self._count(self.errors, f"http_{status}")
+            raise ForwarderError(f"http_{status}", f"NGSI {self.name}: {self.endpoint} answered "
+                                 f"{status}: {text[:200]}")
+        # Any other 4xx will not get better by repeating it: put the batch aside, counted.
+        self._count(self.put_aside, f"http_{status}")
+        self.last_rejection = {"status": status, "detail": text[:500]}
+        return set()
+
+    def _partial(self, text: str) -> set[str]:
+        try:
+            doc = orjson.loads(text)
+            errors = doc.get("errors", []) if isinstance(doc, dict) else []
+        except orjson.JSONDecodeError:
+            self._count(self.errors, "bad_207")
+            raise ForwarderError("bad_207", f"NGSI {self.name}: unreadable 207 body: {text[:200]}") from None
+        retry: set[str] = set()
+        for e in errors:
+            ent_id = str(e.get("entityId", ""))
+            detail = e.get("error") or {}
+            st = detail.get("status") if isinstance(detail, dict) else None
+            if not isinstance(st, int) or st >= 500 or st == 429:
+                retry.add(ent_id)
+                self._count(self.errors, "entity_retry")
+            else:
+                self._count(self.put_aside, f"entity_{st}")
+                self.last_rejection = {"entityId": ent_id, "error": detail}
+        return retry
+
+    def health(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "api": self.cfg.api, **self.counters,
+                "put_aside": dict(self.put_aside), "errors": dict(self.errors),
+                "last_rejection": self.last_rejection}

@@ -1,0 +1,214 @@
+"""The delivery loop against a fake backend that fails on command: outages, filters, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+from pathlib import Path
+
+import pytest
+
+from gateway.buffer import Buffer
+from gateway.forward.base import (
+    DeliveryLoop,
+    Forwarder,
+    ForwarderError,
+    SendResult,
+    dev_addr_of,
+    net_id_matches,
+    parse_dev_addr_prefix,
+)
+from gateway.records import Record, make_record
+
+
+class FakeBackend(Forwarder):
+    """Accepts batches into ``got`` unless ``down``; ``refuse`` names ids it will not ack."""
+
+    def __init__(self, name: str = "fake", **kw: object) -> None:
+        super().__init__(name, **kw)  # type: ignore[arg-type]
+        self.down = False
+        self.got: list[int] = []
+        self.batches: list[int] = []
+        self.refuse: set[int] = set()
+        self.connects = 0
+
+    async def connect(self) -> None:
+        if self.down:
+            raise ForwarderError("refused", "connection refused by fake backend")
+        self.connects += 1
+
+    async def send(self, records: list[tuple[int, Record]]) -> SendResult:
+        await asyncio.sleep(0)
+        if self.down:
+            raise ForwarderError("timeout", "fake backend timed out")
+        self.batches.append(len(records))
+        acked = set()
+        for seq, r in records:
+            i = r.decoded()["i"]
+            if i in self.refuse:
+                self.refuse.discard(i)  # refused once, taken on the retry
+                continue
+            self.got.append(i)
+            acked.add(seq)
+        return SendResult(frozenset(acked))
+
+    async def close(self) -> None:
+        pass
+
+
+async def _no_sleep(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+def _uplink(i: int, phy: bytes) -> Record:
+    return make_record("uplink", "t", {"i": i, "gateway_eui": "0102030405060708",
+                                        "rxpk": {"data": base64.b64encode(phy).decode()}})
+
+
+def _streams(seq: list[int]) -> int:
+    """How many ascending streams the delivery order interleaves (greedy is optimal here)."""
+    tails: list[int] = []
+    for x in seq:
+        fits = [k for k, t in enumerate(tails) if t < x]
+        if fits:
+            best = max(fits, key=lambda k: tails[k])
+            tails[best] = x
+        else:
+            tails.append(x)
+    return len(tails)
+
+
+def _buf(tmp_path: Path) -> Buffer:
+    b = Buffer(tmp_path / "buffer.sqlite3", max_bytes=1 << 30)
+    b.open()
+    return b
+
+
+async def _until(cond: object, limit: float = 10.0) -> None:
+    # Polling is fine here: the conditions are observations of the loop under test.
+    async with asyncio.timeout(limit):
+        while not cond():  # type: ignore[operator]  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+
+
+async def test_outage_of_ten_minutes_at_100_per_second_then_recovery(tmp_path: Path) -> None:
+    """Time compressed: 60 000 records (10 min at 100/s) while the backend is down."""
+    b = _buf(tmp_path)
+    fwd = FakeBackend()
+    loop = DeliveryLoop(b, fwd, max_batch=500, backoff_base=0.01, backoff_cap=1.0,
+                        rng=random.Random(1), sleep=_no_sleep)
+    b.register("fake")
+    task = asyncio.create_task(loop.run())
+    for i in range(100):
+        b.append(make_record("parking", "t", {"i": i}))
+    await _until(lambda: len(fwd.got) == 100)
+    fwd.down = True
+    for i in range(100, 60_100):
+        b.append(make_record("parking", "t", {"i": i}))
+        if i % 1000 == 0:
+            b.commit()
+            await asyncio.sleep(0)
+    b.commit()
+    await asyncio.sleep(0.05)
+    assert loop.health()["connected"] is False
+    assert loop.health()["lag_records"] == 60_000
+    assert loop.errors.get("refused", 0) + loop.errors.get("timeout", 0) > 0
+    fwd.down = False
+    live_from = 60_100
+    for i in range(live_from, live_from + 300):  # live traffic continues during the drain
+        b.append(make_record("parking", "t", {"i": i}))
+        await asyncio.sleep(0)
+    await _until(lambda: len(set(fwd.got)) == 60_400)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(set(fwd.got)) == list(range(60_400))
+    assert len(fwd.got) == 60_400, "duplicates without a failure"
+    live = [i for i in fwd.got if i >= live_from]
+    assert live == sorted(live)
+    # Newest-first share plus oldest-first backlog: two ascending streams, never a third.
+    assert _streams(fwd.got) == 2
+    assert all(n <= 500 for n in fwd.batches)
+    # The first live record went out before the backlog had drained.
+    assert fwd.got.index(live_from) < fwd.got.index(30_000)
+    h = loop.health()
+    assert h["acked"] == 60_400 and h["lag_records"] == 0
+    b.close()
+
+
+async def test_refused_records_are_retried_and_the_rest_acked(tmp_path: Path) -> None:
+    b = _buf(tmp_path)
+    fwd = FakeBackend()
+    fwd.refuse = {3}
+    loop = DeliveryLoop(b, fwd, rng=random.Random(1), sleep=_no_sleep)
+    b.register("fake")
+    task = asyncio.create_task(loop.run())
+    for i in range(6):
+        b.append(make_record("event", "t", {"i": i}))
+    await _until(lambda: len(fwd.got) == 6)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(fwd.got) == list(range(6)) and fwd.got.count(3) == 1
+    assert loop.errors == {"partial": 1}
+    b.close()
+
+
+async def test_filtered_records_are_acked_without_sending(tmp_path: Path) -> None:
+    b = _buf(tmp_path)
+    ours = bytes([0x40]) + (0x26011234).to_bytes(4, "little") + b"\x00\x01\x00" + b"\x00" * 4
+    foreign = bytes([0x40]) + (0x48000001).to_bytes(4, "little") + b"\x00\x01\x00" + b"\x00" * 4
+    join = bytes([0x00]) + b"\x00" * 22
+    fwd = FakeBackend(kinds={"uplink"}, dev_addr_prefixes=[parse_dev_addr_prefix("26010000/16")])
+    loop = DeliveryLoop(b, fwd, rng=random.Random(1), sleep=_no_sleep)
+    b.register("fake")
+    task = asyncio.create_task(loop.run())
+    b.append(_uplink(0, ours))
+    b.append(_uplink(1, foreign))
+    b.append(make_record("stats", "t", {"i": 2}))
+    b.append(_uplink(3, join))
+    await _until(lambda: loop.health()["lag_records"] == 0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fwd.got == [0, 3]
+    assert loop.filtered == 2
+    b.close()
+
+
+def test_dev_addr_and_net_id_helpers() -> None:
+    phy = bytes([0x40]) + (0x26011234).to_bytes(4, "little") + b"\x00" * 7
+    assert dev_addr_of(_uplink(0, phy)) == 0x26011234
+    assert dev_addr_of(make_record("parking", "t", {})) is None
+    # TTN's NetID 0x000013 (type 0, NwkID 0x13) owns DevAddrs 0x26000000/7.
+    assert net_id_matches(0x26011234, 0x000013)
+    assert not net_id_matches(0x48000001, 0x000013)
+    with pytest.raises(ValueError, match="DevAddr prefix 'zz'"):
+        parse_dev_addr_prefix("zz")
+
+
+async def test_backoff_has_full_jitter_and_a_cap(tmp_path: Path) -> None:
+    b = _buf(tmp_path)
+    fwd = FakeBackend()
+    fwd.down = True
+    delays: list[float] = []
+
+    async def record_sleep(d: float) -> None:
+        delays.append(d)
+        if len(delays) >= 400:
+            fwd.down = False
+        await asyncio.sleep(0)
+
+    loop = DeliveryLoop(b, fwd, backoff_base=1.0, backoff_cap=30.0, rng=random.Random(3), sleep=record_sleep)
+    task = asyncio.create_task(loop.run())
+    await _until(lambda: loop.connected)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert delays[0] <= 1.0 and delays[1] <= 2.0 and delays[2] <= 4.0
+    capped = delays[10:]
+    assert max(capped) <= 30.0
+    assert min(capped) < 3.0 and max(capped) > 27.0  # spread over the whole window, not clustered
+    assert loop.health()["errors"] == {"refused": 400}
+    b.close()

@@ -1,0 +1,310 @@
+"""MQTT forwarder against a real mosquitto: topics, ChirpStack JSON, outage without loss, last will."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import bisect
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from chirpstack_api.gw import gw_pb2
+from google.protobuf import json_format
+
+from drivers.gwmp_server import GwmpServer
+from gateway import frames
+from gateway.buffer import Buffer
+from gateway.config import MqttForward
+from gateway.forward.base import DeliveryLoop
+from gateway.forward.mqtt import MqttForwarder
+from gateway.records import make_record
+from tests.mosquitto import Mosquitto, mosquitto  # noqa: F401
+
+pytestmark = pytest.mark.mosquitto
+
+GW = 0xB827EBFFFE000001
+GW_HEX = f"{GW:016x}"
+ROOT = Path(__file__).resolve().parents[1]
+PHY = bytes.fromhex("40a1b2c3d480010001") + b"\x11\x22\x33\x44"
+
+
+def _rxpk(i: int) -> dict[str, Any]:
+    return {"time": "2026-11-25T10:00:00.000001Z", "tmst": 1000 + i, "tmms": 1_400_000_000_123,
+            "freq": 868.1, "chan": 2, "rfch": 1, "stat": 1, "modu": "LORA", "datr": "SF7BW125",
+            "codr": "4/5", "rssi": -57, "lsnr": 9.5, "size": len(PHY),
+            "data": base64.b64encode(PHY).decode()}
+
+
+def _uplink(i: int, eui: str = GW_HEX):
+    return make_record("uplink", "gwmp", {"gateway_eui": eui, "rxpk": _rxpk(i)})
+
+
+class Subscriber:
+    """A persistent-session QoS 1 subscriber that reconnects by itself (outlives broker restarts)."""
+
+    def __init__(self, broker: Mosquitto, topics: list[str], ident: str = "test-sub") -> None:
+        self.broker, self.topics, self.ident = broker, topics, ident
+        self.messages: list[tuple[str, Any, bool]] = []
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Subscriber:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.connected.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(self.broker.host, self.broker.port, identifier=self.ident,
+                                          clean_session=False) as c:
+                    for t in self.topics:
+                        await c.subscribe(t, qos=1)
+                    self.connected.set()
+                    async for m in c.messages:
+                        payload = bytes(m.payload) if isinstance(m.payload, bytes | bytearray) else m.payload
+                        self.messages.append((str(m.topic), json.loads(payload), bool(m.retain)))
+            except aiomqtt.MqttError:
+                self.connected.clear()
+                await asyncio.sleep(0.2)
+
+    def on(self, topic: str) -> list[Any]:
+        return [p for t, p, _ in self.messages if t == topic]
+
+
+async def _until(cond, timeout: float = 10.0, what: str = "condition") -> None:  # noqa: ASYNC109
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def buffer(tmp_path: Path):
+    buf = Buffer(tmp_path / "buf.sqlite3", max_bytes=64 << 20, commit_interval=0.2)
+    buf.open()
+    yield buf
+    buf.close()
+
+
+def _cfg(broker: Mosquitto, **kw: Any) -> MqttForward:
+    return MqttForward(name="city", url=broker.url, topic_prefix="eu868", **kw)
+
+
+async def test_uplinks_stats_parking_and_conn_state_on_documented_topics(
+    mosquitto: Mosquitto, buffer: Buffer  # noqa: F811
+) -> None:
+    async with Subscriber(mosquitto, ["eu868/#"], "t1") as sub:
+        fwd = MqttForwarder(_cfg(mosquitto), gateway_eui=GW)
+        buffer.register("city", start="oldest")
+        buffer.append(_uplink(0))
+        buffer.append(make_record("stats", "gwmp", {"gateway_eui": GW_HEX, "stat": {
+            "time": "2026-11-25 10:00:00 GMT", "lati": 51.25, "long": 7.15, "alti": 150,
+            "rxnb": 10, "rxok": 9, "rxfw": 9, "ackr": 100.0, "dwnb": 2, "txnb": 1}}))
+        buffer.append(make_record("parking", "nwave", {
+            "spot_id": "wuppertal:parking:spot:0002", "status": "occupied",
+            "observed_at": "2026-11-25T10:00:00Z", "device": "70b3d50000000002", "data": {"occupied": True}}))
+        buffer.append(make_record("event", "x", {"event": "boot", "detail": {}}))
+        loop = DeliveryLoop(buffer, fwd)
+        task = asyncio.create_task(loop.run())
+        base = f"eu868/gateway/{GW_HEX}"
+        await _until(lambda: sub.on(f"{base}/event/up") and sub.on(f"{base}/event/stats")
+                     and sub.on("eu868/parking/wuppertal:parking:spot:0002/state"), what="all topics")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    up = sub.on(f"{base}/event/up")[0]
+    # Strict: the protobuf JSON parser rejects any field name gw.UplinkFrame does not have.
+    frame = json_format.ParseDict(up, gw_pb2.UplinkFrame())
+    assert frame.phy_payload == PHY
+    assert frame.tx_info.frequency == 868_100_000
+    lora = frame.tx_info.modulation.lora
+    assert (lora.spreading_factor, lora.bandwidth, up["txInfo"]["modulation"]["lora"]["codeRate"]) == (7, 125000, "CR_4_5")
+    rx = frame.rx_info
+    assert rx.gateway_id == GW_HEX and rx.rssi == -57 and rx.snr == pytest.approx(9.5)
+    assert (rx.channel, rx.rf_chain, up["rxInfo"]["crcStatus"]) == (2, 1, "CRC_OK")
+    assert int.from_bytes(rx.context, "big") == 1000
+    assert rx.gw_time.ToMicroseconds() % 1_000_000 == 1
+    assert rx.time_since_gps_epoch.ToMilliseconds() == 1_400_000_000_123
+
+    stats = json_format.ParseDict(sub.on(f"{base}/event/stats")[0], gw_pb2.GatewayStats())
+    assert (stats.gateway_id, stats.rx_packets_received, stats.rx_packets_received_ok) == (GW_HEX, 10, 9)
+    assert (stats.tx_packets_received, stats.tx_packets_emitted) == (2, 1)
+    assert stats.location.latitude == pytest.approx(51.25)
+
+    park = sub.on("eu868/parking/wuppertal:parking:spot:0002/state")[0]
+    assert park["status"] == "occupied" and park["device"] == "70b3d50000000002"
+    assert [m for m in sub.messages if "event" in m[0] and "boot" in json.dumps(m[1])] == []
+
+    # Retained: a newcomer gets parking state and the connection state (OFFLINE after a clean close).
+    async with Subscriber(mosquitto, ["eu868/parking/+/state", f"{base}/state/conn"], "late") as late:
+        await _until(lambda: len(late.messages) >= 2, what="retained messages")
+    assert all(r for _, _, r in late.messages)
+    assert late.on(f"{base}/state/conn") == [{"gatewayId": GW_HEX, "state": "OFFLINE"}]
+    assert [m["state"] for m in sub.on(f"{base}/state/conn")] == ["ONLINE", "OFFLINE"]
+
+
+async def test_downlink_command_is_relayed_to_the_packet_forwarder_and_acked(
+    mosquitto: Mosquitto, buffer: Buffer  # noqa: F811
+) -> None:
+    server = GwmpServer(on_uplink=lambda r: None, bind=("127.0.0.1", 0))
+    await server.start()
+    pf = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pf.bind(("127.0.0.1", 0))
+    pf.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_sendto(pf, frames.encode_pull_data(7, GW), server.bound_address)
+        assert frames.parse_gwmp(await loop.sock_recv(pf, 1024)).identifier == frames.PULL_ACK
+        fwd = MqttForwarder(_cfg(mosquitto), gateway_eui=GW, relays=[server])
+        buffer.register("city", start="oldest")
+        dl = asyncio.create_task(DeliveryLoop(buffer, fwd).run())
+        base = f"eu868/gateway/{GW_HEX}"
+        async with Subscriber(mosquitto, [f"{base}/event/ack", f"{base}/state/conn"], "t2") as sub:
+            await _until(lambda: sub.on(f"{base}/state/conn") == [{"gatewayId": GW_HEX, "state": "ONLINE"}])
+            down = {"downlinkId": 4242, "gatewayId": GW_HEX, "items": [{
+                "phyPayload": base64.b64encode(b"\x60\x01\x02\x03\x04\x00\x01\x00").decode(),
+                "txInfo": {"frequency": 868100000, "power": 14,
+                           "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7,
+                                                   "codeRate": "CR_4_5", "polarizationInversion": True}},
+                           "timing": {"delay": {"delay": "1s"}},
+                           "context": base64.b64encode((1000).to_bytes(4, "big")).decode()}}]}
+            json_format.ParseDict(down, gw_pb2.DownlinkFrame())  # the test speaks real ChirpStack JSON
+            async with aiomqtt.Client(mosquitto.host, mosquitto.port) as pub:
+                await pub.publish(f"{base}/command/down", json.dumps(down), qos=1)
+            resp = frames.parse_gwmp(await asyncio.wait_for(loop.sock_recv(pf, 4096), 5))
+            assert resp.identifier == frames.PULL_RESP
+            txpk = resp.body["txpk"]
+            assert txpk["tmst"] == 1000 + 1_000_000 and txpk["freq"] == pytest.approx(868.1)
+            assert (txpk["datr"], txpk["codr"], txpk["ipol"], txpk["powe"]) == ("SF7BW125", "4/5", True, 14)
+            await loop.sock_sendto(pf, frames.encode_tx_ack(resp.token, GW, {"error": "NONE"}),
+                                   server.bound_address)
+            await _until(lambda: sub.on(f"{base}/event/ack"), what="tx ack")
+        ack = sub.on(f"{base}/event/ack")[0]
+        assert json_format.ParseDict(ack, gw_pb2.DownlinkTxAck()).downlink_id == 4242
+        assert ack["items"] == [{"status": "OK"}]
+        dl.cancel()
+        await asyncio.gather(dl, return_exceptions=True)
+    finally:
+        pf.close()
+        server.close()
+
+
+def _ascending_runs_needed(seq: list[int]) -> int:
+    """Fewest ascending subsequences that cover ``seq`` (= longest strictly decreasing one)."""
+    tails: list[int] = []  # patience sorting on the negated values
+    for x in seq:
+        i = bisect.bisect_left(tails, -x)
+        if i == len(tails):
+            tails.append(-x)
+        else:
+            tails[i] = -x
+    return len(tails)
+
+
+async def _outage_run(broker: Mosquitto, buffer: Buffer, outage_s: float, rate: float = 100.0) -> None:
+    fwd = MqttForwarder(MqttForward(name="city", url=broker.url, topic_prefix="eu868", keepalive=2.0),
+                        gateway_eui=GW, publish_timeout=3.0)
+    buffer.register("city", start="oldest")
+    topic = f"eu868/gateway/{GW_HEX}/event/up"
+    async with Subscriber(broker, [topic], "outage-sub") as sub:
+        commits = asyncio.create_task(buffer.run())
+        delivery = DeliveryLoop(buffer, fwd, backoff_base=0.2, backoff_cap=2.0)
+        dl = asyncio.create_task(delivery.run())
+        sent = 0
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        async def produce(until: float) -> None:
+            nonlocal sent
+            while loop.time() - t0 < until:
+                due = int((loop.time() - t0) * rate)
+                while sent < due:
+                    buffer.append(_uplink(sent))
+                    sent += 1
+                await asyncio.sleep(0.005)
+
+        await produce(2.0)
+        await asyncio.to_thread(broker.stop)
+        await produce(2.0 + outage_s)
+        await asyncio.to_thread(broker.start)
+        await produce(4.0 + outage_s)
+        await _until(lambda: len({m["rxInfo"]["context"] for m in sub.on(topic)}) >= sent,
+                     timeout=30 + outage_s / 4, what=f"all {sent} uplinks at the subscriber")
+        dl.cancel()
+        commits.cancel()
+        await asyncio.gather(dl, commits, return_exceptions=True)
+    got = [int.from_bytes(base64.b64decode(m["rxInfo"]["context"]), "big") - 1000 for m in sub.on(topic)]
+    first_seen: list[int] = []
+    seen: set[int] = set()
+    for i in got:
+        if i not in seen:
+            seen.add(i)
+            first_seen.append(i)
+    assert sorted(first_seen) == list(range(sent)), "uplinks lost"
+    # After the outage the buffer sends live frames beside the backlog (live-first policy), so
+    # arrival is two ascending streams merged: the backlog in order and live in order.
+    assert _ascending_runs_needed(first_seen) <= 2, "uplinks reordered within a stream"
+    assert delivery.errors, "the outage should have been noticed"
+    print(f"\noutage {outage_s}s at {rate}/s: {sent} records, {len(got) - sent} duplicates, "
+          f"errors {delivery.errors}")
+
+
+async def test_broker_outage_at_100_per_second_loses_nothing(mosquitto: Mosquitto, buffer: Buffer) -> None:  # noqa: F811
+    await _outage_run(mosquitto, buffer, 10.0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_broker_outage_of_two_minutes_loses_nothing(mosquitto: Mosquitto, buffer: Buffer) -> None:  # noqa: F811
+    await _outage_run(mosquitto, buffer, 120.0)
+
+
+_CHILD = textwrap.dedent("""
+    import asyncio, sys
+    from gateway.config import MqttForward
+    from gateway.forward.mqtt import MqttForwarder
+    async def main():
+        fwd = MqttForwarder(MqttForward(name="city", url=sys.argv[1], topic_prefix="eu868"),
+                            gateway_eui=int(sys.argv[2], 16))
+        await fwd.connect()
+        print("connected", flush=True)
+        await asyncio.sleep(3600)
+    asyncio.run(main())
+""")
+
+
+async def test_last_will_offline_when_gateway_is_killed(mosquitto: Mosquitto) -> None:  # noqa: F811
+    conn = f"eu868/gateway/{GW_HEX}/state/conn"
+    async with Subscriber(mosquitto, [conn], "will-sub") as sub:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CHILD, mosquitto.url, GW_HEX, stdout=subprocess.PIPE, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            assert child.stdout is not None
+            line = await asyncio.wait_for(child.stdout.readline(), 20)
+            assert line.strip() == b"connected"
+            await _until(lambda: sub.on(conn)[-1:] == [{"gatewayId": GW_HEX, "state": "ONLINE"}])
+            child.send_signal(signal.SIGKILL)
+            await _until(lambda: sub.on(conn)[-1:] == [{"gatewayId": GW_HEX, "state": "OFFLINE"}],
+                         timeout=10, what="last will")
+        finally:
+            if child.returncode is None:
+                child.kill()
+            await child.wait()

@@ -208,6 +208,9 @@ class ForwardCommon:
     )
     max_batch: int = 500
     start: Literal["newest", "oldest"] = "newest"
+    # live_first: after an outage, new records go out beside the backlog (a network server
+    # needs a fresh uplink within a second); strict: everything in sequence order
+    order: Literal["live_first", "strict"] = "live_first"
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,9 @@ class BufferComponent:
         # after open: a cursor already in the store keeps its position
         for name, start in self._cursors:
             self.buffer.register(name, start=start)  # type: ignore[arg-type]
+        # a forwarder removed from the config must not hold records back any longer
+        for name in set(self.buffer.cursors()) - {n for n, _ in self._cursors}:
+            self.buffer.unregister(name)
 
     async def run(self) -> None:
         await self.buffer.run()

@@ -1,0 +1,505 @@
+"""Durable store-and-forward buffer: records in, group commits to SQLite (WAL), cursors out.
+
+Appends never touch the disk; ``run()`` commits the pending records once per interval in one
+transaction, off the event loop. Forwarders read live records before they are committed and
+the backlog from disk, each through its own cursor. Must never block a producer on I/O.
+
+Durability promise (WAL journal; a commit = one transaction every ``commit_interval``):
+
+* Process crash (kill -9, OOM kill, segfault), either synchronous level: every commit that
+  completed is kept; the store always opens. Lost: records appended after the last completed
+  commit (at most one interval, plus the memory reserve while the disk is failing) and cursor
+  progress since that commit, which is why delivery is at-least-once: those records are
+  delivered again. Live records were usually forwarded before the crash anyway.
+* Power cut with ``synchronous="NORMAL"`` (default, one fsync per checkpoint, not per commit):
+  the store stays consistent, but commits not yet written back by the OS can be lost too,
+  i.e. up to the kernel's dirty write-back delay (typically 5-30 s) or the commits since the
+  last checkpoint, whichever is less. ``synchronous="FULL"``: the WAL is fsynced at every
+  commit (at most one fsync per interval), so a power cut loses only the records of the last
+  interval. Both assume the flash honours flush; a card that lies can corrupt the file, and
+  ``open()`` then moves it aside and starts fresh (counted as ``corrupt``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import copy
+import logging
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from gateway.buffer_cursor import Cursor, RangeSet
+from gateway.buffer_store import Counters, Store, move_aside, open_store, row_cost
+from gateway.records import KINDS, Record
+
+log = logging.getLogger(__name__)
+
+#: Cursor-passed rows are deleted once this many have accumulated, so deletes free whole
+#: pages in one go instead of touching the oldest leaf page at every commit.
+DELETE_EVERY_ROWS: Final = 2048
+#: Consecutive "malformed" errors after which the store is moved aside at run time.
+CORRUPT_AFTER: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Records handed to one forwarder. ``ranges`` are the seq ranges it claims (gaps included)."""
+
+    name: str
+    records: list[tuple[int, Record]]
+    ranges: tuple[tuple[int, int], ...]
+
+
+@dataclass
+class _Snapshot:
+    rows: list[tuple[int, Record]]
+    next_seq: int
+    cursors: list[tuple[str, int, list[tuple[int, int]]]]
+    versions: dict[str, int]
+    forget: list[str]
+    delete_through: int
+    now: float
+    disk_low: bool
+    mem_drops: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class Buffer:
+    """The buffer. Use from one event loop; ``commit()`` may run in a worker thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        commit_interval: float = 1.0,
+        max_age: Mapping[str, float] | None = None,
+        min_free_bytes: int = 0,
+        memory_reserve_bytes: int = 16 << 20,
+        synchronous: Literal["NORMAL", "FULL"] | str = "NORMAL",
+        clock: Callable[[], float] = time.time,
+        disk_free: Callable[[Path], int] | None = None,
+    ) -> None:
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ValueError(f"buffer synchronous={synchronous!r}: use 'NORMAL' or 'FULL'")
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.commit_interval = commit_interval
+        self.max_age = dict(max_age or {})
+        self.min_free_bytes = min_free_bytes
+        self.memory_reserve_bytes = memory_reserve_bytes
+        self.synchronous = synchronous.upper()
+        self.clock = clock
+        self._disk_free = disk_free or (lambda p: shutil.disk_usage(p).free)
+        self._store: Store | None = None
+        self._pending: list[tuple[int, Record]] = []
+        self._pending_bytes = 0
+        self._committing = 0  # length of the pending prefix a commit is writing right now
+        self._committed_max = 0
+        self._next_seq = 1
+        self._deleted_through = 0
+        self._cursors: dict[str, Cursor] = {}
+        self._versions: dict[str, int] = {}
+        self._persisted_lows: dict[str, int] = {}  # cursors in the store, registered or not
+        self._forget: list[str] = []
+        self._wake: dict[str, asyncio.Event] = {}
+        self._commit_soon: asyncio.Event | None = None
+        self._mem_drops: dict[str, dict[str, int]] = {}
+        self._view = Counters()
+        self._write_errors: dict[str, int] = {}
+        self._last_error: str | None = None
+        self._malformed = 0
+        self._last_commit: float | None = None
+        self._last_commit_s = 0.0
+        self._lock = threading.Lock()
+
+    # ---- life cycle --------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the store, moving a bad one aside. Never raises: when the disk refuses (full,
+        I/O error, locked), records are kept in the memory reserve and opening is retried at
+        every commit."""
+        self._try_open()
+
+    def _try_open(self) -> bool:
+        try:
+            store, _event = open_store(self.path, self.synchronous, self.clock())
+        except (sqlite3.OperationalError, OSError) as exc:
+            self._note_error(exc)
+            return False
+        self._attach(store)
+        return True
+
+    def _attach(self, store: Store) -> None:
+        self._store = store
+        c = store.counters
+        self._next_seq = max(self._next_seq, c.next_seq)
+        self._committed_max = max(self._committed_max, c.next_seq - 1)
+        self._view = copy.deepcopy(c)
+        for name, low, done in store.load_cursors():
+            self._persisted_lows[name] = low
+            if name not in self._cursors:
+                cur = Cursor(name, low, RangeSet(done), dirty=False)
+                cur.live_mark = max(low, cur.done.max_end() or low)
+                self._cursors[name] = cur
+                self._versions[name] = 0
+        self._deleted_through = min(self._persisted_lows.values(), default=0)
+
+    def close(self) -> None:
+        """Final commit, then close. Records that cannot be written are reported lost."""
+        self.commit()
+        if self._store is None:
+            if self._pending:
+                log.error("buffer closing without a store (%s): %d records lost",
+                          self._last_error, len(self._pending))
+            return
+        if self._pending:
+            log.error("buffer closing with %d records that could not be written: %s",
+                      len(self._pending), self._last_error)
+        self._store.close()
+        self._store = None
+
+    async def run(self) -> None:
+        """Commit every ``commit_interval`` (sooner when the reserve is half full); final commit on cancel."""
+        self._commit_soon = asyncio.Event()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._commit_soon.wait(), self.commit_interval)
+                self._commit_soon.clear()
+                if self._store is None and not self._try_open():
+                    continue
+                snap = self._prepare()
+                ok = await asyncio.to_thread(self._write_locked, snap)
+                self._finish(snap, ok)
+        finally:
+            # Cancelled (SIGTERM path): whatever was received is committed before we return;
+            # the lock waits for a write still running in the worker thread.
+            self.commit()
+
+    # ---- producer side -----------------------------------------------------------------
+    def append(self, record: Record) -> int:
+        """Queue a record for the next commit and offer it to live forwarders. Never does I/O."""
+        seq = self._next_seq
+        self._next_seq += 1
+        self._pending.append((seq, record))
+        self._pending_bytes += row_cost(len(record.body), len(record.source))
+        if self._pending_bytes > self.memory_reserve_bytes:
+            self._shed_pending()
+        elif self._pending_bytes > self.memory_reserve_bytes // 2 and self._commit_soon is not None:
+            self._commit_soon.set()
+        for ev in self._wake.values():
+            ev.set()
+        return seq
+
+    def _shed_pending(self) -> None:
+        """Reserve full: drop uncommitted records, oldest of the lowest priority first, to 90 %."""
+        target = self.memory_reserve_bytes * 9 // 10
+        head, tail = self._pending[: self._committing], self._pending[self._committing :]
+        order = sorted(range(len(tail)), key=lambda i: (tail[i][1].priority, tail[i][0]))
+        drop: set[int] = set()
+        for i in order:
+            if self._pending_bytes <= target:
+                break
+            r = tail[i][1]
+            self._pending_bytes -= row_cost(len(r.body), len(r.source))
+            drop.add(i)
+            per = self._mem_drops.setdefault("reserve_full", {})
+            per[r.kind] = per.get(r.kind, 0) + 1
+        self._pending = head + [x for i, x in enumerate(tail) if i not in drop]
+
+    # ---- commit --------------------------------------------------------------------------
+    def commit(self) -> bool:
+        """Write everything pending in one transaction (blocking). True when it succeeded."""
+        if self._store is None and not self._try_open():
+            return False
+        snap = self._prepare()
+        ok = self._write_locked(snap)
+        self._finish(snap, ok)
+        return ok
+
+    def _prepare(self) -> _Snapshot:
+        self._committing = len(self._pending)
+        cursors, versions = [], {}
+        for name, cur in self._cursors.items():
+            if cur.dirty:
+                cursors.append((name, cur.low, list(cur.done)))
+                versions[name] = self._versions[name]
+            self._persisted_lows[name] = cur.low
+        for name in self._forget:
+            self._persisted_lows.pop(name, None)
+        through = min(self._persisted_lows.values(), default=0)
+        if through - self._deleted_through < DELETE_EVERY_ROWS:
+            through = self._deleted_through
+        try:
+            disk_low = self._disk_free(self.path.parent) < self.min_free_bytes
+        except OSError:
+            disk_low = False
+        snap = _Snapshot(
+            rows=self._pending[:], next_seq=self._next_seq, cursors=cursors, versions=versions,
+            forget=self._forget[:], delete_through=through, now=self.clock(), disk_low=disk_low,
+            mem_drops=copy.deepcopy(self._mem_drops),
+        )
+        return snap
+
+    def _write_locked(self, snap: _Snapshot) -> bool:
+        with self._lock:
+            store = self._store
+            if store is None:
+                return False
+            t0 = time.monotonic()
+            try:
+                try:
+                    store.transaction(lambda: self._body(store, snap, make_room=snap.disk_low))
+                except sqlite3.OperationalError as exc:
+                    if "full" not in str(exc):
+                        raise
+                    # Disk full: free pages by policy inside the transaction, then insert into them.
+                    store.transaction(lambda: self._body(store, snap, make_room=True))
+            except sqlite3.DatabaseError as exc:
+                self._note_error(exc)
+                return False
+            except Exception as exc:  # never let the committer die: records stay in memory
+                log.exception("buffer commit to %s failed unexpectedly", self.path)
+                self._note_error(exc)
+                return False
+            self._malformed = 0
+            self._last_error = None
+            self._last_commit = snap.now
+            self._last_commit_s = time.monotonic() - t0
+            self._view = copy.deepcopy(store.counters)
+            return True
+
+    def _body(self, store: Store, snap: _Snapshot, *, make_room: bool) -> None:
+        c = store.counters
+        for reason, per in snap.mem_drops.items():
+            for kind, n in per.items():
+                c.add_drop(reason, kind, n)
+        incoming = sum(row_cost(len(r.body), len(r.source)) for _, r in snap.rows)
+        if make_room and incoming:
+            # The file must not grow: reuse the pages of the oldest, least important rows.
+            for kind, n in store.drop_oldest(incoming).items():
+                c.add_drop("disk_full", kind, n)
+        store.insert(snap.rows)
+        c.next_seq = max(c.next_seq, snap.next_seq)
+        if snap.delete_through > 0:
+            # After the insert: rows of this very commit may already be acknowledged (live).
+            store.delete_through(snap.delete_through)
+        for kind, age in self.max_age.items():
+            n = store.expire(kind, int((snap.now - age) * 1e6))
+            c.add_drop("max_age", kind, n)
+        assert c.nbytes is not None
+        used = max(sum(c.nbytes.values()), store.file_bytes())
+        if used > self.max_bytes:
+            # Hysteresis: drop to 95 % so a full buffer deletes in chunks, not per commit.
+            for kind, n in store.drop_oldest(used - self.max_bytes * 95 // 100).items():
+                c.add_drop("full", kind, n)
+        for name in snap.forget:
+            store.delete_cursor(name)
+        store.save_cursors(snap.cursors)
+
+    def _note_error(self, exc: Exception) -> None:
+        text = str(exc)
+        kind = ("disk_full" if "full" in text or getattr(exc, "errno", None) == 28
+                else "io" if "I/O" in text or isinstance(exc, OSError) else "database")
+        # Copy-on-write: stats() may read this dict from the event loop meanwhile.
+        self._write_errors = {**self._write_errors, kind: self._write_errors.get(kind, 0) + 1}
+        if self._last_error != str(exc):
+            log.error("buffer commit to %s failed (%s); keeping %d records in memory and "
+                      "retrying every %.1fs", self.path, exc, len(self._pending), self.commit_interval)
+        self._last_error = str(exc)
+        if "malformed" in str(exc) or "not a database" in str(exc):
+            self._malformed += 1
+            if self._malformed >= CORRUPT_AFTER:
+                self._recover_at_runtime(str(exc))
+
+    def _recover_at_runtime(self, reason: str) -> None:
+        assert self._store is not None
+        lost = sum((self._view.count or {}).values())
+        self._store.close()
+        moved = move_aside(self.path, self.clock())
+        log.error("BUFFER STORE CORRUPT while running (%s): moved to %s, %d records lost; "
+                  "continuing with a fresh store", reason, moved, lost)
+        self._store = None
+        try:
+            store, _ = open_store(self.path, self.synchronous, self.clock())
+        except (sqlite3.OperationalError, OSError) as exc:
+            self._note_error(exc)  # the next commit tries again
+            return
+        assert store.counters.events is not None
+        store.counters.events.append({"time": datetime.fromtimestamp(self.clock(), UTC).isoformat(),
+                                      "kind": "corrupt_store", "detail": reason,
+                                      "moved_to": str(moved), "records_lost": lost})
+        store.counters.add_drop("corrupt", "unknown", lost)
+        store.counters.next_seq = self._next_seq
+        for cur in self._cursors.values():
+            cur.dirty = True
+        self._persisted_lows = {}
+        self._store = store
+        self._malformed = 0
+
+    def _finish(self, snap: _Snapshot, ok: bool) -> None:
+        self._committing = 0
+        if not ok:
+            return
+        n = len(snap.rows)
+        done, self._pending = self._pending[:n], self._pending[n:]
+        self._pending_bytes -= sum(row_cost(len(r.body), len(r.source)) for _, r in done)
+        self._committed_max = max(self._committed_max, snap.next_seq - 1)
+        self._deleted_through = max(self._deleted_through, snap.delete_through)
+        for name, version in snap.versions.items():
+            if name in self._cursors and self._versions.get(name) == version:
+                self._cursors[name].dirty = False
+        for name in snap.forget:
+            self._forget.remove(name)
+        for reason, per in snap.mem_drops.items():
+            for kind, k in per.items():
+                self._mem_drops[reason][kind] -= k
+
+    # ---- cursors and delivery ------------------------------------------------------------
+    def register(self, name: str, start: Literal["newest", "oldest"] = "newest") -> None:
+        """Add a forwarder's cursor; one already in the store keeps its position."""
+        if name in self._cursors:
+            return
+        low = self._next_seq - 1 if start == "newest" else self._deleted_through
+        self._cursors[name] = Cursor(name, low, live_mark=low)
+        self._versions[name] = 0
+        if name in self._forget:
+            self._forget.remove(name)
+
+    def unregister(self, name: str) -> None:
+        """Forget a forwarder removed from the configuration, so it holds no records back."""
+        if self._cursors.pop(name, None) is not None:
+            self._forget.append(name)
+            self._persisted_lows.pop(name, None)
+
+    def cursors(self) -> list[str]:
+        return list(self._cursors)
+
+    async def next_batch(self, name: str, max_records: int, max_bytes: int) -> Batch:
+        """Wait until records are available for ``name``; claim up to the given bounds."""
+        ev = self._wake.setdefault(name, asyncio.Event())
+        while True:
+            ev.clear()
+            batch = self.take(name, max_records, max_bytes)
+            if batch is not None:
+                return batch
+            await ev.wait()
+
+    def take(self, name: str, max_records: int, max_bytes: int) -> Batch | None:
+        """Non-waiting form of :meth:`next_batch`. Live records get half a batch during backlog."""
+        cur = self._cursors[name]
+        version = (cur.low, len(cur.done))
+        out, ranges = cur.take(self._next_seq - 1, max_records, max_bytes, self._read)
+        if (cur.low, len(cur.done)) != version:
+            self._versions[name] += 1  # empty stretches were marked done: persist that
+        return Batch(name, out, ranges) if out else None
+
+    def _read(self, lo: int, hi: int, limit: int) -> list[tuple[int, Record]]:
+        res: list[tuple[int, Record]] = []
+        if lo <= self._committed_max and self._store is not None:
+            res = self._store.read_range(lo, min(hi, self._committed_max), limit)
+        if len(res) < limit and hi > self._committed_max:
+            start = bisect.bisect_left(self._pending, max(lo, self._committed_max + 1), key=lambda x: x[0])
+            for item in self._pending[start:]:
+                if item[0] > hi or len(res) >= limit:
+                    break
+                res.append(item)
+        return res
+
+    def ack(self, name: str, batch: Batch, seqs: Iterable[int] | None = None) -> None:
+        """The backend took ``seqs`` (default: all of the batch); the rest is released."""
+        cur = self._cursors.get(name)
+        if cur is None:
+            return
+        cur.settle(batch.ranges, [s for s, _ in batch.records], seqs)
+        self._versions[name] += 1
+        if name in self._wake:
+            self._wake[name].set()
+
+    def release(self, name: str, batch: Batch) -> None:
+        """Delivery failed: every record of the batch will be offered again."""
+        self.ack(name, batch, ())
+
+    # ---- status --------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Figures for /api/status and ``schwebe buffer inspect``."""
+        now = self.clock()
+        v = self._view
+        assert v.count is not None and v.nbytes is not None and v.drops is not None
+        drops = copy.deepcopy(v.drops)
+        for reason, per in self._mem_drops.items():
+            for kind, n in per.items():
+                if n:
+                    drops.setdefault(reason, {})
+                    drops[reason][kind] = drops[reason].get(kind, 0) + n
+        oldest: dict[str, float | None] = {}
+        cursors: dict[str, Any] = {}
+        if self._store is not None:
+            for k in KINDS:
+                rx = self._store.oldest_received(k) if v.count.get(k) else None
+                if rx is None:
+                    rx = next((r.received_us for _, r in self._pending if r.kind == k), None)
+                oldest[k] = None if rx is None else round(max(0.0, now - rx / 1e6), 3)
+            for name, cur in self._cursors.items():
+                depth, lag = self.cursor_lag(name)
+                cursors[name] = {
+                    "depth_records": depth, "lag_s": lag,
+                    "low": cur.low, "acked_ranges": len(cur.done), "inflight": cur.inflight.size(),
+                }
+        return {
+            "path": str(self.path),
+            "mode": {"journal": "wal", "synchronous": self.synchronous},
+            "records": sum(v.count.values()) + len(self._pending),
+            "bytes": sum(v.nbytes.values()) + self._pending_bytes,
+            "max_bytes": self.max_bytes,
+            "pending_records": len(self._pending),
+            "pending_bytes": self._pending_bytes,
+            "oldest_age_s": oldest,
+            "cursors": cursors,
+            "drops": drops,
+            "last_commit": None if self._last_commit is None
+            else datetime.fromtimestamp(self._last_commit, UTC).isoformat(),
+            "last_commit_duration_s": round(self._last_commit_s, 4),
+            "write_errors": dict(self._write_errors),
+            "last_write_error": self._last_error,
+            "recovery_events": list(v.events or []),
+            "next_seq": self._next_seq,
+        }
+
+    def cursor_lag(self, name: str) -> tuple[int, float]:
+        """(records not yet acknowledged, age in seconds of the oldest of them) for a cursor.
+
+        The count is seq arithmetic, no COUNT(*): exact unless records were dropped by
+        policy, then an upper bound capped at the number of records held.
+        """
+        cur = self._cursors.get(name)
+        if cur is None:
+            return 0, 0.0
+        total = sum((self._view.count or {}).values()) + len(self._pending)
+        depth = min(total, cur.pending_count(self._next_seq - 1))
+        first = self._first_unsent(cur) if depth else None
+        return depth, 0.0 if first is None else round(max(0.0, self.clock() - first / 1e6), 3)
+
+    def _first_unsent(self, cur: Cursor) -> int | None:
+        lo = cur.low + 1
+        first = cur.done.first()
+        if lo <= self._committed_max and self._store is not None:
+            got = self._store.read_range(lo, first[0] - 1 if first else self._committed_max, 1)
+            if got:
+                return got[0][1].received_us
+        pend = self._read(max(lo, self._committed_max + 1), self._next_seq, 1)
+        return pend[0][1].received_us if pend else None
+
+
+def buffer_path(data_dir: Path) -> Path:
+    """Where the daemon keeps its store inside ``gateway.data_dir``."""
+    return Path(data_dir) / "buffer.sqlite3"
+

@@ -1,0 +1,208 @@
+"""A forwarder's position in the buffer: which sequence numbers it has done, and which are out.
+
+Pure bookkeeping, no I/O: the buffer persists ``low`` and ``done`` with its commits. A cursor
+is a contiguous low-water mark plus a few acknowledged ranges above it, so live records can be
+acknowledged ahead of a backlog without the persisted state growing with the backlog.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from gateway.records import Record
+
+#: Reads records with lo <= seq <= hi, ascending, at most `limit`: (lo, hi, limit) -> rows.
+Reader = Callable[[int, int, int], list[tuple[int, Record]]]
+#: Above this many acknowledged ranges a cursor gets no live share until the backlog closes
+#: the gaps; bounds the persisted cursor state.
+MAX_DONE_RANGES: Final = 32
+
+
+class RangeSet:
+    """Disjoint, sorted, inclusive integer ranges ``[(start, end), ...]`` that merge on insert."""
+
+    __slots__ = ("_ends", "_starts")
+
+    def __init__(self, ranges: Iterable[tuple[int, int]] = ()) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        for a, b in ranges:
+            self.add(a, b)
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(zip(self._starts, self._ends, strict=True))
+
+    def size(self) -> int:
+        return sum(b - a + 1 for a, b in self)
+
+    def add(self, a: int, b: int) -> None:
+        if a > b:
+            return
+        # Ranges that touch or overlap [a, b] are merged into it.
+        i = bisect.bisect_left(self._ends, a - 1)
+        j = bisect.bisect_right(self._starts, b + 1)
+        if i < j:
+            a = min(a, self._starts[i])
+            b = max(b, self._ends[j - 1])
+        self._starts[i:j] = [a]
+        self._ends[i:j] = [b]
+
+    def remove(self, a: int, b: int) -> None:
+        if a > b:
+            return
+        i = bisect.bisect_left(self._ends, a)
+        j = bisect.bisect_right(self._starts, b)
+        if i >= j:
+            return
+        keep: list[tuple[int, int]] = []
+        if self._starts[i] < a:
+            keep.append((self._starts[i], a - 1))
+        if self._ends[j - 1] > b:
+            keep.append((b + 1, self._ends[j - 1]))
+        self._starts[i:j] = [k[0] for k in keep]
+        self._ends[i:j] = [k[1] for k in keep]
+
+    def first(self) -> tuple[int, int] | None:
+        return (self._starts[0], self._ends[0]) if self._starts else None
+
+    def pop_first(self) -> tuple[int, int]:
+        return self._starts.pop(0), self._ends.pop(0)
+
+    def max_end(self) -> int | None:
+        return self._ends[-1] if self._ends else None
+
+    def gaps(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        """Sub-ranges of ``[lo, hi]`` not covered by this set, ascending."""
+        pos = lo
+        i = bisect.bisect_left(self._ends, lo)
+        while pos <= hi:
+            if i < len(self._starts) and self._starts[i] <= hi:
+                if self._starts[i] > pos:
+                    yield pos, self._starts[i] - 1
+                pos = max(pos, self._ends[i] + 1)
+                i += 1
+            else:
+                yield pos, hi
+                return
+
+    def copy(self) -> RangeSet:
+        other = RangeSet()
+        other._starts = list(self._starts)
+        other._ends = list(self._ends)
+        return other
+
+
+@dataclass
+class Cursor:
+    """One forwarder's delivery state.
+
+    ``low``: every seq <= low is done. ``done``: acknowledged ranges above ``low``.
+    ``inflight``: ranges handed out in batches and neither acknowledged nor released.
+    ``live_mark``: the highest seq handed out as live; unsent seqs below it are backlog.
+    """
+
+    name: str
+    low: int
+    done: RangeSet = field(default_factory=RangeSet)
+    inflight: RangeSet = field(default_factory=RangeSet)
+    live_mark: int = 0
+    dirty: bool = True  # persisted state changed since the last commit
+
+    def covered(self) -> RangeSet:
+        c = self.done.copy()
+        for a, b in self.inflight:
+            c.add(a, b)
+        return c
+
+    def mark_done(self, a: int, b: int) -> None:
+        a = max(a, self.low + 1)
+        if a > b:
+            return
+        self.done.add(a, b)
+        first = self.done.first()
+        while first is not None and first[0] <= self.low + 1:
+            self.low = max(self.low, first[1])
+            self.done.pop_first()
+            first = self.done.first()
+        self.dirty = True
+
+    def pending_count(self, last_seq: int) -> int:
+        """Sequence numbers after ``low`` that are not done (an upper bound on records)."""
+        return max(0, last_seq - self.low - self.done.size())
+
+    def take(self, last: int, max_records: int, max_bytes: int,
+             read: Reader) -> tuple[list[tuple[int, Record]], tuple[tuple[int, int], ...]]:
+        """Claim a batch: the newest unsent (live) first, then the oldest backlog.
+
+        Without backlog, records go out in order from ``live_mark``. With backlog (unsent seqs
+        below ``live_mark``, or more new records than one batch holds), live gets half the
+        batch, taken from the newest end; whatever it skips becomes backlog, which is read
+        oldest first. Returns the records and the claimed ranges (now in flight).
+        """
+        out: list[tuple[int, Record]] = []
+        claims: list[tuple[int, int]] = []
+        if last <= self.low:
+            return out, ()
+        has_gaps = self.live_mark > self.low and any(self.covered().gaps(self.low + 1, self.live_mark))
+        if self.live_mark < last:
+            if not has_gaps and last - self.live_mark <= max_records:
+                self.live_mark = _claim(read, self.live_mark + 1, last, max_records, max_bytes, out, claims)
+            elif len(self.done) < MAX_DONE_RANGES:
+                n, nbytes = max(1, max_records // 2), max(1, max_bytes // 2)
+                lo = max(self.live_mark + 1, last - n + 1)
+                self.live_mark = _claim(read, lo, last, n, nbytes, out, claims)
+        if self.live_mark > self.low:
+            cov = self.covered()
+            for a, b in claims:
+                cov.add(a, b)
+            spent = sum(len(r.body) for _, r in out)
+            for a, b in list(cov.gaps(self.low + 1, self.live_mark)):
+                if len(out) >= max_records or spent >= max_bytes:
+                    break
+                before = len(out)
+                _claim(read, a, b, max_records - len(out), max_bytes - spent, out, claims)
+                spent += sum(len(r.body) for _, r in out[before:])
+        real: list[tuple[int, int]] = []
+        seqs = sorted(s for s, _ in out)
+        for a, b in claims:
+            if bisect.bisect_left(seqs, a) < bisect.bisect_right(seqs, b):
+                real.append((a, b))
+                self.inflight.add(a, b)
+            else:
+                self.mark_done(a, b)  # nothing left in that stretch (dropped by policy)
+        return out, tuple(real)
+
+    def settle(self, ranges: Iterable[tuple[int, int]], record_seqs: Iterable[int],
+               acked: Iterable[int] | None) -> None:
+        """End a batch: acked seqs (None: all) and its empty stretches are done, the rest free."""
+        ranges = list(ranges)
+        done = RangeSet(ranges)
+        if acked is not None:
+            keep = set(acked)
+            for s in record_seqs:
+                if s not in keep:
+                    done.remove(s, s)
+        for a, b in ranges:
+            self.inflight.remove(a, b)
+        for a, b in done:
+            self.mark_done(a, b)
+
+
+def _claim(read: Reader, lo: int, hi: int, n: int, nbytes: int,
+           out: list[tuple[int, Record]], claims: list[tuple[int, int]]) -> int:
+    """Read up to n records / nbytes in [lo, hi] into ``out``; claim the stretch covered."""
+    spent = 0
+    for taken, (seq, r) in enumerate(read(lo, hi, n + 1)):
+        if taken >= n or (taken and spent + len(r.body) > nbytes):
+            hi = seq - 1
+            break
+        out.append((seq, r))
+        spent += len(r.body)
+    claims.append((lo, hi))
+    return hi

@@ -1,0 +1,244 @@
+"""What every backend forwarder is, and the loop that feeds one from the buffer.
+
+A concrete forwarder (MQTT, HTTP, NGSI-LD, LNS) only connects, sends a batch and says which
+records its backend acknowledged. Cursors, batching, reconnect backoff with full jitter,
+filters and health figures live here, once. A forwarder never reaches back into a driver.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import cbor2
+
+from gateway.buffer import Batch, Buffer
+from gateway.records import Record
+
+log = logging.getLogger(__name__)
+
+#: NwkID length in bits for each NetID type (LoRaWAN Backend Interfaces 1.0, DevAddr layout).
+_NWKID_BITS: Final = (6, 6, 9, 11, 12, 13, 15, 17)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """Which sequence numbers the backend acknowledged; ``None`` means the whole batch."""
+
+    acked: frozenset[int] | None = None
+
+    @classmethod
+    def all(cls) -> SendResult:
+        return cls(None)
+
+
+class ForwarderError(Exception):
+    """A delivery failure with a short ``kind`` for the health counters (``timeout``, ``refused``...)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def dev_addr_of(record: Record) -> int | None:
+    """DevAddr of an uplink data frame (bytes 1..4 little-endian of the PHYPayload), else None."""
+    if record.kind != "uplink":
+        return None
+    try:
+        body = cbor2.loads(record.body)
+        phy = base64.b64decode(body["rxpk"]["data"], validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error, cbor2.CBORDecodeError):
+        return None
+    if len(phy) < 5 or (phy[0] >> 5) not in (2, 3, 4, 5):  # data frames only
+        return None
+    return int.from_bytes(phy[1:5], "little")
+
+
+def net_id_matches(dev_addr: int, net_id: int) -> bool:
+    """Whether a DevAddr was allocated from ``net_id`` (type prefix and NwkID bits)."""
+    net_type = net_id >> 21
+    prefix_len = net_type + 1
+    if dev_addr >> (32 - prefix_len) != (1 << prefix_len) - 2:  # `type` ones then a zero
+        return False
+    bits = _NWKID_BITS[net_type]
+    nwk_id = (dev_addr >> (32 - prefix_len - bits)) & ((1 << bits) - 1)
+    return nwk_id == net_id & ((1 << bits) - 1)
+
+
+class Forwarder(abc.ABC):
+    """A backend. Subclasses implement connect/send/close; filters come with the constructor.
+
+    ``send`` raises (ideally :class:`ForwarderError`) when the connection is unusable: the
+    loop releases the batch, closes and reconnects with backoff. It returns a
+    :class:`SendResult` naming what the backend acknowledged; the rest is offered again.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        kinds: Iterable[str] | None = None,
+        dev_addr_prefixes: Iterable[tuple[int, int]] = (),  # (value, bits): config.parse_prefix
+        net_ids: Iterable[int] = (),
+    ) -> None:
+        self.name = name
+        self.kinds = None if kinds is None else frozenset(kinds)
+        self.dev_addr_prefixes = tuple(dev_addr_prefixes)
+        self.net_ids = tuple(net_ids)
+
+    @abc.abstractmethod
+    async def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def send(self, records: list[tuple[int, Record]]) -> SendResult: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    def accepts(self, record: Record) -> bool:
+        """Kind filter, then DevAddr/NetID filters for uplink data frames (others pass)."""
+        if self.kinds is not None and record.kind not in self.kinds:
+            return False
+        if record.kind != "uplink" or not (self.dev_addr_prefixes or self.net_ids):
+            return True
+        addr = dev_addr_of(record)
+        if addr is None:
+            return True  # joins and proprietary frames carry no DevAddr to judge by
+        for value, bits in self.dev_addr_prefixes:
+            if bits == 0 or addr >> (32 - bits) == value >> (32 - bits):
+                return True
+        return any(net_id_matches(addr, n) for n in self.net_ids)
+
+
+class DeliveryLoop:
+    """Feeds one forwarder from its buffer cursor: batches, acks, reconnects, health."""
+
+    def __init__(
+        self,
+        buffer: Buffer,
+        forwarder: Forwarder,
+        *,
+        max_batch: int = 500,
+        max_batch_bytes: int = 256 << 10,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 60.0,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.buffer = buffer
+        self.forwarder = forwarder
+        self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.sleep = sleep
+        self.connected = False
+        self.attempt = 0
+        self.errors: dict[str, int] = {}
+        self.sent = 0
+        self.acked = 0
+        self.filtered = 0
+        self.reconnects = 0
+        self.last_ack: float | None = None
+        self.last_error: str | None = None
+
+    def backoff_delay(self) -> float:
+        """Full jitter: uniform over [0, min(cap, base * 2**attempt)], so a fleet spreads out."""
+        return self.rng.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2.0 ** min(self.attempt, 62)))
+
+    def _error(self, exc: BaseException, where: str) -> None:
+        kind = getattr(exc, "kind", None) or type(exc).__name__
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+        self.last_error = f"{where}: {exc}"
+        log.warning("forwarder %s: %s failed (%s): %s", self.forwarder.name, where, kind, exc)
+
+    async def _disconnect(self) -> None:
+        self.connected = False
+        with contextlib.suppress(Exception):
+            await self.forwarder.close()
+
+    async def run(self) -> None:
+        name = self.forwarder.name
+        if name not in self.buffer.cursors():
+            self.buffer.register(name)
+        batch: Batch | None = None
+        try:
+            while True:
+                if not self.connected:
+                    try:
+                        await self.forwarder.connect()
+                    except Exception as exc:
+                        self._error(exc, "connect")
+                        delay = self.backoff_delay()
+                        self.attempt += 1
+                        await self.sleep(delay)
+                        continue
+                    self.connected = True
+                    self.reconnects += 1
+                batch = await self.buffer.next_batch(name, self.max_batch, self.max_batch_bytes)
+                wanted = [(s, r) for s, r in batch.records if self.forwarder.accepts(r)]
+                skipped = [s for s, r in batch.records if not self.forwarder.accepts(r)]
+                if not wanted:
+                    self.buffer.ack(name, batch)
+                    self.filtered += len(skipped)
+                    batch = None
+                    continue
+                try:
+                    result = await self.forwarder.send(wanted)
+                except Exception as exc:
+                    self._error(exc, "send")
+                    self.buffer.release(name, batch)
+                    batch = None
+                    await self._disconnect()
+                    delay = self.backoff_delay()
+                    self.attempt += 1
+                    await self.sleep(delay)
+                    continue
+                acked = [s for s, _ in wanted] if result.acked is None else [s for s, _ in wanted if s in result.acked]
+                self.buffer.ack(name, batch, [*acked, *skipped])
+                batch = None
+                self.sent += len(wanted)
+                self.acked += len(acked)
+                self.filtered += len(skipped)
+                if acked:
+                    self.last_ack = self.clock()
+                    self.attempt = 0
+                if len(acked) < len(wanted):
+                    # Partly refused: try again later rather than in a tight loop.
+                    self.errors["partial"] = self.errors.get("partial", 0) + 1
+                    delay = self.backoff_delay()
+                    self.attempt += 1
+                    await self.sleep(delay)
+        finally:
+            if batch is not None:
+                self.buffer.release(name, batch)
+            await self._disconnect()
+
+    def health(self) -> dict[str, Any]:
+        """For /api/status and /metrics."""
+        lag_records, lag_s = self.buffer.cursor_lag(self.forwarder.name)
+        return {
+            "name": self.forwarder.name,
+            "connected": self.connected,
+            "last_ack_age_s": None if self.last_ack is None else round(self.clock() - self.last_ack, 3),
+            "lag_records": lag_records,
+            "lag_s": lag_s,
+            "errors": dict(self.errors),
+            "last_error": self.last_error,
+            "sent": self.sent,
+            "acked": self.acked,
+            "filtered": self.filtered,
+            "connects": self.reconnects,
+        }

@@ -1,0 +1,345 @@
+"""The durable buffer: persistence, cursors, live-vs-backlog, bounds, recovery, disk full."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gateway.buffer import Buffer
+from gateway.records import Record, make_record
+
+
+def _rec(i: int, kind: str = "uplink", t: float = 1_700_000_000.0) -> Record:
+    return make_record(kind, "test", {"i": i, "pad": "x" * 80}, received_us=int(t * 1e6))
+
+
+def _buf(path: Path, **kw: object) -> Buffer:
+    args: dict[str, object] = {"max_bytes": 1 << 30}
+    args.update(kw)
+    b = Buffer(path / "buffer.sqlite3", **args)  # type: ignore[arg-type]
+    b.open()
+    return b
+
+
+def _drain(b: Buffer, name: str, n: int = 100_000) -> list[int]:
+    got: list[int] = []
+    while (batch := b.take(name, n, 1 << 30)) is not None:
+        got.extend(r.decoded()["i"] for _, r in batch.records)
+        b.ack(name, batch)
+    return got
+
+
+def test_committed_records_survive_reopen_in_order(tmp_path: Path) -> None:
+    b = _buf(tmp_path)
+    for i in range(1000):
+        b.append(_rec(i, "parking" if i % 3 else "uplink"))
+    assert b.commit()
+    b.close()
+    b = _buf(tmp_path)
+    st = b.stats()
+    assert st["records"] == 1000 and st["pending_records"] == 0
+    b.register("f", start="oldest")
+    assert _drain(b, "f") == list(range(1000))
+    b.close()
+
+
+async def test_live_record_is_delivered_before_its_commit(tmp_path: Path) -> None:
+    b = _buf(tmp_path, commit_interval=3600)
+    b.register("f")
+    waiter = asyncio.create_task(b.next_batch("f", 10, 1 << 20))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # nothing to send: it waits
+    b.append(_rec(7))
+    batch = await asyncio.wait_for(waiter, 1)
+    assert [r.decoded()["i"] for _, r in batch.records] == [7]
+    assert b.stats()["pending_records"] == 1  # not committed yet
+    b.close()
+
+
+def test_new_cursor_starts_at_newest_unless_asked(tmp_path: Path) -> None:
+    b = _buf(tmp_path)
+    for i in range(5):
+        b.append(_rec(i))
+    b.register("late")
+    b.register("historian", start="oldest")
+    b.append(_rec(5))
+    assert _drain(b, "late") == [5]
+    assert _drain(b, "historian") == [0, 1, 2, 3, 4, 5]
+    b.close()
+
+
+def test_records_deleted_only_when_every_cursor_passed(tmp_path: Path) -> None:
+    b = _buf(tmp_path)
+    b.register("fast")
+    b.register("slow")
+    for i in range(5000):
+        b.append(_rec(i))
+    assert len(_drain(b, "fast")) == 5000
+    b.commit()
+    assert b.stats()["records"] == 5000  # "slow" still needs them
+    assert len(_drain(b, "slow", 1000)) == 5000
+    b.commit()
+    assert b.stats()["records"] == 0
+    b.close()
+
+
+def test_live_records_get_a_share_during_a_long_backlog(tmp_path: Path) -> None:
+    b = _buf(tmp_path)
+    b.register("f")
+    for i in range(20_000):  # a week of backlog, scaled down
+        b.append(_rec(i))
+    b.commit()
+    first = b.take("f", 100, 1 << 30)
+    assert first is not None and [r.decoded()["i"] for _, r in first.records][:3] == [19_950, 19_951, 19_952]
+    b.release("f", first)  # the backend failed: everything of it comes again later
+    seen: list[int] = []
+    for n in range(10):
+        b.append(_rec(100_000 + n))  # live traffic arriving while the backlog drains
+        batch = b.take("f", 100, 1 << 30)
+        assert batch is not None
+        ids = [r.decoded()["i"] for _, r in batch.records]
+        assert 100_000 + n in ids, "a live record waited behind the backlog"
+        seen.extend(ids)
+        b.ack("f", batch)
+    rest = _drain(b, "f", 500)
+    everything = seen + rest
+    assert sorted(everything) == [*range(20_000), *range(100_000, 100_010)]
+    backlog = [i for i in everything if i < 100_000 and i < 19_950]
+    assert backlog == sorted(backlog)
+    b.close()
+
+
+def test_partial_ack_persists_and_only_the_rest_comes_again(tmp_path: Path) -> None:
+    b = _buf(tmp_path)
+    b.register("f")
+    for i in range(10):
+        b.append(_rec(i))
+    batch = b.take("f", 10, 1 << 30)
+    assert batch is not None
+    b.ack("f", batch, [s for s, r in batch.records if r.decoded()["i"] % 2 == 0])
+    b.close()
+    b = _buf(tmp_path)
+    b.register("f")
+    assert sorted(_drain(b, "f")) == [1, 3, 5, 7, 9]
+    b.close()
+
+
+def test_full_buffer_drops_oldest_of_lowest_priority_first(tmp_path: Path) -> None:
+    b = _buf(tmp_path, max_bytes=400_000)
+    for i in range(1000):
+        b.append(_rec(i, "parking"))
+    b.commit()
+    for i in range(1000, 4000):
+        b.append(_rec(i, "uplink"))
+        if i % 500 == 0:
+            b.commit()
+    b.commit()
+    st = b.stats()
+    assert st["drops"]["full"].get("uplink", 0) > 0
+    assert "parking" not in st["drops"]["full"]
+    assert st["bytes"] <= 400_000
+    b.register("f", start="oldest")
+    got = _drain(b, "f")
+    assert got[:1000] == list(range(1000))  # every parking state kept
+    assert got[1000:] == sorted(got[1000:]) and got[-1] == 3999  # newest uplinks kept
+    b.close()
+
+
+def test_per_kind_max_age(tmp_path: Path) -> None:
+    now = [1_700_000_000.0]
+    b = _buf(tmp_path, max_age={"uplink": 3600.0}, clock=lambda: now[0])
+    b.append(_rec(1, "uplink", t=now[0] - 7200))
+    b.append(_rec(2, "parking", t=now[0] - 7200))
+    b.append(_rec(3, "uplink", t=now[0] - 10))
+    b.commit()
+    assert b.stats()["drops"] == {"max_age": {"uplink": 1}}
+    b.register("f", start="oldest")
+    assert _drain(b, "f") == [2, 3]
+    b.close()
+
+
+def test_low_free_space_counts_as_full(tmp_path: Path) -> None:
+    free = [10 << 30]
+    b = _buf(tmp_path, min_free_bytes=1 << 30, disk_free=lambda p: free[0])
+    for i in range(3000):
+        b.append(_rec(i))
+    b.commit()
+    size = (tmp_path / "buffer.sqlite3").stat().st_size
+    free[0] = 100 << 20  # below the floor: the store must not grow
+    for i in range(3000, 6000):
+        b.append(_rec(i))
+        if i % 200 == 0:
+            b.commit()
+    b.commit()
+    st = b.stats()
+    assert st["drops"]["disk_full"]["uplink"] >= 2500
+    assert (tmp_path / "buffer.sqlite3").stat().st_size <= size * 1.1
+    b.close()
+
+
+def test_sqlite_full_keeps_records_in_reserve_then_recovers(tmp_path: Path) -> None:
+    # Without root: SQLite's own page limit gives the genuine "database or disk is full".
+    b = _buf(tmp_path, memory_reserve_bytes=60_000)
+    assert b._store is not None
+    pages = b._store.w.execute("PRAGMA page_count").fetchone()[0]
+    b._store.w.execute(f"PRAGMA max_page_count={pages}")
+    for i in range(500):
+        b.append(_rec(i, "parking" if i < 100 else "uplink"))
+    assert not b.commit()
+    st = b.stats()
+    assert st["write_errors"] == {"disk_full": 1}
+    assert st["drops"]["reserve_full"]["uplink"] > 0 and "parking" not in st["drops"]["reserve_full"]
+    kept = st["pending_records"]
+    b._store.w.execute("PRAGMA max_page_count=1000000")  # space is back
+    assert b.commit()
+    assert b.stats()["records"] == kept and b.stats()["pending_records"] == 0
+    b.register("f", start="oldest")
+    assert _drain(b, "f")[:100] == list(range(100))
+    b.close()
+
+
+async def test_run_commits_periodically_and_on_cancel(tmp_path: Path) -> None:
+    b = _buf(tmp_path, commit_interval=0.05)
+    task = asyncio.create_task(b.run())
+    b.append(_rec(1))
+    await asyncio.sleep(0.3)
+    assert b.stats()["pending_records"] == 0 and b.stats()["last_commit"] is not None
+    b.append(_rec(2))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert b.stats()["pending_records"] == 0
+    b.close()
+    b = _buf(tmp_path)
+    assert b.stats()["records"] == 2
+    b.close()
+
+
+def _prepare_store(tmp_path: Path, n: int = 3000) -> Path:
+    b = _buf(tmp_path)
+    for i in range(n):
+        b.append(_rec(i))
+    b.close()
+    return tmp_path / "buffer.sqlite3"
+
+
+def _corrupt_case(tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    path = _prepare_store(tmp_path)
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(os.urandom(len(data)))
+    elif damage == "pages":
+        path.write_bytes(data[:4096] + os.urandom(len(data) - 4096))
+    elif damage == "header":
+        path.write_bytes(data[:50])
+    with caplog.at_level(logging.ERROR):
+        b = _buf(tmp_path)
+    assert "BUFFER STORE CORRUPT" in caplog.text
+    moved = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name and not p.name.endswith("-wal")]
+    assert len(moved) == 1
+    ev = b.stats()["recovery_events"]
+    assert len(ev) == 1 and ev[0]["moved_to"] == str(moved[0])
+    b.append(_rec(1))
+    assert b.commit()
+    b.close()
+    b = _buf(tmp_path)  # the fresh store is sound, and still remembers the event
+    assert b.stats()["records"] == 1 and len(b.stats()["recovery_events"]) == 1
+    b.close()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "pages", "header"])
+def test_corrupt_store_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    _corrupt_case(tmp_path, caplog, damage)
+
+
+def test_schema_v0_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.sqlite3"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE records (seq INTEGER PRIMARY KEY, kind TEXT, source TEXT, received_us INTEGER, body BLOB)")
+    con.execute("CREATE TABLE cursors (name TEXT PRIMARY KEY, low INTEGER NOT NULL)")
+    for i in range(1, 11):
+        r = _rec(i, "parking" if i % 2 else "uplink")
+        con.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?)", (i, r.kind, r.source, r.received_us, r.body))
+    con.execute("INSERT INTO cursors VALUES ('mqtt', 4)")
+    con.commit()
+    con.close()
+    b = _buf(tmp_path)
+    assert b.stats()["records"] == 10 and b.stats()["recovery_events"] == []
+    b.register("mqtt", start="oldest")  # kept its old position
+    batch = b.take("mqtt", 100, 1 << 30)
+    assert batch is not None
+    assert [(r.decoded()["i"], r.priority) for _, r in batch.records][:2] == [(5, 2), (6, 0)]
+    assert b.append(_rec(11)) == 11
+    b.close()
+
+
+def test_unusable_data_dir_never_raises_and_recovers(tmp_path: Path) -> None:
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the data directory should be")
+    b = Buffer(blocker / "buffer.sqlite3", max_bytes=1 << 30)
+    b.open()  # must not raise: the daemon keeps running
+    b.register("f", start="oldest")
+    b.append(_rec(1))
+    assert not b.commit()
+    assert b.stats()["write_errors"] and b.stats()["pending_records"] == 1
+    blocker.unlink()
+    blocker.mkdir()  # the technician fixed it
+    b.append(_rec(2))
+    assert b.commit()
+    assert _drain(b, "f") == [1, 2]
+    b.close()
+
+
+def _can_mount() -> bool:
+    return os.geteuid() == 0
+
+
+def test_disk_full_on_small_tmpfs(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)],
+                         capture_output=True, text=True) if _can_mount() else None
+    if res is None or res.returncode != 0:
+        msg = f"cannot mount a tmpfs: {res.stderr.strip() if res else 'not root'}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    try:
+        filler = mnt / "filler"
+        filler.write_bytes(b"\0" * (1200 << 10))
+        b = Buffer(mnt / "buffer.sqlite3", max_bytes=64 << 20, memory_reserve_bytes=200_000)
+        b.open()
+        b.register("f", start="oldest")
+        i = 0
+        ok = True
+        while ok and i < 50_000:
+            for _ in range(500):
+                b.append(_rec(i, "parking" if i % 10 == 0 else "uplink"))
+                i += 1
+            ok = b.commit()
+        assert not ok, "the tmpfs never filled"
+        for _ in range(5):  # keep accepting while the disk stays full
+            for _ in range(500):
+                b.append(_rec(i, "parking" if i % 10 == 0 else "uplink"))
+                i += 1
+            b.commit()
+        st = b.stats()
+        assert st["write_errors"].get("disk_full", 0) + st["write_errors"].get("io", 0) >= 1
+        assert sum(st["drops"].get("reserve_full", {}).values()) + sum(st["drops"].get("disk_full", {}).values()) > 0
+        assert st["pending_bytes"] <= 200_000
+        filler.unlink()  # space returns
+        assert b.commit(), b.stats()["last_write_error"]
+        assert b.stats()["pending_records"] == 0
+        got = _drain(b, "f")
+        assert got == sorted(got) and got[-1] == i - 1
+        b.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

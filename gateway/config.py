@@ -95,6 +95,13 @@ def parse_devaddr(text: str) -> int:
     return int(clean, 16)
 
 
+def parse_net_id(text: str) -> int:
+    clean = text.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{6}", clean):
+        raise ValueError(f"not a NetID: {text!r} (6 hex digits, e.g. \"000013\")")
+    return int(clean, 16)
+
+
 def parse_prefix(text: str) -> tuple[int, int]:
     """'26000000/7' -> (0x26000000, 7): a DevAddr prefix filter."""
     addr, sep, bits = text.partition("/")
@@ -206,6 +213,7 @@ class ForwardCommon:
     dev_addr_prefixes: tuple[tuple[int, int], ...] = field(
         default=(), metadata=_conv(parse_prefix, each=True)
     )
+    net_ids: tuple[int, ...] = field(default=(), metadata=_conv(parse_net_id, each=True))
     max_batch: int = 500
     start: Literal["newest", "oldest"] = "newest"
     # live_first: after an outage, new records go out beside the backlog (a network server

@@ -48,7 +48,10 @@ class Mosquitto:
             "max_inflight_messages 0\n"
             "max_keepalive 65535\n"
             "log_type error\nlog_type warning\n"
-            f"log_dest file {self.log}\n" + extra_config
+            f"log_dest file {self.log}\n"
+            # as root mosquitto drops to user `mosquitto`, which cannot write in tmp_path
+            + ("user root\n" if os.geteuid() == 0 and "user " not in extra_config else "")
+            + extra_config
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -64,6 +67,8 @@ class Mosquitto:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                if self.proc.stderr:
+                    self.proc.stderr.close()
                 log = self.log.read_text(errors="replace") if self.log.exists() else ""
                 self.proc = None
                 raise RuntimeError(f"mosquitto exited at start (port {self.port}): {err} {log}")

@@ -53,7 +53,8 @@ class FileForwarder(Forwarder):
     """Appends to ``cfg.path``; the file is opened on connect and closed on close."""
 
     def __init__(self, cfg: FileForward) -> None:
-        super().__init__(cfg.name, kinds=cfg.kinds or None, dev_addr_prefixes=cfg.dev_addr_prefixes)
+        super().__init__(cfg.name, kinds=cfg.kinds or None, dev_addr_prefixes=cfg.dev_addr_prefixes,
+                         net_ids=cfg.net_ids)
         self.path = Path(cfg.path)
         self._fh: IO[bytes] | None = None
         self.lines_written = 0

@@ -46,7 +46,8 @@ def _retry_after(value: str | None) -> float:
 
 class HttpForwarder(Forwarder):
     def __init__(self, cfg: HttpForward, *, gateway_eui: int) -> None:
-        super().__init__(cfg.name, kinds=cfg.kinds or None, dev_addr_prefixes=cfg.dev_addr_prefixes)
+        super().__init__(cfg.name, kinds=cfg.kinds or None, dev_addr_prefixes=cfg.dev_addr_prefixes,
+                         net_ids=cfg.net_ids)
         self.cfg = cfg
         self.gateway_eui = f"{gateway_eui:016x}"
         self._session: aiohttp.ClientSession | None = None

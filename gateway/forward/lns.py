@@ -52,7 +52,8 @@ class LnsForwarder(Forwarder):
         late_after: float = 10.0,
         clock_us: Callable[[], int] = now_us,
     ) -> None:
-        super().__init__(cfg.name, kinds=cfg.kinds or NATURAL_KINDS, dev_addr_prefixes=cfg.dev_addr_prefixes)
+        super().__init__(cfg.name, kinds=cfg.kinds or NATURAL_KINDS, dev_addr_prefixes=cfg.dev_addr_prefixes,
+                         net_ids=cfg.net_ids)
         self.cfg = cfg
         self.lns_eui = cfg.gateway_eui if cfg.gateway_eui is not None else gateway_eui
         self.relays = list(relays)

@@ -85,7 +85,8 @@ def v2_entity(body: dict[str, Any]) -> dict[str, Any]:
 
 class NgsiForwarder(Forwarder):
     def __init__(self, cfg: NgsiLdForward) -> None:
-        super().__init__(cfg.name, kinds=cfg.kinds or NATURAL_KINDS, dev_addr_prefixes=cfg.dev_addr_prefixes)
+        super().__init__(cfg.name, kinds=cfg.kinds or NATURAL_KINDS, dev_addr_prefixes=cfg.dev_addr_prefixes,
+                         net_ids=cfg.net_ids)
         self.cfg = cfg
         base = cfg.url.rstrip("/")
         self.endpoint = (f"{base}/ngsi-ld/v1/entityOperations/upsert?options=update"

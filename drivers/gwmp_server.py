@@ -119,6 +119,7 @@ class GwmpServer(asyncio.DatagramProtocol):
         allowed_hosts: set[str] | None = None,
         duty_cycle: DutyCycleLimiter | None = None,
         on_downlink_observed: Callable[[int, Mapping[str, Any]], None] | None = None,
+        on_rxpk: Callable[[Mapping[str, Any], int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock_us: Callable[[], int] = now_us,
         name: str = "gwmp",
@@ -134,6 +135,8 @@ class GwmpServer(asyncio.DatagramProtocol):
         self._allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
         self._duty = duty_cycle
         self._on_downlink_observed = on_downlink_observed
+        # sees each good rxpk dict (after its record): edge decoding without a CBOR round trip
+        self._on_rxpk = on_rxpk
         self._clock = clock
         self._wall_us = wall_clock_us
         self.name = name  # the supervisor's component name
@@ -353,6 +356,13 @@ class GwmpServer(asyncio.DatagramProtocol):
             self._emit(
                 self._on_uplink, "uplink", {"gateway_eui": eui_hex, "rxpk": fields}, received_us
             )
+            if self._on_rxpk is not None:
+                try:
+                    self._on_rxpk(fields, received_us)
+                except Exception:  # a consumer bug must not stop the radio path
+                    self._callback_errors += 1
+                    if self._callback_errors == 1:
+                        log.exception("GWMP rxpk consumer raised; further errors are only counted")
         if push.stat is not None:
             self._stats += 1
             gw.stats_received += 1

@@ -144,7 +144,8 @@ class Gateway:
         for i, src in enumerate(cfg.gwmp):
             server = GwmpServer(
                 bind=src.bind,
-                on_uplink=self.accept_uplink,
+                on_uplink=self.accept,
+                on_rxpk=self.parking.observe_rxpk,
                 on_stats=self.accept,
                 allowed_euis=set(src.allowed_euis) or None,
                 allowed_hosts=set(src.allowed_hosts) or None,

@@ -53,6 +53,15 @@ def test_demo_shows_frames_flowing_and_stops_cleanly_on_ctrl_c() -> None:
         assert status["counters"]["received"] > 0, status
         assert status["counters"]["forwarded"] > 0, status
         assert status["healthy"] is True
+        # the simulated ABP sensors are decoded at the edge into spot states
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            spots = status["parking"]["spots"]
+            if any(s["status"] in ("free", "occupied") for s in spots.values()):
+                break
+            time.sleep(0.5)
+            status = get_json(f"http://127.0.0.1:{port}/api/status")
+        assert any(s["status"] in ("free", "occupied") for s in spots.values()), spots
         assert get_json(f"http://127.0.0.1:{port}/healthz") == {"ok": True}
     finally:
         proc.send_signal(signal.SIGINT)

@@ -18,7 +18,7 @@ from typing import Any, Final, Protocol
 from gateway import frames
 from gateway.config import ParkingDevice
 from gateway.parking import registry
-from gateway.parking.sessions import SessionTable
+from gateway.parking.sessions import SessionTable, UplinkResult
 from gateway.parking.spots import Spot, SpotTable, iso_us
 from gateway.records import Record, make_record
 
@@ -28,7 +28,6 @@ SPOTS_FILE: Final = "parking-spots.json"
 SESSIONS_FILE: Final = "parking-sessions.json"
 RECORD_SOURCE: Final = "parking"
 
-_DATA_UP: Final = (2, 4)  # Unconfirmed/ConfirmedDataUp
 _JOIN_REQUEST: Final = 0
 _JOIN_ACCEPT: Final = 1
 _REJOIN_REQUEST: Final = 6
@@ -84,12 +83,16 @@ class EdgeParking:
         )
         self.sessions = SessionTable(devices)
         self.spot_table = SpotTable()
-        # Per device: (cfg, decoder, DevEUI hex, battery unit), looked up once, not per frame.
-        self._meta: dict[int, tuple[ParkingDevice, registry.Decoder, str, str | None]] = {}
+        # Per device: (cfg, decoder, status/battery reader, DevEUI hex, battery unit), looked
+        # up once, not per frame.
+        self._meta: dict[
+            int, tuple[ParkingDevice, registry.Decoder, registry.SpotReader, str, str | None]
+        ] = {}
         for cfg in devices:
             self._meta[cfg.dev_eui] = (
                 cfg,
                 registry.decoder_for(cfg.model),
+                registry.spot_reader(cfg.model),
                 f"{cfg.dev_eui:016x}",
                 registry.battery_unit(cfg.model),
             )
@@ -120,17 +123,15 @@ class EdgeParking:
             self.bad_frames += 1
             return
         mtype = phy.mtype
-        if mtype in _DATA_UP:
-            assert phy.dev_addr is not None and phy.fcnt is not None and phy.frm_payload is not None
-            result = self.sessions.data_uplink(
-                phy.raw, phy.dev_addr, phy.fcnt, phy.fport, phy.frm_payload
-            )
+        if mtype == 2 or mtype == 4:  # Unconfirmed/ConfirmedDataUp
+            # Each field is computed on access (parse_phy stays lazy): read each once.
+            dev_addr, fcnt16, frm_payload = phy.dev_addr, phy.fcnt, phy.frm_payload
+            assert dev_addr is not None and fcnt16 is not None and frm_payload is not None
+            result = self.sessions.data_uplink(phy.raw, dev_addr, fcnt16, phy.fport, frm_payload)
             if result.verdict == "ok":
-                assert result.device is not None
-                self._on_data(result.device.dev_eui, result.fport, result.plaintext, rxpk,
-                              received_us, result.new_session)
+                self._on_data(result, rxpk, received_us)
             elif result.device is not None and result.verdict in ("replay", "mic"):
-                self._log_rejection(result.device.dev_eui, result.verdict, phy.fcnt)
+                self._log_rejection(result.device.dev_eui, result.verdict, fcnt16)
         elif mtype == _JOIN_REQUEST:
             assert phy.join_eui is not None and phy.dev_eui is not None
             assert phy.dev_nonce is not None
@@ -166,16 +167,10 @@ class EdgeParking:
             log.info("join accept seen; session pending its first uplink", extra={"fields": {
                 "dev_eui": f"{cfg.dev_eui:016x}", "gateway_eui": _eui_text(gateway_eui)}})
 
-    def _on_data(
-        self,
-        dev_eui: int,
-        fport: int | None,
-        plaintext: bytes,
-        rxpk: Mapping[str, Any],
-        received_us: int,
-        new_session: bool,
-    ) -> None:
-        cfg, decode, eui_hex, battery_unit = self._meta[dev_eui]
+    def _on_data(self, result: UplinkResult, rxpk: Mapping[str, Any], received_us: int) -> None:
+        _, device, _, fport, plaintext, new_session = result
+        assert device is not None
+        cfg, decode, read_spot, eui_hex, battery_unit = self._meta[device.dev_eui]
         if new_session:
             log.info("OTAA session confirmed by its first uplink",
                      extra={"fields": {"dev_eui": eui_hex}})
@@ -194,8 +189,7 @@ class EdgeParking:
             decoded = {"errors": ["decoder failed; see the gateway log"]}
         if "data" not in decoded:
             self.undecodable += 1
-        status = registry.parking_status(cfg.model, decoded)
-        batt = registry.battery(cfg.model, decoded)
+        status, batt = read_spot(decoded)
         changed = self.spot_table.report(
             cfg.spot_id, status, received_us, device=eui_hex,
             battery=batt, battery_unit=battery_unit, rssi=rssi, snr=snr,
@@ -376,15 +370,22 @@ def _dump(obj: Any) -> bytes:
 
 
 def _signal(rxpk: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    rssi, snr = rxpk.get("rssi"), rxpk.get("lsnr")
+    rssi: Any = rxpk.get("rssi")
+    snr: Any = rxpk.get("lsnr")
     if rssi is None:  # multi-antenna forwarders put per-antenna values in rsig[]
         rsig = rxpk.get("rsig")
         if isinstance(rsig, list) and rsig and isinstance(rsig[0], dict):
             rssi, snr = rsig[0].get("rssic"), rsig[0].get("lsnr")
-    return (
-        float(rssi) if isinstance(rssi, (int, float)) else None,
-        float(snr) if isinstance(snr, (int, float)) else None,
-    )
+    # ``type() is`` first: what JSON gives, without isinstance's subclass walk per uplink.
+    kind = type(rssi)
+    rssi_f = float(rssi) if kind is int or kind is float else _float_or_none(rssi)
+    kind = type(snr)
+    snr_f = float(snr) if kind is float or kind is int else _float_or_none(snr)
+    return rssi_f, snr_f
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _eui_text(eui: int | str) -> str:

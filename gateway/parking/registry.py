@@ -104,6 +104,50 @@ def _em400_status(data: Mapping[str, Any], occupied_below_mm: int | None) -> str
     return _from_flag(data.get("distance_alarming"))
 
 
+def _data_of(decoded: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    data = decoded.get("data")
+    # ``type is dict`` first: decoders return dicts, and an ABC isinstance costs several times more.
+    if type(data) is dict or isinstance(data, Mapping):
+        return data
+    return None
+
+
+def _no_status(data: Mapping[str, Any]) -> str | None:
+    return None  # a car counter counts passes; it has no spot
+
+
+def _status_function(
+    model: str, occupied_below_mm: int | None
+) -> Callable[[Mapping[str, Any]], str | None]:
+    """The status rule for ``model``'s decoded ``data`` (raises UnknownModel)."""
+    decoder_for(model)  # an unknown model is an error here too, not a silent None
+    vendor = model.partition("/")[0]
+    if model == "nwave/ncc405":
+        return _no_status
+    if vendor in ("nwave", "bosch"):
+        return _nwave_status
+    if vendor == "dingtek":
+        return _dingtek_status
+    if vendor == "tekzitel":
+        return _tekzitel_status
+    return lambda data: _em400_status(data, occupied_below_mm)
+
+
+def _battery_key(model: str) -> str | None:
+    """The ``data`` key holding the battery level of ``model`` (raises UnknownModel)."""
+    unit = battery_unit(model)
+    if unit is None:
+        return None
+    return {"V": "volt" if model.startswith("dingtek/") else "battery_voltage", "%": "battery"}[unit]
+
+
+def _number(value: Any) -> float | None:
+    kind = type(value)
+    if kind is float or kind is int:  # the usual cases, without isinstance's subclass walk
+        return float(value)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def parking_status(
     model: str, decoded: Mapping[str, Any], *, occupied_below_mm: int | None = None
 ) -> str | None:
@@ -113,31 +157,45 @@ def parking_status(
     ``occupied_below_mm`` applies to distance sensors (EM400-MUD): a reading below
     it means a vehicle; without it the sensor's own distance alarm decides.
     """
-    decoder_for(model)  # an unknown model is an error here too, not a silent None
-    data = decoded.get("data")
-    if not isinstance(data, Mapping):
-        return None
-    vendor = model.partition("/")[0]
-    if model == "nwave/ncc405":
-        return None  # a car counter counts passes; it has no spot
-    if vendor in ("nwave", "bosch"):
-        return _nwave_status(data)
-    if vendor == "dingtek":
-        return _dingtek_status(data)
-    if vendor == "tekzitel":
-        return _tekzitel_status(data)
-    return _em400_status(data, occupied_below_mm)
+    status_of = _status_function(model, occupied_below_mm)
+    data = _data_of(decoded)
+    return None if data is None else status_of(data)
 
 
 def battery(model: str, decoded: Mapping[str, Any]) -> float | None:
     """Battery level in :func:`battery_unit` units, when this uplink reports one."""
-    unit = battery_unit(model)
-    data = decoded.get("data")
-    if unit is None or not isinstance(data, Mapping):
+    key = _battery_key(model)
+    data = _data_of(decoded)
+    if key is None or data is None:
         return None
-    key = {"V": "volt" if model.startswith("dingtek/") else "battery_voltage", "%": "battery"}[unit]
-    value = data.get(key)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return _number(data.get(key))
+
+
+#: Status and battery level of one decoded uplink, as :func:`parking_status` and
+#: :func:`battery` give them.
+SpotReader = Callable[[Mapping[str, Any]], tuple[str | None, float | None]]
+
+
+def spot_reader(model: str, *, occupied_below_mm: int | None = None) -> SpotReader:
+    """``(parking_status, battery)`` of a decoded uplink, with the model looked up once.
+
+    For callers that read every uplink of a known device: the same answers as the two
+    functions, without their per-call model lookups. Raises UnknownModel.
+    """
+    status_of = _status_function(model, occupied_below_mm)
+    key = _battery_key(model)
+
+    def read(decoded: Mapping[str, Any]) -> tuple[str | None, float | None]:
+        data = decoded.get("data")
+        if type(data) is not dict and not isinstance(data, Mapping):
+            return None, None
+        status = status_of(data)
+        if key is None:
+            return status, None
+        value = data.get(key)
+        return status, (None if value is None else _number(value))
+
+    return read
 
 
 def battery_unit(model: str) -> str | None:

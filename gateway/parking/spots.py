@@ -6,6 +6,7 @@ It never decodes a frame and never touches a file: its owner persists the state 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -18,8 +19,14 @@ STATE_VERSION: Final = 1
 def iso_us(us: int) -> str:
     """ISO 8601 UTC with microseconds, e.g. ``2026-11-25T17:20:00.123456Z``."""
     seconds, micros = divmod(us, 1_000_000)
-    # gmtime + strftime: a third of datetime's cost, and this runs for every parking record.
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
+    return f"{_iso_second(seconds)}.{micros:06d}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _iso_second(seconds: int) -> str:
+    # Records of one burst share their second: formatting it once saves most of the cost.
+    # gmtime + strftime: a third of datetime's cost.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 @dataclass(slots=True)
@@ -100,7 +107,9 @@ class SpotTable:
             raise ValueError(
                 f"spot {spot_id}: status {status!r} is not one of {', '.join(STATUSES)}"
             )
-        spot = self.ensure(spot_id)
+        spot = self.spots.get(spot_id)
+        if spot is None:
+            spot = self.ensure(spot_id)
         self.dirty = True
         spot.heartbeat_us = observed_us
         spot.device = device

@@ -11,9 +11,9 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gateway import frames
 from gateway.app import Supervisor
@@ -34,7 +34,8 @@ class BufferComponent:
 
     name = "buffer"
 
-    def __init__(self, buffer: Buffer, cursors: list[tuple[str, str]]) -> None:
+    def __init__(self, buffer: Buffer,
+                 cursors: Sequence[tuple[str, Literal["newest", "oldest"]]]) -> None:
         self.buffer = buffer
         self._cursors = cursors
 
@@ -42,7 +43,7 @@ class BufferComponent:
         await asyncio.to_thread(self.buffer.open)
         # after open: a cursor already in the store keeps its position
         for name, start in self._cursors:
-            self.buffer.register(name, start=start)  # type: ignore[arg-type]
+            self.buffer.register(name, start=start)
         # a forwarder removed from the config must not hold records back any longer
         for name in set(self.buffer.cursors()) - {n for n, _ in self._cursors}:
             self.buffer.unregister(name)
@@ -161,8 +162,8 @@ class Gateway:
             source = f"concentratord:{i}"
             conc = ConcentratordSource(
                 csrc.event_url, csrc.command_url,
-                on_uplink=lambda body, s=source: self.accept_uplink(make_record("uplink", s, body)),
-                on_stats=lambda body, s=source: self.accept(make_record("stats", s, body)),
+                on_uplink=self._record_maker("uplink", source, self.accept_uplink),
+                on_stats=self._record_maker("stats", source, self.accept),
             )
             conc.name = source  # type: ignore[attr-defined]
             self.sources.append(conc)
@@ -188,6 +189,14 @@ class Gateway:
             self.sources.append(reader)
             out.append(Named("gnss", reader.run))
         return out
+
+    @staticmethod
+    def _record_maker(kind: str, source: str,
+                      sink: Callable[[Record], None]) -> Callable[[dict[str, Any]], None]:
+        def make(body: dict[str, Any]) -> None:
+            sink(make_record(kind, source, body))
+
+        return make
 
     def _build_simulator(self) -> list[ParkingDevice]:
         """The demo's simulated packet forwarder, and edge decoding for its ABP sensors."""

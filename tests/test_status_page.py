@@ -9,7 +9,6 @@ from playwright.async_api import expect
 
 from gateway.metrics import Metrics
 from gateway.web.server import WebServer
-from tests.browser import browser_page  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.browser
 

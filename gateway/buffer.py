@@ -364,12 +364,19 @@ class Buffer:
                 self._mem_drops[reason][kind] -= k
 
     # ---- cursors and delivery ------------------------------------------------------------
-    def register(self, name: str, start: Literal["newest", "oldest"] = "newest") -> None:
-        """Add a forwarder's cursor; one already in the store keeps its position."""
+    def register(self, name: str, start: Literal["newest", "oldest"] = "newest",
+                 live_first: bool = True) -> None:
+        """Add a forwarder's cursor; one already in the store keeps its position.
+
+        ``live_first`` (default): after an outage the newest records go out beside the
+        backlog (a network server needs a fresh uplink within a second), so delivery is two
+        ascending streams. False: strictly in sequence order, oldest unsent first.
+        """
         if name in self._cursors:
+            self._cursors[name].live_first = live_first  # the order is configuration, not state
             return
         low = self._next_seq - 1 if start == "newest" else self._deleted_through
-        self._cursors[name] = Cursor(name, low, live_mark=low)
+        self._cursors[name] = Cursor(name, low, live_mark=low, live_first=live_first)
         self._versions[name] = 0
         if name in self._forget:
             self._forget.remove(name)
@@ -394,7 +401,8 @@ class Buffer:
             await ev.wait()
 
     def take(self, name: str, max_records: int, max_bytes: int) -> Batch | None:
-        """Non-waiting form of :meth:`next_batch`. Live records get half a batch during backlog."""
+        """Non-waiting form of :meth:`next_batch`. Live records get half a batch during backlog
+        unless the cursor was registered with ``live_first=False``."""
         cur = self._cursors[name]
         version = (cur.low, len(cur.done))
         out, ranges = cur.take(self._next_seq - 1, max_records, max_bytes, self._read)
@@ -453,6 +461,7 @@ class Buffer:
                 cursors[name] = {
                     "depth_records": depth, "lag_s": lag,
                     "low": cur.low, "acked_ranges": len(cur.done), "inflight": cur.inflight.size(),
+                    "order": "live_first" if cur.live_first else "strict",
                 }
         return {
             "path": str(self.path),

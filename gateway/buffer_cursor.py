@@ -105,6 +105,8 @@ class Cursor:
     ``low``: every seq <= low is done. ``done``: acknowledged ranges above ``low``.
     ``inflight``: ranges handed out in batches and neither acknowledged nor released.
     ``live_mark``: the highest seq handed out as live; unsent seqs below it are backlog.
+    ``live_first``: False delivers strictly in sequence order (backends that need it); it is
+    configuration, not persisted state.
     """
 
     name: str
@@ -113,6 +115,7 @@ class Cursor:
     inflight: RangeSet = field(default_factory=RangeSet)
     live_mark: int = 0
     dirty: bool = True  # persisted state changed since the last commit
+    live_first: bool = True
 
     def covered(self) -> RangeSet:
         c = self.done.copy()
@@ -143,12 +146,20 @@ class Cursor:
         Without backlog, records go out in order from ``live_mark``. With backlog (unsent seqs
         below ``live_mark``, or more new records than one batch holds), live gets half the
         batch, taken from the newest end; whatever it skips becomes backlog, which is read
-        oldest first. Returns the records and the claimed ranges (now in flight).
+        oldest first. A strict cursor (``live_first=False``) reads everything oldest first.
+        Returns the records and the claimed ranges (now in flight).
         """
         out: list[tuple[int, Record]] = []
         claims: list[tuple[int, int]] = []
         if last <= self.low:
             return out, ()
+        if not self.live_first:
+            # Only the unsent seqs after ``low`` in ascending order: acknowledged ranges above
+            # it (left by partial acks or by an earlier live-first run) are skipped, in-flight
+            # ones too, so a second batch taken before the first settles still goes forward.
+            _claim_gaps(read, self.covered(), self.low + 1, last, max_records, max_bytes, out, claims)
+            self.live_mark = max(self.live_mark, max((b for _, b in claims), default=0))
+            return out, self._settle_claims(out, claims)
         has_gaps = self.live_mark > self.low and any(self.covered().gaps(self.low + 1, self.live_mark))
         if self.live_mark < last:
             if not has_gaps and last - self.live_mark <= max_records:
@@ -161,13 +172,12 @@ class Cursor:
             cov = self.covered()
             for a, b in claims:
                 cov.add(a, b)
-            spent = sum(len(r.body) for _, r in out)
-            for a, b in list(cov.gaps(self.low + 1, self.live_mark)):
-                if len(out) >= max_records or spent >= max_bytes:
-                    break
-                before = len(out)
-                _claim(read, a, b, max_records - len(out), max_bytes - spent, out, claims)
-                spent += sum(len(r.body) for _, r in out[before:])
+            _claim_gaps(read, cov, self.low + 1, self.live_mark, max_records, max_bytes, out, claims)
+        return out, self._settle_claims(out, claims)
+
+    def _settle_claims(self, out: list[tuple[int, Record]],
+                       claims: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+        """Claims holding records go in flight; empty ones (dropped by policy) are done."""
         real: list[tuple[int, int]] = []
         seqs = sorted(s for s, _ in out)
         for a, b in claims:
@@ -176,7 +186,7 @@ class Cursor:
                 self.inflight.add(a, b)
             else:
                 self.mark_done(a, b)  # nothing left in that stretch (dropped by policy)
-        return out, tuple(real)
+        return tuple(real)
 
     def settle(self, ranges: Iterable[tuple[int, int]], record_seqs: Iterable[int],
                acked: Iterable[int] | None) -> None:
@@ -192,6 +202,18 @@ class Cursor:
             self.inflight.remove(a, b)
         for a, b in done:
             self.mark_done(a, b)
+
+
+def _claim_gaps(read: Reader, covered: RangeSet, lo: int, hi: int, max_records: int, max_bytes: int,
+                out: list[tuple[int, Record]], claims: list[tuple[int, int]]) -> None:
+    """Claim the seqs of ``[lo, hi]`` not in ``covered``, ascending, until ``out`` is full."""
+    spent = sum(len(r.body) for _, r in out)
+    for a, b in list(covered.gaps(lo, hi)):
+        if len(out) >= max_records or spent >= max_bytes:
+            break
+        before = len(out)
+        _claim(read, a, b, max_records - len(out), max_bytes - spent, out, claims)
+        spent += sum(len(r.body) for _, r in out[before:])
 
 
 def _claim(read: Reader, lo: int, hi: int, n: int, nbytes: int,

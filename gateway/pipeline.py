@@ -35,17 +35,17 @@ class BufferComponent:
     name = "buffer"
 
     def __init__(self, buffer: Buffer,
-                 cursors: Sequence[tuple[str, Literal["newest", "oldest"]]]) -> None:
+                 cursors: Sequence[tuple[str, Literal["newest", "oldest"], bool]]) -> None:
         self.buffer = buffer
         self._cursors = cursors
 
     async def start(self) -> None:
         await asyncio.to_thread(self.buffer.open)
         # after open: a cursor already in the store keeps its position
-        for name, start in self._cursors:
-            self.buffer.register(name, start=start)
+        for name, start, live_first in self._cursors:
+            self.buffer.register(name, start=start, live_first=live_first)
         # a forwarder removed from the config must not hold records back any longer
-        for name in set(self.buffer.cursors()) - {n for n, _ in self._cursors}:
+        for name in set(self.buffer.cursors()) - {c[0] for c in self._cursors}:
             self.buffer.unregister(name)
 
     async def run(self) -> None:
@@ -105,7 +105,7 @@ class Gateway:
         self.sources: list[Any] = []
         self.deliveries: dict[str, DeliveryLoop] = {}
         self.forwarders: list[Any] = []
-        cursors = [(f.name, f.start) for f in cfg.forwarders]
+        cursors = [(f.name, f.start, f.order == "live_first") for f in cfg.forwarders]
         components: list[Any] = [BufferComponent(self.buffer, cursors), self.parking]
         source_components = self._build_sources()
         for fcfg in cfg.forwarders:

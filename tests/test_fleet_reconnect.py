@@ -128,8 +128,11 @@ class Traffic:
     def cursors(self) -> list[str]:
         return [self.fwd.name]
 
-    def register(self, name: str, start: str = "newest") -> None:
+    def register(self, name: str, start: str = "newest", live_first: bool = True) -> None:
         pass
+
+    def take(self, name: str, max_records: int, max_bytes: int) -> Batch | None:
+        return None  # nothing ready without waiting: the loop then waits in next_batch
 
     async def next_batch(self, name: str, max_records: int, max_bytes: int) -> Batch:
         if not self.fwd.lost.is_set():

@@ -80,7 +80,14 @@ class Forwarder(abc.ABC):
     ``send`` raises (ideally :class:`ForwarderError`) when the connection is unusable: the
     loop releases the batch, closes and reconnects with backoff. It returns a
     :class:`SendResult` naming what the backend acknowledged; the rest is offered again.
+
+    ``broken``: a forwarder holding a long-lived connection (subscriptions, retained state)
+    sets this event when that connection dies, so the loop reconnects even while no records
+    flow; ``connect`` installs a fresh one. None: the loop learns of failures in ``send`` only.
+    An optional ``health()`` returning a dict shows up under ``"backend"`` in the loop's health.
     """
+
+    broken: asyncio.Event | None = None
 
     def __init__(
         self,
@@ -152,6 +159,7 @@ class DeliveryLoop:
         self.filtered = 0
         self.reconnects = 0
         self.last_ack: float | None = None
+        self.connected_at = 0.0
         self.last_error: str | None = None
 
     def backoff_delay(self) -> float:
@@ -186,8 +194,20 @@ class DeliveryLoop:
                         await self.sleep(delay)
                         continue
                     self.connected = True
+                    self.connected_at = self.clock()
                     self.reconnects += 1
-                batch = await self.buffer.next_batch(name, self.max_batch, self.max_batch_bytes)
+                batch = await self._next_batch(name)
+                if batch is None:
+                    # The connection died while idle: reconnect now, not at the next record.
+                    self._error(ForwarderError("connection_lost", "connection lost while idle; "
+                                               "reconnecting with backoff"), "idle")
+                    if self.clock() - self.connected_at >= self.backoff_cap:
+                        self.attempt = 0  # it had been stable: no ack will ever reset it while idle
+                    await self._disconnect()
+                    delay = self.backoff_delay()
+                    self.attempt += 1
+                    await self.sleep(delay)
+                    continue
                 wanted = [(s, r) for s, r in batch.records if self.forwarder.accepts(r)]
                 skipped = [s for s, r in batch.records if not self.forwarder.accepts(r)]
                 if not wanted:
@@ -226,9 +246,40 @@ class DeliveryLoop:
                 self.buffer.release(name, batch)
             await self._disconnect()
 
+    async def _next_batch(self, name: str) -> Batch | None:
+        """The next batch, or None when the forwarder reports its connection broken first."""
+        batch = self.buffer.take(name, self.max_batch, self.max_batch_bytes)
+        if batch is not None:
+            return batch  # a drain never pays for the race below
+        broken = self.forwarder.broken
+        if broken is None:
+            return await self.buffer.next_batch(name, self.max_batch, self.max_batch_bytes)
+        if broken.is_set():
+            return None
+        waiting = asyncio.ensure_future(self.buffer.next_batch(name, self.max_batch, self.max_batch_bytes))
+        dead = asyncio.ensure_future(broken.wait())
+        try:
+            await asyncio.wait((waiting, dead), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled (shutdown): a batch claimed meanwhile goes back
+            if not waiting.done():
+                waiting.cancel()
+            elif not waiting.cancelled() and waiting.exception() is None:
+                self.buffer.release(name, waiting.result())
+            raise
+        finally:
+            dead.cancel()
+        if waiting.done():
+            return waiting.result()  # even if broken as well: send fails and releases it
+        # next_batch claims synchronously right after its wake-up, so while it is still
+        # pending it holds nothing and cancelling it loses no record.
+        waiting.cancel()
+        return None
+
     def health(self) -> dict[str, Any]:
-        """For /api/status and /metrics."""
+        """For /api/status and /metrics; the forwarder's own figures under ``"backend"``."""
         lag_records, lag_s = self.buffer.cursor_lag(self.forwarder.name)
+        backend = getattr(self.forwarder, "health", None)
+        extra = {"backend": backend()} if callable(backend) else {}
         return {
             "name": self.forwarder.name,
             "connected": self.connected,
@@ -241,4 +292,5 @@ class DeliveryLoop:
             "acked": self.acked,
             "filtered": self.filtered,
             "connects": self.reconnects,
+            **extra,
         }

@@ -143,10 +143,12 @@ class MqttForwarder(Forwarder):
         except aiomqtt.MqttError as exc:
             raise ForwarderError("connect", f"MQTT broker {self.host}:{self.port}: {exc}") from exc
         self._client = client
+        # One event per connection: a listener of an earlier one cannot mark this one broken.
+        self.broken = broken = asyncio.Event()
         try:
             await client.publish(conn_topic, _dumps(cs.conn_state(self.gateway_eui, True)), qos=1, retain=True)
             self._subscribed = set()
-            self._listener = asyncio.create_task(self._listen(client), name=f"mqtt-down:{self.name}")
+            self._listener = asyncio.create_task(self._listen(client, broken), name=f"mqtt-down:{self.name}")
             await self._subscribe_down(self.gateway_eui)
             for eui in self._local_euis:
                 await self._subscribe_down(eui)
@@ -224,8 +226,13 @@ class MqttForwarder(Forwarder):
         return SendResult.all()
 
     # ---- downlinks -------------------------------------------------------------------------
-    async def _listen(self, client: aiomqtt.Client) -> None:
-        with contextlib.suppress(aiomqtt.MqttError):
+    async def _listen(self, client: aiomqtt.Client, broken: asyncio.Event) -> None:
+        """Relay downlink commands until the connection ends; then say so through ``broken``.
+
+        Without this an idle forwarder (no records to publish) would keep a dead client:
+        no downlinks, and ``state/conn`` not republished after a broker restart.
+        """
+        try:
             async for message in client.messages:
                 parts = str(message.topic).split("/")
                 if len(parts) < 3 or parts[-2:] != ["command", "down"]:
@@ -236,6 +243,10 @@ class MqttForwarder(Forwarder):
                 task = asyncio.create_task(self._downlink(client, eui, raw), name=f"mqtt-downlink:{eui}")
                 self._downlinks.add(task)
                 task.add_done_callback(self._downlinks.discard)
+        except aiomqtt.MqttError as exc:
+            self.errors["connection_lost"] = self.errors.get("connection_lost", 0) + 1
+            log.warning("MQTT %s: connection to %s:%d lost: %s", self.name, self.host, self.port, exc)
+        broken.set()  # cancellation (close) skips this: a deliberate close is not a failure
 
     async def _downlink(self, client: aiomqtt.Client, eui: str, raw: bytes) -> None:
         self.counters["downlinks"] += 1

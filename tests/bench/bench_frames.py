@@ -1,0 +1,218 @@
+"""Frame codec benchmark: compiled module, Python twin and a public peer on the same corpus.
+
+Run: .venv/bin/python tests/bench/bench_frames.py [--frames N] [--peer-python PATH]
+Prints ns per frame (or per rxpk) and ratios. Never a pass/fail: machines differ.
+The peer (PyPI `liblora`, module `loramsg`) runs in its own interpreter when it is not
+importable here, e.g. one made with: python3 -m venv /tmp/peervenv && /tmp/peervenv/bin/pip
+install liblora
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from gateway import _frames_py as twin
+
+PEER_SCRIPT = r"""
+import sys, time
+from loramsg import unpack_updf
+frames = [bytes.fromhex(line) for line in open(sys.argv[1]).read().split()]
+best = float("inf")
+for _ in range(int(sys.argv[2])):
+    t0 = time.perf_counter_ns()
+    for f in frames:
+        unpack_updf(f)
+    best = min(best, time.perf_counter_ns() - t0)
+print(best / len(frames))
+"""
+
+
+def make_frames(n: int, rng: random.Random) -> list[bytes]:
+    """City traffic: mostly unconfirmed uplinks of parking sensors, some with FOpts, few joins."""
+    out = []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.05:
+            out.append(bytes([0x00]) + rng.randbytes(22))
+            continue
+        mtype = 2 if r < 0.9 else 4
+        fopts = rng.randbytes(rng.choice([0, 0, 0, 1, 3, 5]))
+        body = rng.randbytes(rng.choice([2, 4, 8, 11, 20, 51]))
+        out.append(
+            bytes([mtype << 5])
+            + rng.randbytes(4)
+            + bytes([0x80 | len(fopts)])
+            + rng.randbytes(2)
+            + fopts
+            + bytes([rng.randint(1, 223)])
+            + body
+            + rng.randbytes(4)
+        )
+    return out
+
+
+def make_datagrams(frames: list[bytes], rng: random.Random) -> tuple[list[bytes], int]:
+    dgs, count, i = [], 0, 0
+    while i < len(frames):
+        k = rng.choice([1, 1, 2, 3, 8])
+        rxpk = []
+        for f in frames[i : i + k]:
+            rxpk.append(
+                {
+                    "jver": 1,
+                    "tmst": rng.randrange(2**32),
+                    "time": f"2024-05-01T10:00:00.{rng.randrange(10**6):06d}Z",
+                    "chan": rng.randrange(8),
+                    "rfch": 0,
+                    "freq": rng.choice([868.1, 868.3, 868.5, 867.1, 867.3]),
+                    "mid": 8,
+                    "stat": 1,
+                    "modu": "LORA",
+                    "datr": f"SF{rng.randint(7, 12)}BW125",
+                    "codr": "4/5",
+                    "rssis": rng.randint(-120, -30),
+                    "lsnr": round(rng.uniform(-15, 12), 1),
+                    "foff": rng.randint(-2000, 2000),
+                    "rssi": rng.randint(-120, -30),
+                    "size": len(f),
+                    "data": base64.b64encode(f).decode(),
+                }
+            )
+        dgs.append(twin.encode_push_data(rng.randrange(65536), 0xAA555A0000000101, rxpk))
+        count += len(rxpk)
+        i += k
+    return dgs, count
+
+
+def best_of(fn: Callable[[], Any], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter_ns()
+        fn()
+        best = min(best, time.perf_counter_ns() - t0)
+    return best
+
+
+def run_peer(frames: list[bytes], peer_python: str | None, repeat: int) -> float | None:
+    data_frames = [f for f in frames if f[0] >> 5 in (2, 4)]
+    try:
+        from loramsg import unpack_updf  # type: ignore[import-not-found]
+    except ImportError:
+        unpack_updf = None
+    if unpack_updf is not None:
+        return best_of(lambda: [unpack_updf(f) for f in data_frames], repeat) / len(data_frames)
+    if not peer_python or not os.path.exists(peer_python):
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".hex", delete=False) as fh:
+        fh.write("\n".join(f.hex() for f in data_frames))
+    try:
+        out = subprocess.run(
+            [peer_python, "-c", PEER_SCRIPT, fh.name, str(repeat)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        os.unlink(fh.name)
+    return float(out.stdout.strip())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=20000)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--peer-python", default="/tmp/peervenv/bin/python")
+    args = ap.parse_args()
+    rng = random.Random(3)
+    frames = make_frames(args.frames, rng)
+    dgs, n_rxpk = make_datagrams(frames, rng)
+    try:
+        c: ModuleType | None = importlib.import_module("gateway._frames_c")
+    except ImportError:
+        c = None
+        print("compiled module not built: python setup.py build_ext --inplace")
+    impls = [("twin", twin)] + ([("cython", c)] if c is not None else [])
+    rows: dict[str, dict[str, float]] = {}
+    small = frames[: max(1, len(frames) // 10)]  # the twin's batch is slow: time on a slice
+
+    def record(task: str, name: str, ns: float) -> None:
+        rows.setdefault(task, {})[name] = ns
+
+    for name, mod in impls:
+        parse = mod.parse_phy
+
+        def phy_loop(parse: Callable[[bytes], Any] = parse) -> None:
+            for f in frames:
+                parse(f)
+
+        record("parse_phy (object)", name, best_of(phy_loop, args.repeat) / len(frames))
+        sub = frames if name == "cython" else small
+
+        def batch(mod: ModuleType = mod, sub: list[bytes] = sub) -> None:
+            mod.parse_phy_batch(sub)
+
+        record("parse_phy_batch (numpy)", name, best_of(batch, args.repeat) / len(sub))
+        decode = mod.decode_push_data
+
+        def push_loop(decode: Callable[[bytes], Any] = decode) -> None:
+            for d in dgs:
+                decode(d)
+
+        record("decode_push_data (per rxpk)", name, best_of(push_loop, args.repeat) / n_rxpk)
+
+        # The compiled Rxpk builds `fields` on first access: time the records' real cost too.
+        def push_fields_loop(decode: Callable[[bytes], Any] = decode) -> None:
+            for d in dgs:
+                for r in decode(d).rxpk:
+                    r.fields  # noqa: B018
+
+        record(
+            "decode_push_data + rxpk.fields (per rxpk)",
+            name,
+            best_of(push_fields_loop, args.repeat) / n_rxpk,
+        )
+
+        def push_batch(mod: ModuleType = mod) -> None:
+            mod.push_data_batch(dgs)
+
+        record("push_data_batch (per rxpk)", name, best_of(push_batch, args.repeat) / n_rxpk)
+
+    def stdlib_decode() -> None:  # the issue's "Python with stdlib json" reference point
+        for d in dgs:
+            for r in json.loads(d[12:])["rxpk"]:
+                twin.parse_phy(base64.b64decode(r["data"]))
+
+    record("decode_push_data (per rxpk)", "stdlib json+twin", best_of(stdlib_decode, 3) / n_rxpk)
+    peer = run_peer(frames, args.peer_python, args.repeat)
+    if peer is not None:
+        record("parse_phy (object)", "liblora", peer)
+
+    print(f"corpus: {len(frames)} PHYPayloads, {len(dgs)} PUSH_DATA datagrams, {n_rxpk} rxpk")
+    print(f"python {sys.version.split()[0]}, implementations: {', '.join(n for n, _ in impls)}")
+    for task, res in rows.items():
+        print(f"\n{task}")
+        base = res.get("cython")
+        for name, ns in res.items():
+            ratio = f"  {ns / base:6.1f}x the compiled time" if base and name != "cython" else ""
+            print(f"  {name:18s} {ns:10.1f} ns{ratio}")
+    if peer is None:
+        print("\n(peer liblora not found: see the module docstring)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""Differential tests: the compiled codec and the Python twin must agree on every input.
+
+Random valid frames built from fields, random bytes, mutated frames, and PUSH_DATA datagrams
+with messy JSON (escapes, exponents, unicode, bad base64): same result or the same error.
+The default run is quick; the `slow` variants run 100 000 examples each (CI runs them).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway import _frames_py as twin
+
+
+def _compiled() -> ModuleType:
+    try:
+        return importlib.import_module("gateway._frames_c")
+    except ImportError:
+        # test_frames.py::test_compiled_extension_is_built fails in CI when this happens.
+        pytest.skip("gateway._frames_c is not built")
+
+
+QUICK = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+THOROUGH = settings(max_examples=100_000, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def outcome(fn: Callable[[Any], Any], arg: Any) -> tuple[Any, ...]:
+    """What a caller sees: the value (repr keeps int/float and -0.0 apart) or the error."""
+    try:
+        value = fn(arg)
+    except twin.FrameError as exc:
+        return ("error", exc.kind, exc.offset, str(exc))
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.descr, value.tobytes())
+    as_dict = getattr(value, "as_dict", None)
+    return ("ok", type(value).__name__, repr(as_dict() if as_dict else value))
+
+
+def assert_same(name: str, arg: Any) -> None:
+    c = _compiled()
+    got_c = outcome(getattr(c, name), arg)
+    got_py = outcome(getattr(twin, name), arg)
+    assert got_c == got_py, f"{name}({arg!r}) differs"
+
+
+# ---------------------------------------------------------------------------- PHYPayload
+
+_rfu = st.integers(0, 7).map(lambda r: r << 2)
+
+
+@st.composite
+def data_frames(draw: st.DrawFn) -> bytes:
+    mtype = draw(st.integers(2, 5))
+    fopts = draw(st.binary(max_size=15))
+    fctrl = (draw(st.integers(0, 15)) << 4) | len(fopts)
+    port = draw(st.one_of(st.none(), st.tuples(st.integers(0, 255), st.binary(max_size=64))))
+    body = (
+        draw(st.binary(min_size=4, max_size=4))
+        + bytes([fctrl])
+        + draw(st.binary(min_size=2, max_size=2))
+        + fopts
+    )
+    if port is not None:
+        body += bytes([port[0]]) + port[1]
+    return bytes([(mtype << 5) | draw(_rfu)]) + body + draw(st.binary(min_size=4, max_size=4))
+
+
+@st.composite
+def other_frames(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["jr", "ja", "rejoin", "prop"]))
+    if kind == "jr":
+        return bytes([draw(_rfu)]) + draw(st.binary(min_size=22, max_size=22))
+    if kind == "ja":
+        n = draw(st.sampled_from([16, 32]))
+        return bytes([0x20 | draw(_rfu)]) + draw(st.binary(min_size=n, max_size=n))
+    if kind == "rejoin":
+        rtype = draw(st.integers(0, 2))
+        n = 22 if rtype == 1 else 17
+        return bytes([0xC0 | draw(_rfu), rtype]) + draw(st.binary(min_size=n, max_size=n))
+    return bytes([0xE0 | draw(_rfu)]) + draw(st.binary(max_size=40))
+
+
+valid_frames = st.one_of(data_frames(), other_frames())
+
+
+@st.composite
+def mutated_frames(draw: st.DrawFn) -> bytes:
+    raw = bytearray(draw(valid_frames))
+    for _ in range(draw(st.integers(1, 3))):
+        op = draw(st.sampled_from(["cut", "flip", "grow", "mhdr"]))
+        if op == "cut" and raw:
+            del raw[draw(st.integers(0, len(raw) - 1)) :]
+        elif op == "flip" and raw:
+            i = draw(st.integers(0, len(raw) - 1))
+            raw[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "grow":
+            raw += draw(st.binary(min_size=1, max_size=5))
+        elif raw:
+            raw[0] = draw(st.integers(0, 255))
+    return bytes(raw)
+
+
+odd_rejoins = st.builds(
+    lambda t, rest: bytes([0xC0, t]) + rest, st.integers(3, 255), st.binary(max_size=30)
+)
+any_frame = st.one_of(valid_frames, mutated_frames(), odd_rejoins, st.binary(max_size=64))
+
+
+def _phy_property(raw: bytes) -> None:
+    assert_same("parse_phy", raw)
+
+
+def _batch_property(frames: list[bytes]) -> None:
+    assert_same("parse_phy_batch", frames)
+
+
+test_parse_phy_agrees = QUICK(given(any_frame)(_phy_property))
+test_parse_phy_batch_agrees = QUICK(given(st.lists(any_frame, max_size=20))(_batch_property))
+test_parse_phy_agrees_100k = pytest.mark.timeout(3600)(
+    pytest.mark.slow(THOROUGH(given(any_frame)(_phy_property)))
+)
+
+
+def test_valid_frames_parse_and_agree() -> None:
+    @QUICK
+    @given(valid_frames)
+    def check(raw: bytes) -> None:
+        p = twin.parse_phy(raw)  # built from fields: must be accepted
+        assert p.raw == raw
+        assert_same("parse_phy", raw)
+
+    check()
+
+
+# ---------------------------------------------------------------------------- GWMP
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(-200, 1000).map(lambda f: round(f, 3)),
+    st.text(max_size=12),
+    st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/+-_. :", max_size=30),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def data_fields(draw: st.DrawFn) -> dict[str, Any]:
+    phy = draw(st.one_of(valid_frames, st.binary(max_size=40)))
+    style = draw(st.sampled_from(["std", "unpadded", "urlsafe", "garbage", "none", "number"]))
+    out: dict[str, Any] = {}
+    if style == "std":
+        out["data"] = base64.b64encode(phy).decode()
+    elif style == "unpadded":
+        out["data"] = base64.b64encode(phy).decode().rstrip("=")
+    elif style == "urlsafe":
+        out["data"] = base64.urlsafe_b64encode(phy).decode()
+    elif style == "garbage":
+        out["data"] = draw(st.text(max_size=12))
+    elif style == "number":
+        out["data"] = draw(json_scalars)
+    size = draw(st.sampled_from(["right", "wrong", "absent", "odd"]))
+    if size == "right":
+        out["size"] = len(phy)
+    elif size == "wrong":
+        out["size"] = len(phy) + draw(st.integers(1, 3))
+    elif size == "odd":
+        out["size"] = draw(json_scalars)
+    return out
+
+
+@st.composite
+def rxpk_objects(draw: st.DrawFn) -> Any:
+    if draw(st.integers(0, 20)) == 0:
+        return draw(json_values)  # not even an object
+    fields: dict[str, Any] = {
+        "tmst": draw(st.integers(0, 2**32 - 1)),
+        "freq": draw(st.sampled_from([868.1, 868.3, 868.5, 867.1, 867.9, 869.525])),
+        "rssi": draw(st.integers(-140, 0)),
+        "lsnr": draw(st.floats(-20, 15).map(lambda f: round(f, 1))),
+        "datr": draw(
+            st.one_of(
+                st.integers(7, 12).map(lambda sf: f"SF{sf}BW125"),
+                st.sampled_from(["SF7BW500", "SF100BW125", "SF7BW", "SF12BW1250", "FSK", ""]),
+                json_scalars,
+            )
+        ),
+        "modu": "LORA",
+        "codr": "4/5",
+    }
+    fields.update(draw(data_fields()))
+    fields.update(draw(st.dictionaries(st.text(max_size=5), json_values, max_size=3)))
+    keys = list(fields)
+    order = draw(st.permutations(keys))
+    return {k: fields[k] for k in order}
+
+
+def _encode_body(draw: st.DrawFn, body: Any) -> bytes:
+    style = draw(st.sampled_from(["orjson", "json", "json_ascii", "json_spaced"]))
+    if style == "orjson":
+        return orjson.dumps(body)
+    if style == "json":
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    if style == "json_ascii":
+        return json.dumps(body).encode()
+    return json.dumps(body, indent=draw(st.integers(0, 2))).encode()
+
+
+@st.composite
+def push_datagrams(draw: st.DrawFn) -> bytes:
+    body: dict[str, Any] = {}
+    if draw(st.integers(0, 9)) > 0:
+        body["rxpk"] = draw(st.lists(rxpk_objects(), max_size=4))
+    if draw(st.booleans()):
+        body["stat"] = draw(
+            st.one_of(st.dictionaries(st.text(max_size=5), json_scalars, max_size=4), json_values)
+        )
+    text = bytearray(_encode_body(draw, body))
+    mutation = draw(st.sampled_from(["none"] * 6 + ["cut", "insert", "nul", "dupkey"]))
+    if mutation == "cut" and text:
+        del text[draw(st.integers(0, len(text) - 1)) :]
+    elif mutation == "insert":
+        i = draw(st.integers(0, len(text)))
+        text[i:i] = draw(st.sampled_from([b" ", b",", b"\\", b'"', b"}", b"\x01", b"\xff", b"0"]))
+    elif mutation == "nul":
+        text += b"\x00" * draw(st.integers(1, 3))
+    elif mutation == "dupkey" and text.startswith(b"{"):
+        text[1:1] = b'"rxpk":[],'
+    version = draw(st.sampled_from([2, 2, 2, 1, 0, 3]))
+    ident = draw(st.sampled_from([0, 0, 0, 0, 1, 2, 3, 4, 5, 6]))
+    head = bytes([version]) + draw(st.binary(min_size=2, max_size=2)) + bytes([ident])
+    return head + draw(st.binary(min_size=8, max_size=8)) + bytes(text)
+
+
+any_datagram = st.one_of(push_datagrams(), st.binary(max_size=40))
+
+
+def _gwmp_property(dg: bytes) -> None:
+    assert_same("decode_push_data", dg)
+    assert_same("parse_gwmp", dg)
+
+
+def _push_batch_property(dgs: list[bytes]) -> None:
+    assert_same("push_data_batch", dgs)
+
+
+test_gwmp_agrees = QUICK(given(any_datagram)(_gwmp_property))
+test_push_data_batch_agrees = QUICK(given(st.lists(any_datagram, max_size=5))(_push_batch_property))
+test_gwmp_agrees_100k = pytest.mark.timeout(3600)(
+    pytest.mark.slow(THOROUGH(given(any_datagram)(_gwmp_property)))
+)
+
+
+def test_base64_agrees() -> None:
+    @QUICK
+    @given(st.one_of(st.text(max_size=20), st.text(alphabet="QUJD+/-_=", max_size=20)))
+    def check(text: str) -> None:
+        assert_same("b64decode_tolerant", text)
+
+    check()
+
+
+def test_fast_path_covers_what_forwarders_send() -> None:
+    """The fused scanner must handle the common layout itself, not quietly fall back."""
+    c = _compiled()
+
+    @QUICK
+    @given(st.lists(rxpk_objects(), max_size=4))
+    def check(rxpk: list[Any]) -> None:
+        typical = [
+            {
+                k: v
+                for k, v in (r.items() if isinstance(r, dict) else [])
+                if isinstance(v, str | int)
+                and (not isinstance(v, str) or v.isascii())
+                and (not isinstance(v, int) or abs(v) < 10**15)
+            }
+            for r in rxpk
+        ]
+        body = orjson.dumps({"rxpk": typical, "stat": {"rxnb": 1, "ackr": 100.0, "temp": 23.5}})
+        if all(32 <= b < 127 for b in body) and b"\\" not in body:
+            assert c._fast_scan(body) == orjson.loads(body)
+
+    check()
+
+
+def test_encoders_round_trip() -> None:
+    @QUICK
+    @given(
+        st.integers(0, 0xFFFF),
+        st.integers(0, 2**64 - 1),
+        st.lists(st.dictionaries(st.text(max_size=5), json_scalars, max_size=4), max_size=4),
+        st.sampled_from([1, 2]),
+    )
+    def check(token: int, eui: int, rxpk: list[dict[str, Any]], version: int) -> None:
+        for mod in (twin, _compiled()):
+            dg = mod.encode_push_data(token, eui, rxpk, {"rxnb": len(rxpk)}, version=version)
+            pkt = mod.parse_gwmp(dg)
+            assert (pkt.version, pkt.token, pkt.gateway_eui) == (version, token, eui)
+            assert pkt.body == {"rxpk": rxpk, "stat": {"rxnb": len(rxpk)}}
+            for enc, ident in ((mod.encode_push_ack, 1), (mod.encode_pull_ack, 4)):
+                back = mod.parse_gwmp(enc(token, version=version))
+                assert (back.identifier, back.token, back.version) == (ident, token, version)
+            back = mod.parse_gwmp(mod.encode_pull_data(token, eui, version=version))
+            assert (back.identifier, back.gateway_eui) == (2, eui)
+
+    check()

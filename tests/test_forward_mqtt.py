@@ -394,6 +394,32 @@ async def test_idle_forwarder_reconnects_by_itself_after_a_broker_restart(
         await asyncio.gather(dl, return_exceptions=True)
 
 
+async def test_oversized_downlink_command_is_rejected_counted_and_later_ones_still_work(
+    mosquitto: Mosquitto, buffer: Buffer  # noqa: F811
+) -> None:
+    relay = RecordingRelay()
+    fwd = MqttForwarder(_cfg(mosquitto), gateway_eui=GW, relays=[relay])
+    buffer.register("city")
+    delivery = DeliveryLoop(buffer, fwd)
+    dl = asyncio.create_task(delivery.run())
+    down = f"eu868/gateway/{GW_HEX}/command/down"
+    try:
+        await _until(lambda: delivery.connected, what="connected")
+        huge = _down(1)
+        huge["padding"] = "x" * (70 << 10)  # valid JSON, just too large for a downlink command
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as pub:
+            await pub.publish(down, json.dumps(huge), qos=1)
+            await pub.publish(down, json.dumps(_down(2)), qos=1)
+        await _until(lambda: relay.txpks, what="the normal downlink after the oversized one")
+        backend = delivery.health()["backend"]
+        assert len(relay.txpks) == 1 and backend["errors"] == {"downlink_too_large": 1}
+        assert backend["downlink_status"] == {"INVALID": 1, "OK": 1}
+        assert delivery.connected and not delivery.errors
+    finally:
+        dl.cancel()
+        await asyncio.gather(dl, return_exceptions=True)
+
+
 _CHILD = textwrap.dedent("""
     import asyncio, sys
     from gateway.config import MqttForward

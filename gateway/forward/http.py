@@ -8,6 +8,7 @@ poisonous batch never blocks the rest. Never logs the token.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import ssl
 from collections import deque
@@ -20,6 +21,7 @@ import orjson
 from gateway.config import HttpForward
 from gateway.forward.base import Forwarder, ForwarderError, SendResult
 from gateway.forward.file import record_json
+from gateway.forward.tls import client_tls_context, describe_tls_error
 from gateway.records import Record
 
 #: Upper bound on a server's Retry-After we honour inside one send (longer: the loop backs off).
@@ -44,6 +46,23 @@ def _retry_after(value: str | None) -> float:
         return 0.0  # an HTTP date: rare; our own backoff covers it
 
 
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl.SSLError behind an aiohttp error, if any (aiohttp wraps it one or two levels deep)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        # aiohttp's wrappers subclass ssl errors themselves but carry the real one inside.
+        inner = getattr(seen, "certificate_error", None) or getattr(seen, "os_error", None)
+        if isinstance(inner, BaseException):
+            seen = inner
+            continue
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class HttpForwarder(Forwarder):
     def __init__(self, cfg: HttpForward, *, gateway_eui: int) -> None:
         super().__init__(cfg.name, kinds=cfg.kinds or None, dev_addr_prefixes=cfg.dev_addr_prefixes,
@@ -57,18 +76,17 @@ class HttpForwarder(Forwarder):
         self.errors: dict[str, int] = {}
 
     def _ssl(self) -> ssl.SSLContext | None:
-        if not (self.cfg.ca_file or self.cfg.cert_file):
+        if not (self.cfg.ca_file or self.cfg.cert_file or self.cfg.key_file):
             return None
-        ctx = ssl.create_default_context(cafile=str(self.cfg.ca_file) if self.cfg.ca_file else None)
-        if self.cfg.cert_file:
-            ctx.load_cert_chain(str(self.cfg.cert_file), str(self.cfg.key_file) if self.cfg.key_file else None)
-        return ctx
+        return client_tls_context(f"forward.http {self.name}", ca_file=self.cfg.ca_file,
+                                  cert_file=self.cfg.cert_file, key_file=self.cfg.key_file)
 
     async def connect(self) -> None:
         try:
             ctx = self._ssl()
-        except (OSError, ssl.SSLError) as exc:
-            raise ForwarderError("tls_config", f"forward.http {self.name}: TLS files unusable: {exc}") from exc
+        except ValueError as exc:
+            self._count(self.errors, "tls_config")
+            raise ForwarderError("tls_config", str(exc)) from exc
         connector = aiohttp.TCPConnector(ssl=ctx) if ctx is not None else aiohttp.TCPConnector()
         self._session = aiohttp.ClientSession(connector=connector,
                                               timeout=aiohttp.ClientTimeout(total=self.cfg.timeout))
@@ -107,8 +125,19 @@ class HttpForwarder(Forwarder):
             raise ForwarderError("timeout", f"HTTP {self.name}: no answer from {self.cfg.url} "
                                  f"within {self.cfg.timeout:g}s (batch {bid})") from exc
         except aiohttp.ClientError as exc:
+            tls_exc = _ssl_cause(exc)
+            if tls_exc is not None:
+                # A certificate problem, not a network one: the operator fixes files, not cables.
+                self._count(self.errors, "tls")
+                raise ForwarderError("tls", f"HTTP {self.name}: {self.cfg.url}: "
+                                     f"{describe_tls_error(tls_exc)}") from exc
             self._count(self.errors, "connection")
-            raise ForwarderError("connection", f"HTTP {self.name}: {self.cfg.url}: {exc}") from exc
+            hint = ""
+            if (self.cfg.url.startswith("https") and self.cfg.cert_file is None
+                    and isinstance(exc, OSError) and exc.errno == errno.ECONNRESET):
+                # A TLS 1.3 server refusing a client without certificate often just resets.
+                hint = " (if the server requires a client certificate, set cert_file and key_file)"
+            raise ForwarderError("connection", f"HTTP {self.name}: {self.cfg.url}: {exc}{hint}") from exc
         if 200 <= status < 300:
             self.counters["batches"] += 1
             self.counters["records"] += len(records)

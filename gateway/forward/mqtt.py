@@ -1,8 +1,8 @@
-"""MQTT forwarder (aiomqtt): uplinks and stats in the ChirpStack MQTT forwarder layout, parking state.
+"""MQTT forwarder: uplinks and stats in the ChirpStack MQTT forwarder layout, parking state.
 
-QoS 1 throughout; a record counts as delivered only after the broker's PUBACK. Keeps a
-retained ``state/conn`` (last will OFFLINE) and relays ``command/down`` to the local packet
-forwarder. Never logs the password.
+QoS 1 throughout; a record counts as delivered only after the broker's PUBACK (wire level in
+``mqtt_wire``). Keeps a retained ``state/conn`` (last will OFFLINE) and relays ``command/down``
+to the local packet forwarder. Never logs the password.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import aiomqtt
 import cbor2
 import orjson
 
 from gateway.config import MqttForward
 from gateway.forward import chirpstack_json as cs
 from gateway.forward.base import Forwarder, ForwarderError, SendResult
+from gateway.forward.mqtt_wire import MqttConnection, MqttWireError, Will
 from gateway.forward.ngsi import NewestPerSpot
+from gateway.forward.tls import client_tls_context
 from gateway.records import Record
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,10 @@ class MqttForwarder(Forwarder):
         gateway_eui: int,
         relays: Sequence[DownlinkRelay] = (),
         publish_timeout: float = 15.0,
-        max_inflight: int = 200,
+        connect_timeout: float = 10.0,
+        max_inflight: int = 1000,
+        max_downlink_bytes: int = 64 << 10,
+        max_pending_downlinks: int = 32,
     ) -> None:
         super().__init__(cfg.name, kinds=cfg.kinds or NATURAL_KINDS,
                          dev_addr_prefixes=cfg.dev_addr_prefixes)
@@ -77,9 +81,11 @@ class MqttForwarder(Forwarder):
         self.gateway_eui = f"{gateway_eui:016x}"
         self.relays = list(relays)
         self.publish_timeout = publish_timeout
+        self.connect_timeout = connect_timeout
         self.max_inflight = max_inflight
-        self._client: aiomqtt.Client | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self.max_downlink_bytes = max_downlink_bytes
+        self.max_pending_downlinks = max_pending_downlinks
+        self._conn: MqttConnection | None = None
         self._downlinks: set[asyncio.Task[None]] = set()
         self._subscribed: set[str] = set()
         self._local_euis: set[str] = set()
@@ -114,78 +120,93 @@ class MqttForwarder(Forwarder):
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self.tls:
             return None
-        ca = str(self.cfg.ca_file) if self.cfg.ca_file else None
-        ctx = ssl.create_default_context(cafile=ca)
-        if self.cfg.cert_file:
-            ctx.load_cert_chain(str(self.cfg.cert_file), str(self.cfg.key_file) if self.cfg.key_file else None)
-        return ctx
+        return client_tls_context(f"forward.mqtt {self.name}", ca_file=self.cfg.ca_file,
+                                  cert_file=self.cfg.cert_file, key_file=self.cfg.key_file)
+
+    def _count(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
 
     async def connect(self) -> None:
         conn_topic = self.gateway_topic(self.gateway_eui, "state/conn")
         try:
             tls = self._tls_context()
-        except (OSError, ssl.SSLError) as exc:
-            raise ForwarderError("tls_config", f"forward.mqtt {self.name}: TLS files "
-                                 f"(ca_file/cert_file/key_file) unusable: {exc}") from exc
-        client = aiomqtt.Client(
-            self.host, self.port,
-            identifier=self.cfg.client_id or f"schwebe-{self.gateway_eui}-{self.name}",
-            username=self.cfg.username, password=self.cfg.password,
-            will=aiomqtt.Will(conn_topic, _dumps(cs.conn_state(self.gateway_eui, False)), qos=1, retain=True),
-            tls_context=tls, keepalive=max(1, int(self.cfg.keepalive)), timeout=10.0,
-            max_inflight_messages=self.max_inflight, clean_session=True,
-            logger=log.getChild("paho"),
-        )
-        # aiomqtt warns above 10 pending publishes; a batch is hundreds by design.
-        client.pending_calls_threshold = 1 << 30
-        try:
-            await client.__aenter__()
-        except aiomqtt.MqttError as exc:
-            raise ForwarderError("connect", f"MQTT broker {self.host}:{self.port}: {exc}") from exc
-        self._client = client
-        # One event per connection: a listener of an earlier one cannot mark this one broken.
+        except ValueError as exc:
+            self._count("tls_config")
+            raise ForwarderError("tls_config", str(exc)) from exc
+        # One event per connection: the end of an earlier one cannot mark this one broken.
         self.broken = broken = asyncio.Event()
         try:
-            await client.publish(conn_topic, _dumps(cs.conn_state(self.gateway_eui, True)), qos=1, retain=True)
+            conn = await MqttConnection.open(
+                self.host, self.port,
+                client_id=self.cfg.client_id or f"schwebe-{self.gateway_eui}-{self.name}",
+                keepalive=max(1, int(self.cfg.keepalive)),
+                username=self.cfg.username, password=self.cfg.password,
+                will=Will(conn_topic, _dumps(cs.conn_state(self.gateway_eui, False)), retain=True),
+                ssl_context=tls, timeout=self.connect_timeout, max_inflight=self.max_inflight,
+                max_payload=self.max_downlink_bytes, on_message=self._on_message,
+                on_oversize=self._on_oversize, on_lost=lambda err: self._on_lost(err, broken),
+            )
+        except MqttWireError as exc:
+            kind, hint = exc.kind, ""
+            if kind == "connection_lost":
+                kind = "connect"  # before CONNACK: the connection never was up
+                if self.tls and self.cfg.cert_file is None:
+                    # A TLS 1.3 broker refusing a client without certificate may reset the
+                    # connection before its alert can be read.
+                    hint = " (no client certificate configured: if the broker requires one, set cert_file and key_file)"
+            self._count(kind)
+            raise ForwarderError(kind, f"MQTT broker {exc}{hint}") from exc
+        self._conn = conn
+        try:
+            await asyncio.wait_for(conn.publish(conn_topic, _dumps(cs.conn_state(self.gateway_eui, True)),
+                                                retain=True), self.publish_timeout)
             self._subscribed = set()
-            self._listener = asyncio.create_task(self._listen(client, broken), name=f"mqtt-down:{self.name}")
             await self._subscribe_down(self.gateway_eui)
             for eui in self._local_euis:
                 await self._subscribe_down(eui)
-        except aiomqtt.MqttError as exc:
+        except (MqttWireError, TimeoutError) as exc:
             await self.close()
-            raise ForwarderError("connect", f"MQTT broker {self.host}:{self.port}: {exc}") from exc
+            kind = getattr(exc, "kind", "timeout")
+            self._count(kind)
+            raise ForwarderError(kind, f"MQTT broker {self.host}:{self.port}: after CONNACK: "
+                                 f"{exc or 'no PUBACK/SUBACK in time'}") from exc
         log.info("MQTT %s connected to %s:%d (tls=%s)", self.name, self.host, self.port, self.tls)
 
+    def _on_lost(self, err: MqttWireError, broken: asyncio.Event) -> None:
+        """Connection died on its own: counted, and ``broken`` wakes an idle DeliveryLoop.
+
+        Without this an idle forwarder (no records to publish) would keep a dead connection:
+        no downlinks, and ``state/conn`` not republished after a broker restart.
+        """
+        self._count("connection_lost")
+        log.warning("MQTT %s: %s", self.name, err)
+        broken.set()
+
     async def _subscribe_down(self, eui: str) -> None:
-        if eui in self._subscribed or self._client is None:
+        if eui in self._subscribed or self._conn is None:
             return
         self._subscribed.add(eui)
-        await self._client.subscribe(self.gateway_topic(eui, "command/down"), qos=1)
+        await asyncio.wait_for(self._conn.subscribe(self.gateway_topic(eui, "command/down"), qos=1),
+                               self.publish_timeout)
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(BaseException):
-                await self._listener
-            self._listener = None
-        if client is None:
+        conn, self._conn = self._conn, None
+        if conn is None:
             return
-        with contextlib.suppress(Exception):
-            # A clean stop says OFFLINE itself; the will covers the unclean ones.
-            await client.publish(self.gateway_topic(self.gateway_eui, "state/conn"),
-                                 _dumps(cs.conn_state(self.gateway_eui, False)),
-                                 qos=1, retain=True, timeout=2.0)
-        with contextlib.suppress(Exception):
-            await client.__aexit__(None, None, None)
+        if conn.connected:
+            with contextlib.suppress(MqttWireError, TimeoutError):
+                # A clean stop says OFFLINE itself; the will covers the unclean ones.
+                await asyncio.wait_for(conn.publish(self.gateway_topic(self.gateway_eui, "state/conn"),
+                                                    _dumps(cs.conn_state(self.gateway_eui, False)),
+                                                    retain=True), 2.0)
+        await conn.close()
 
     # ---- delivery --------------------------------------------------------------------------
     async def send(self, records: list[tuple[int, Record]]) -> SendResult:
-        client = self._client
-        if client is None:
+        conn = self._conn
+        if conn is None or not conn.connected:
             raise ForwarderError("disconnected", f"MQTT {self.name}: not connected")
-        pubs: list[Awaitable[None]] = []
+        msgs: list[tuple[str, bytes, bool]] = []
         new_euis: list[str] = []
         spots: list[tuple[str, Any]] = []
         for _seq, record in records:
@@ -199,56 +220,62 @@ class MqttForwarder(Forwarder):
                 msg = self.message_for(record)
             except (KeyError, TypeError, ValueError, cbor2.CBORDecodeError) as exc:
                 # A malformed body can never succeed; acked so it does not block the rest.
-                self.errors["bad_record"] = self.errors.get("bad_record", 0) + 1
+                self._count("bad_record")
                 log.warning("MQTT %s: skipping malformed %s record: %s", self.name, record.kind, exc)
                 continue
             if msg is None:
                 continue
-            topic, payload, retain = msg
             if record.kind == "uplink":
-                eui = topic.split("/")[-3]
+                eui = msg[0].split("/")[-3]
                 if eui not in self._local_euis:
                     self._local_euis.add(eui)
                     new_euis.append(eui)
-            pubs.append(client.publish(topic, payload, qos=1, retain=retain, timeout=self.publish_timeout))
-        self.counters["published"] += len(pubs)
+            msgs.append(msg)
+        self.counters["published"] += len(msgs)
         try:
-            await asyncio.gather(*pubs)
+            # The cursor moves only when this returns: every PUBACK of the batch is in.
+            await asyncio.wait_for(conn.publish_many(msgs), self.publish_timeout)
             for eui in new_euis:
                 await self._subscribe_down(eui)
-        except aiomqtt.MqttError as exc:
-            kind = "timeout" if "timed out" in str(exc).lower() else "publish"
-            self.errors[kind] = self.errors.get(kind, 0) + 1
-            raise ForwarderError(kind, f"MQTT {self.name} publish to {self.host}:{self.port}: {exc}") from exc
-        self.counters["pubacked"] += len(pubs)
+        except TimeoutError as exc:
+            self._count("timeout")
+            raise ForwarderError("timeout", f"MQTT {self.name} publish to {self.host}:{self.port}: "
+                                 f"no PUBACK within {self.publish_timeout:g}s") from exc
+        except MqttWireError as exc:
+            kind = "connection_lost" if exc.kind in ("connection_lost", "closed") else exc.kind
+            if kind != "connection_lost":
+                self._count(kind)  # connection_lost was counted by _on_lost already
+            raise ForwarderError(kind, f"MQTT {self.name} publish: {exc}") from exc
+        self.counters["pubacked"] += len(msgs)
         for spot, when in spots:
             self.newest.delivered(spot, when)
         return SendResult.all()
 
     # ---- downlinks -------------------------------------------------------------------------
-    async def _listen(self, client: aiomqtt.Client, broken: asyncio.Event) -> None:
-        """Relay downlink commands until the connection ends; then say so through ``broken``.
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if len(parts) < 3 or parts[-2:] != ["command", "down"]:
+            return
+        if len(self._downlinks) >= self.max_pending_downlinks:
+            # A flood of commands must not grow tasks without bound; a class A window is gone anyway.
+            self._count("downlink_overload")
+            self._count_downlink("INTERNAL_ERROR")
+            return
+        conn = self._conn
+        if conn is None:
+            return
+        eui = parts[-3]
+        task = asyncio.create_task(self._downlink(conn, eui, payload), name=f"mqtt-downlink:{eui}")
+        self._downlinks.add(task)
+        task.add_done_callback(self._downlinks.discard)
 
-        Without this an idle forwarder (no records to publish) would keep a dead client:
-        no downlinks, and ``state/conn`` not republished after a broker restart.
-        """
-        try:
-            async for message in client.messages:
-                parts = str(message.topic).split("/")
-                if len(parts) < 3 or parts[-2:] != ["command", "down"]:
-                    continue
-                eui = parts[-3]
-                payload = message.payload
-                raw = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
-                task = asyncio.create_task(self._downlink(client, eui, raw), name=f"mqtt-downlink:{eui}")
-                self._downlinks.add(task)
-                task.add_done_callback(self._downlinks.discard)
-        except aiomqtt.MqttError as exc:
-            self.errors["connection_lost"] = self.errors.get("connection_lost", 0) + 1
-            log.warning("MQTT %s: connection to %s:%d lost: %s", self.name, self.host, self.port, exc)
-        broken.set()  # cancellation (close) skips this: a deliberate close is not a failure
+    def _on_oversize(self, topic: str, size: int) -> None:
+        self._count("downlink_too_large")
+        self._count_downlink("INVALID")
+        log.warning("MQTT %s: dropped a %d-byte message on %s: larger than %d bytes",
+                    self.name, size, topic, self.max_downlink_bytes)
 
-    async def _downlink(self, client: aiomqtt.Client, eui: str, raw: bytes) -> None:
+    async def _downlink(self, conn: MqttConnection, eui: str, raw: bytes) -> None:
         self.counters["downlinks"] += 1
         try:
             frame = orjson.loads(raw)
@@ -275,9 +302,10 @@ class MqttForwarder(Forwarder):
             statuses.append(await self._relay(target, txpk))
         for s in statuses:
             self._count_downlink(s)
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.publish(self.gateway_topic(eui, "event/ack"),
-                                 _dumps(cs.downlink_tx_ack(eui, downlink_id, statuses)), qos=1)
+        with contextlib.suppress(MqttWireError, TimeoutError):
+            await asyncio.wait_for(conn.publish(self.gateway_topic(eui, "event/ack"),
+                                                _dumps(cs.downlink_tx_ack(eui, downlink_id, statuses))),
+                                   self.publish_timeout)
 
     async def _relay(self, target: int | None, txpk: dict[str, Any]) -> str:
         if not self.relays:
@@ -295,6 +323,6 @@ class MqttForwarder(Forwarder):
 
     def health(self) -> dict[str, Any]:
         return {"broker": f"{self.host}:{self.port}", "tls": self.tls,
-                "connected": self._client is not None, **self.counters,
+                "connected": self._conn is not None and self._conn.connected, **self.counters,
                 "downlink_status": dict(self.downlink_status), "errors": dict(self.errors)}
 

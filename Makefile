@@ -40,8 +40,16 @@ test-twin: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(STAMP)
-	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+# Public peers run in their own environment, never in the project's.
+PEER := .venv-peer
+$(PEER)/bin/python:
+	$(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/python -m pip install -q liblora
+
+bench: $(STAMP) $(PEER)/bin/python
+	$(PY) tests/bench/bench_frames.py --peer-python $(PEER)/bin/python
+	@for b in tests/bench/bench_*.py; do [ $$b = tests/bench/bench_frames.py ] && continue; \
+	  echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf build *.egg-info gateway/*.so gateway/_*_c.c ext/*.c

@@ -58,9 +58,14 @@ class Metrics:
             lines.append(f"# TYPE {metric} counter")
             for key, val in sorted(series.items()):
                 lines.append(f"{metric}{_labels(key)} {_num(val)}")
+        gauges: dict[str, list[str]] = {}
         for fn in self._gauges:
             for name, key, val in fn():
-                lines.append(f"{_metric_name(name)}{_labels(key)} {_num(val)}")
+                gauges.setdefault(name, []).append(f"{_metric_name(name)}{_labels(key)} {_num(val)}")
+        for name, samples in gauges.items():
+            kind = "counter" if name.endswith("_total") else "gauge"
+            lines.append(f"# TYPE {_metric_name(name)} {kind}")
+            lines.extend(samples)
         return "\n".join(lines) + "\n"
 
 

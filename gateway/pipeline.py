@@ -133,6 +133,7 @@ class Gateway:
         self.supervisor = Supervisor(
             components, notifier=notifier or Notifier(None), healthy=self.healthy
         )
+        self.metrics.add_gauges(self._gauges)
 
     # ------------------------------------------------------------------ building
 
@@ -239,6 +240,39 @@ class Gateway:
         self.parking.observe_uplink(record)
 
     # ------------------------------------------------------------------ views
+
+    def _gauges(self) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+        """Scrape-time values for /metrics: buffer, forwarders, sources, spots."""
+        out: list[tuple[str, tuple[tuple[str, str], ...], float]] = []
+        b = self.buffer.stats()
+        out.append(("buffer_records", (), float(b.get("records") or 0)))
+        out.append(("buffer_bytes", (), float(b.get("bytes") or 0)))
+        for kind, age in (b.get("oldest_age_s") or {}).items():
+            if age is not None:
+                out.append(("buffer_oldest_age_seconds", (("kind", kind),), float(age)))
+        for reason, kinds in (b.get("drops") or {}).items():
+            for kind, n in (kinds.items() if isinstance(kinds, dict) else [("all", kinds)]):
+                out.append(("buffer_dropped_total", (("kind", kind), ("reason", reason)), float(n)))
+        for name, loop in self.deliveries.items():
+            h = loop.health()
+            lab = (("forwarder", name),)
+            out.append(("forwarder_connected", lab, 1.0 if h.get("connected") else 0.0))
+            out.append(("forwarder_acked_total", lab, float(h.get("acked") or 0)))
+            out.append(("forwarder_lag_records", lab, float(h.get("lag_records") or 0)))
+            out.append(("forwarder_lag_seconds", lab, float(h.get("lag_s") or 0)))
+            if h.get("last_ack_age_s") is not None:
+                out.append(("forwarder_last_ack_age_seconds", lab, float(h["last_ack_age_s"])))
+            for kind, n in (h.get("errors") or {}).items():
+                out.append(("forwarder_errors_total", (*lab, ("kind", kind)), float(n)))
+        statuses: dict[str, int] = {}
+        for spot in self.parking.spots().values():
+            statuses[spot["status"]] = statuses.get(spot["status"], 0) + 1
+        for st, n in statuses.items():
+            out.append(("parking_spots", (("status", st),), float(n)))
+        for state in self.supervisor.states.values():
+            out.append(("component_restarts_total", (("component", state.name),),
+                        float(state.restarts)))
+        return out
 
     def healthy(self) -> bool:
         states = self.supervisor.states.values() if hasattr(self, "supervisor") else []

@@ -63,6 +63,12 @@ def test_demo_shows_frames_flowing_and_stops_cleanly_on_ctrl_c() -> None:
             status = get_json(f"http://127.0.0.1:{port}/api/status")
         assert any(s["status"] in ("free", "occupied") for s in spots.values()), spots
         assert get_json(f"http://127.0.0.1:{port}/healthz") == {"ok": True}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        acked = [line for line in metrics.splitlines()
+                 if line.startswith('schwebe_forwarder_acked_total{forwarder="local-sink"}')]
+        assert acked and float(acked[0].split()[-1]) > 0, metrics
+        assert "# TYPE schwebe_buffer_records gauge" in metrics
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -65,7 +65,8 @@ DEMO_BANNER = """
 Schwebe demo is running: the whole gateway on this machine, no hardware needed.
 
   simulated packet forwarder -> UDP on loopback -> parser ({parser}) -> durable buffer -> local sink
-  {sensors} simulated parking sensors, about {rate:g} frames/s
+  {sensors} simulated LoRaWAN parking sensors (about {rate:g} frames/s), decoded at the edge
+  {wired} wired RS-485 bay detectors and a GNSS receiver, simulated on pseudo-terminals
 
   status page   {{web}}/
   JSON status   curl {{web}}/api/status
@@ -88,7 +89,8 @@ def _demo(args: argparse.Namespace) -> int:
         sim = cfg.sources.simulator
         assert sim is not None
         banner = DEMO_BANNER.format(
-            parser=frames.IMPLEMENTATION, sensors=sim.sensors, rate=sim.rate, data_dir=tmp
+            parser=frames.IMPLEMENTATION, sensors=sim.sensors, rate=sim.rate, data_dir=tmp,
+            wired=sim.wired_spots
         )
         return _serve(cfg, banner=banner)
 

@@ -175,6 +175,8 @@ class SimulatorSource:
     sensors: int = 20
     rate: float = 20.0
     seed: int = 1
+    wired_spots: int = 0  # simulated RS-485 detectors on a pseudo-terminal
+    gnss: bool = False  # a simulated NMEA receiver on a pseudo-terminal
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,7 @@ class Gateway:
             loop = DeliveryLoop(self.buffer, fwd, max_batch=fcfg.max_batch)
             self.deliveries[fcfg.name] = loop
             components.append(Named(f"forward:{fcfg.name}", loop.run))
+        components += self._build_simulated_serial(data_dir)
         components += source_components
         self.web = WebServer(
             bind=cfg.web.bind,
@@ -219,6 +220,53 @@ class Gateway:
                 nwk_s_key=bytes.fromhex(d["nwk_s_key"]), app_s_key=bytes.fromhex(d["app_s_key"]),
             ))
         return devices
+
+    def _build_simulated_serial(self, data_dir: Path) -> list[Any]:
+        """Demo only: a Modbus detector bus and a GNSS receiver on pseudo-terminals, read by
+        the real drivers through stable device paths, as on a gateway with USB adapters."""
+        sim_cfg = self.cfg.sources.simulator
+        if sim_cfg is None or not (sim_cfg.wired_spots or sim_cfg.gnss):
+            return []
+        import random
+
+        from drivers.gnss import GnssReader
+        from drivers.modbus import ModbusPoller, WiredUnit
+        from drivers.sim_serial import SimModbusUnit, SimNmeaReceiver
+
+        out: list[Any] = []
+        if sim_cfg.wired_spots:
+            units = range(1, sim_cfg.wired_spots + 1)
+            bus = SimModbusUnit(str(data_dir / "ttySIM-rs485"), units=units)
+            rng = random.Random(sim_cfg.seed)
+            for u in units:
+                bus.set_register(u, 0, 0)  # every bay starts free
+
+            async def toggle_cars() -> None:
+                while True:  # now and then a car arrives or leaves a wired bay
+                    bus.set_register(rng.choice(list(units)), 0, rng.randrange(2))
+                    await asyncio.sleep(rng.uniform(2, 6))
+
+            out.append(Named("sim:rs485", toggle_cars, start=bus.start, stop=bus.close))
+            poller = ModbusPoller(
+                bus.port, 9600,
+                [WiredUnit(u, f"demo:parking:wired:{u:02d}", 0) for u in units],
+                1.0, 0.3, 1, 10.0, on_reading=self.parking.observe_wired,
+            )
+            poller.name = "modbus:demo"  # type: ignore[attr-defined]
+            self.sources.append(poller)
+            out.append(Named("modbus:demo", poller.run))
+        if sim_cfg.gnss:
+            receiver = SimNmeaReceiver(str(data_dir / "ttySIM-gnss"))
+
+            async def idle() -> None:
+                await asyncio.Event().wait()
+
+            out.append(Named("sim:gnss", idle, start=receiver.start, stop=receiver.close))
+            reader = GnssReader(receiver.port, 9600, on_fix=self._on_fix)
+            reader.name = "gnss:demo"  # type: ignore[attr-defined]
+            self.sources.append(reader)
+            out.append(Named("gnss:demo", reader.run))
+        return out
 
     async def _run_simulator(self) -> None:
         self.simulator.target = self.sources[0].bound_address

@@ -42,3 +42,34 @@ async def test_page_shows_counters_and_states(browser_page: Any) -> None:
         await expect(page.locator("#summary")).to_contain_text("cannot reach", timeout=10000)
     finally:
         await server.stop()
+
+
+async def test_page_on_the_real_demo_gateway(browser_page: Any, tmp_path: Any) -> None:
+    """The page against the real daemon's /api/status (not a hand-made one): shapes cannot drift."""
+    import asyncio
+    from importlib import resources
+
+    from gateway.config import load_config_text
+    from gateway.pipeline import Gateway
+
+    text = resources.files("gateway").joinpath("demo.toml").read_text("utf-8")
+    text = text.replace("{data_dir}", str(tmp_path)).replace("{web_port}", "0")
+    gw = Gateway(load_config_text(text))
+    task = asyncio.create_task(gw.serve(install_signals=False))
+    try:
+        await asyncio.wait_for(gw.supervisor.ready.wait(), 20)
+        page = browser_page
+        await page.goto(gw.web.url)
+        await expect(page.locator("#eui")).to_have_text("b827ebfffe000001")
+        await expect(page.locator("#summary")).to_contain_text("healthy")
+        await expect(page.locator("#gnss")).to_contain_text("satellites", timeout=10000)
+        await expect(page.locator("#spots")).to_contain_text("demo:parking:", timeout=10000)
+        await expect(page.locator("#forwarders")).to_contain_text("local-sink")
+        await expect(page.locator("#forwarders")).to_contain_text("connected")
+        # counters move while the page is open
+        first = await page.inner_text("#traffic")
+        await page.wait_for_timeout(2500)
+        assert await page.inner_text("#traffic") != first
+    finally:
+        gw.supervisor.request_stop()
+        await asyncio.wait_for(task, 20)

@@ -118,7 +118,8 @@ class HttpForwarder(Forwarder):
         try:
             async with self._session.post(self.cfg.url, data=data, headers=headers) as resp:
                 status = resp.status
-                text = (await resp.read())[:500].decode(errors="replace")
+                # never read more of a backend's answer than we show
+                text = (await resp.content.read(500)).decode(errors="replace")
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
         except TimeoutError as exc:
             self._count(self.errors, "timeout")

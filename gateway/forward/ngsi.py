@@ -19,6 +19,8 @@ from gateway.forward.base import Forwarder, ForwarderError, SendResult
 from gateway.records import Record
 
 NATURAL_KINDS = ("parking",)
+#: Largest answer we read from a context broker; the rest is never buffered.
+MAX_RESPONSE = 1 << 20
 _LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 
 
@@ -171,7 +173,8 @@ class NgsiForwarder(Forwarder):
         assert self._session is not None
         try:
             async with self._session.post(self.endpoint, data=data, headers=self._headers()) as resp:
-                text = await resp.text()
+                # a 207 lists one entry per entity of our bounded batch: 1 MiB is plenty
+                text = (await resp.content.read(MAX_RESPONSE)).decode(errors="replace")
                 status = resp.status
         except TimeoutError as exc:
             self._count(self.errors, "timeout")

@@ -26,7 +26,23 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return 2
+    _warn_if_readable(Path(args.config), cfg)
     return _serve(cfg)
+
+
+def _warn_if_readable(path: Path, cfg: object) -> None:
+    """A config holding secrets must not be readable by other users (0600 or 0640)."""
+    from gateway.config import redacted
+
+    if "***" not in repr(redacted(cfg)):
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o007:
+        print(f"schwebe: warning: {path} holds secrets and is readable by every user; "
+              f"run: chmod 600 {path}", file=sys.stderr)
 
 
 def _serve(cfg: object, banner: str | None = None) -> int:

@@ -121,3 +121,16 @@ def test_cli_missing_file_exits_2(tmp_path: Path) -> None:
     res = run_cli("config", "validate", str(tmp_path / "nope.toml"))
     assert res.returncode == 2
     assert "cannot read" in res.stderr
+
+
+def test_run_warns_when_a_config_with_secrets_is_world_readable(tmp_path: Path) -> None:
+    cfg = tmp_path / "s.toml"
+    # an unusable data_dir stops the daemon right after the check, which is all we need here
+    cfg.write_text(MINIMAL.replace("/tmp/x", "/proc/nope") + '[web]\nmetrics_token = "t0ken-value"\n')
+    cfg.chmod(0o644)
+    res = run_cli("run", "--config", str(cfg))
+    assert "readable by every user" in res.stderr and "chmod 600" in res.stderr
+    assert "t0ken-value" not in res.stderr
+    cfg.chmod(0o600)
+    res = run_cli("run", "--config", str(cfg))
+    assert "readable by every user" not in res.stderr

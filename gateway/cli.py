@@ -151,7 +151,7 @@ def _hash_password(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from gateway.buffer_cli import add_buffer_parser
-    from gateway.decode import add_decode_parser
+    from gateway.decode_cli import add_decode_parser
     from gateway.simulate_cli import add_simulate_parser
 
     parser = argparse.ArgumentParser(prog="schwebe", description="Edge gateway for city LoRaWAN and parking sensors.")

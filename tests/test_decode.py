@@ -19,15 +19,8 @@ import orjson
 import pytest
 
 from gateway import lorawan as L
-from gateway.decode import (
-    MAX_LINE,
-    DecodeError,
-    add_decode_parser,
-    build_parser,
-    decode_gwmp,
-    decode_phy,
-    run_decode,
-)
+from gateway.decode import DecodeError, decode_gwmp, decode_phy
+from gateway.decode_cli import MAX_LINE, add_decode_parser, build_parser, run_decode
 from gateway.frames import (
     FrameError,
     encode_pull_data,
@@ -38,7 +31,7 @@ from gateway.frames import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-MAIN = "import sys; from gateway.decode import main; sys.exit(main(sys.argv[1:]))"
+MAIN = "import sys; from gateway.decode_cli import main; sys.exit(main(sys.argv[1:]))"
 
 h = bytes.fromhex
 LP_UP = "40F17DBE4900020001954378762B11FF0D"  # lora-packet: "test", FCnt 2, FPort 1

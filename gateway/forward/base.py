@@ -208,8 +208,13 @@ class DeliveryLoop:
                     self.attempt += 1
                     await self.sleep(delay)
                     continue
-                wanted = [(s, r) for s, r in batch.records if self.forwarder.accepts(r)]
-                skipped = [s for s, r in batch.records if not self.forwarder.accepts(r)]
+                wanted: list[tuple[int, Record]] = []
+                skipped: list[int] = []
+                for s, r in batch.records:  # one filter call per record: it may parse the frame
+                    if self.forwarder.accepts(r):
+                        wanted.append((s, r))
+                    else:
+                        skipped.append(s)
                 if not wanted:
                     self.buffer.ack(name, batch)
                     self.filtered += len(skipped)

@@ -505,6 +505,9 @@ def _check(cfg: Config, b: _Builder) -> None:
             spots[d.spot_id] = f"sources.modbus[{i}].devices[{j}]"
     if cfg.sources.simulator is not None and not cfg.sources.gwmp:
         b.fail("sources.simulator", "needs a [[sources.gwmp]] to send to")
+    if cfg.web.open_read_only and cfg.web.bind[0] not in ("127.0.0.1", "::1", "localhost"):
+        b.fail("web.open_read_only", f"only allowed with a loopback bind, not {cfg.web.bind[0]!r}: "
+               "anyone on the network could read the page; set username and password_hash")
     if cfg.buffer.commit_interval <= 0 or cfg.buffer.commit_interval > 60:
         b.fail("buffer.commit_interval", "must be between 1ms and 60s")
 

@@ -58,6 +58,8 @@ def test_defaults_serve_most_cities() -> None:
         (MINIMAL + "[[sources.modbus]]\nport = \"/dev/x\"\n[[sources.modbus.devices]]\nunit = 300\nspot_id = \"s\"\n",
          "sources.modbus[0].devices[0].unit: 300 out of range"),
         ("[gateway\n", "not valid TOML"),
+        (MINIMAL + "[web]\nbind = \"0.0.0.0:8080\"\nopen_read_only = true\n",
+         "web.open_read_only: only allowed with a loopback bind"),
     ],
 )
 def test_errors_name_the_key_path_and_value(text: str, expected: str) -> None:

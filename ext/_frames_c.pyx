@@ -8,13 +8,15 @@ falls back to the twin's general parser, so odd input costs time, never correctn
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 from libc.math cimport NAN
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+
+cimport cython
 
 import numpy as np
 
@@ -32,6 +34,7 @@ cdef extern from "Python.h":
     Py_ssize_t PyDict_GET_SIZE(object o)
     bint PyList_CheckExact(object o)
     double PyFloat_AS_DOUBLE(object o)
+    object _PyDict_NewPresized(Py_ssize_t minused)
     double PyOS_string_to_double(const char* s, char** endptr, PyObject* overflow_exception) except? -1.0
 
 IMPLEMENTATION = "cython"
@@ -46,6 +49,10 @@ PHY_DTYPE = _twin.PHY_DTYPE
 RXPK_DTYPE = _twin.RXPK_DTYPE
 MAX_DATAGRAM = _twin.MAX_DATAGRAM
 MAX_RXPK = _twin.MAX_RXPK
+# The same limits as C values: the module names above are dict lookups and boxed compares,
+# paid on every rxpk when the hot loops use them.
+cdef Py_ssize_t C_MAX_DATAGRAM = _twin.MAX_DATAGRAM
+cdef int C_MAX_RXPK = _twin.MAX_RXPK
 b64encode = _twin.b64encode
 encode_push_data = _twin.encode_push_data
 encode_push_ack = _twin.encode_push_ack
@@ -470,23 +477,51 @@ cdef object _b64_decode(object text):
 
 cdef object _b64_bytes(const uint8_t* s, Py_ssize_t n):
     """Tolerant base64 of ASCII bytes; FrameError with the offset of the first bad character."""
-    cdef Py_ssize_t end, i, o, full
+    out = _b64_try(s, n)
+    if out is None:
+        raise _b64_error(s, n)
+    return out
+
+
+cdef inline Py_ssize_t _b64_end(const uint8_t* s, Py_ssize_t n) noexcept nogil:
+    """Length without the (at most two) '=' of padding."""
+    if n and s[n - 1] == 61:
+        n -= 1
+        if n and s[n - 1] == 61:
+            n -= 1
+    return n
+
+
+cdef inline Py_ssize_t _b64_data_end(const uint8_t* s, Py_ssize_t n) noexcept nogil:
+    """Where the data ends, as the twin reads it; -1 when the '=' left over are misplaced.
+
+    The twin drops two '=' and pads the rest to whole quanta, so up to two more '=' pass when
+    they are exactly the padding the data needs ("00====" is "00"; "0000===" is an error).
+    """
+    cdef Py_ssize_t end = _b64_end(s, n)
+    cdef Py_ssize_t data = end
+    while data and s[data - 1] == 61 and end - data < 3:
+        data -= 1
+    if data == end:
+        return end
+    if ((data & 3) == 2 and end - data <= 2) or ((data & 3) == 3 and end - data == 1):
+        return data
+    return -1
+
+
+cdef object _b64_try(const uint8_t* s, Py_ssize_t n):
+    """The decoded bytes, or None when the text is not base64 (_b64_error then says why).
+
+    One pass: decode while checking (a bad character makes some table entry negative, which
+    the OR of each quad shows). No exception on the hot path: the caller decides.
+    """
+    cdef Py_ssize_t end = _b64_data_end(s, n), i, o, outlen
     cdef uint8_t* d
     cdef int a, b, c, e
-    end = n
-    if end and s[end - 1] == 61:
-        end -= 1
-        if end and s[end - 1] == 61:
-            end -= 1
-    for i in range(end):
-        if _B64[s[i]] < 0:
-            raise FrameError("bad_base64", i, f"character {chr(s[i])!r} at {i} is not base64")
-    if (end & 3) == 1:
-        raise FrameError(
-            "bad_base64", end, f"base64 of {end} characters cannot be complete (length mod 4 is 1)"
-        )
-    full = end >> 2
-    cdef Py_ssize_t outlen = full * 3 + (((end & 3) * 3) >> 2)
+    cdef int bad = 0
+    if end < 0 or (end & 3) == 1:
+        return None
+    outlen = (end >> 2) * 3 + (((end & 3) * 3) >> 2)
     out = PyBytes_FromStringAndSize(NULL, outlen)
     d = <uint8_t*>PyBytes_AS_STRING(out)
     o = 0
@@ -496,6 +531,7 @@ cdef object _b64_bytes(const uint8_t* s, Py_ssize_t n):
         b = _B64[s[i + 1]]
         c = _B64[s[i + 2]]
         e = _B64[s[i + 3]]
+        bad |= a | b | c | e
         d[o] = <uint8_t>((a << 2) | (b >> 4))
         d[o + 1] = <uint8_t>(((b & 15) << 4) | (c >> 2))
         d[o + 2] = <uint8_t>(((c & 3) << 6) | e)
@@ -504,11 +540,26 @@ cdef object _b64_bytes(const uint8_t* s, Py_ssize_t n):
     if end - i >= 2:
         a = _B64[s[i]]
         b = _B64[s[i + 1]]
+        bad |= a | b
         d[o] = <uint8_t>((a << 2) | (b >> 4))
         if end - i == 3:
             c = _B64[s[i + 2]]
+            bad |= c
             d[o + 1] = <uint8_t>(((b & 15) << 4) | (c >> 2))
+    if bad < 0:
+        return None
     return out
+
+
+cdef object _b64_error(const uint8_t* s, Py_ssize_t n):
+    """The FrameError for text _b64_try refused: the first bad character, else the length."""
+    cdef Py_ssize_t end = _b64_end(s, n), i
+    for i in range(end):
+        if _B64[s[i]] < 0:
+            return FrameError("bad_base64", i, f"character {chr(s[i])!r} at {i} is not base64")
+    return FrameError(
+        "bad_base64", end, f"base64 of {end} characters cannot be complete (length mod 4 is 1)"
+    )
 
 
 def b64decode_tolerant(text):
@@ -534,7 +585,10 @@ for _i in range(512):
 
 
 cdef inline void _ws(Cur* c) noexcept nogil:
-    while c.p < c.end and (c.p[0] == 32 or c.p[0] == 10 or c.p[0] == 13 or c.p[0] == 9):
+    # Forwarders write compact JSON: one compare (nothing at or below ' ') settles most calls.
+    while c.p < c.end and c.p[0] <= 32 and (
+        c.p[0] == 32 or c.p[0] == 10 or c.p[0] == 13 or c.p[0] == 9
+    ):
         c.p += 1
 
 
@@ -545,9 +599,7 @@ cdef inline object _ascii(const uint8_t* s, Py_ssize_t n):
     return out
 
 
-# Exact powers of ten as doubles: a decimal with < 2**53 as mantissa divided by one of these is
-# correctly rounded (Clinger's fast path), the same double any correct parser gives.
-cdef int64_t _MANT_MAX = (<int64_t>1) << 53
+# Exact powers of ten as doubles (10**22 is the last one a double holds exactly).
 cdef double _POW10[23]
 _POW10[0] = 1.0
 for _i in range(1, 23):
@@ -586,35 +638,74 @@ cdef inline object _cached(PyObject** cache, const uint8_t* start, Py_ssize_t n)
     return key
 
 
+# Bytes a plain JSON string may hold (printable ASCII except '"' and '\\'): 1, else 0. One
+# table load per byte is the cheapest test for the short strings rxpk are made of.
+cdef uint8_t _PLAIN[256]
+for _i in range(256):
+    _PLAIN[_i] = 1 if 32 <= _i < 127 and _i != 34 and _i != 92 else 0
+
+
 cdef extern from *:
     """
     #include <string.h>
     #include <stdint.h>
-    /* 1 when p[0..n) is printable ASCII without backslash: a JSON string needing no decoding.
-       Eight bytes at a time (the classic has-less / has-zero word tricks). */
-    static inline int schwebe_plain(const unsigned char* p, size_t n) {
+    /* Nonzero when one of the eight bytes of w cannot stand in a plain JSON string: below
+       0x20, 0x80 and up, '"' or '\\' (the classic has-zero / has-less word tricks; no false
+       negatives, and a hit only sends the caller to its byte loop). */
+    static inline uint64_t schwebe_unplain8(uint64_t w) {
         const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-        uint64_t acc = 0, w, bs;
-        size_t i = 0;
-        for (; i + 8 <= n; i += 8) {
-            memcpy(&w, p + i, 8);
-            bs = w ^ (ones * 0x5C);
-            acc |= (((w - ones * 0x20) & ~w) | ((bs - ones) & ~bs) | w) & highs;
-        }
-        for (; i < n; i++) {
-            unsigned char ch = p[i];
-            if (ch < 0x20 || ch == 0x5C || ch >= 0x80) return 0;
-        }
-        return acc == 0;
+        uint64_t q = w ^ (ones * 0x22), b = w ^ (ones * 0x5C);
+        return (((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b) | w) & highs;
+    }
+    static inline uint64_t schwebe_load8(const unsigned char* p) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        return w;
+    }
+    /* High bit set in each byte of w that is not an ASCII digit; exact per byte (the sums
+       stay inside their byte, so no carry crosses into a neighbour). */
+    static inline uint64_t schwebe_nondigit8(uint64_t w) {
+        const uint64_t x = w & 0x7F7F7F7F7F7F7F7FULL;
+        return (w | (x + 0x4646464646464646ULL) | ~(x + 0x5050505050505050ULL))
+            & 0x8080808080808080ULL;
+    }
+    /* Index of the lowest flagged byte of a nonzero mask (words are loaded little-endian, so
+       that is the first such byte in memory). The lowest flag of the tricks above is exact. */
+    static inline int schwebe_first_byte(uint64_t m) {
+    #if defined(__GNUC__)
+        return __builtin_ctzll(m) >> 3;
+    #else
+        int i = 0;
+        while (!(m & 0x80)) { m >>= 8; i++; }
+        return i;
+    #endif
     }
     """
-    bint schwebe_plain(const uint8_t* p, size_t n) noexcept nogil
+    uint64_t _unplain8 "schwebe_unplain8"(uint64_t w) noexcept nogil
+    uint64_t _load8 "schwebe_load8"(const uint8_t* p) noexcept nogil
+    uint64_t _nondigit8 "schwebe_nondigit8"(uint64_t w) noexcept nogil
+    int _first_byte "schwebe_first_byte"(uint64_t m) noexcept nogil
 
 
 cdef inline const uint8_t* _str_end(Cur* c, const uint8_t* start) noexcept nogil:
-    """End quote of a plain string (printable ASCII, no escapes); NULL means "not plain"."""
-    cdef const uint8_t* q = <const uint8_t*>memchr(<const void*>start, 34, c.end - start)
-    if q == NULL or not schwebe_plain(start, q - start):
+    """End quote of a plain string (printable ASCII, no escapes); NULL means "not plain".
+
+    Eight bytes per step while they stay inside the cursor, then one table load per byte.
+    The byte loop needs no bound: every cursor ends inside a bytes object, whose buffer
+    always ends with a NUL byte (not plain), so the scan stops there at the latest.
+    """
+    cdef const uint8_t* q = start
+    cdef uint64_t m
+    while q + 8 <= c.end:
+        m = _unplain8(_load8(q))
+        if m:  # the first flagged byte is exact: jump there, no byte loop (and its mispredict)
+            q += _first_byte(m)
+            break
+        q += 8
+    else:
+        while _PLAIN[q[0]]:
+            q += 1
+    if q >= c.end or q[0] != 34:
         return NULL
     return q
 
@@ -637,72 +728,119 @@ cdef struct Num:
     double d
 
 
-cdef bint _scan_num(Cur* c, Num* o) except -1:
-    """One JSON number of the plain kind (no exponent, at most 18 integer digits).
+cdef inline bint _digit(uint8_t ch) noexcept nogil:
+    return <unsigned int>(ch - 48) < 10
 
-    Returns False (and sets bail) for anything else: the general parser decides those.
+
+cdef double _slow_double(const uint8_t* s, Py_ssize_t n) noexcept:
+    """A decimal too long for the exact fast path: CPython's correctly rounded conversion."""
+    cdef char buf[32]
+    memcpy(buf, s, n)
+    buf[n] = 0
+    return PyOS_string_to_double(buf, NULL, NULL)
+
+
+cdef inline bint _scan_num(Cur* c, Num* o) noexcept:
+    """One JSON number of the plain kind (no exponent, at most 18 integer chars, 24 in all).
+
+    Returns False (and sets bail) for anything else: the general parser decides those. The
+    digit loops need no bound: a cursor ends inside a bytes object, whose buffer ends with a
+    NUL (not a digit); a run that crossed c.end is refused after the loop.
     """
     cdef const uint8_t* start = c.p
     cdef const uint8_t* q = c.p
-    cdef bint neg = False
-    cdef int64_t v = 0
-    cdef int64_t m = 0
-    cdef int frac = 0
-    cdef bint exact = False
-    cdef char buf[32]
-    o.isfloat = False
-    if q[0] == 45:  # '-'
-        neg = True
-        q += 1
-    if q >= c.end:
-        c.bail = True
-        return False
+    cdef bint neg = q[0] == 45  # '-'
+    cdef uint64_t m = 0         # every digit, integer and fraction, as one integer
+    cdef int nd, frac = 0
+    q += neg
     if q[0] == 48:  # a leading '0' stands alone
         q += 1
-    elif 49 <= q[0] <= 57:
-        while q < c.end and 48 <= q[0] <= 57:
-            v = v * 10 + (q[0] - 48)
+    elif <unsigned int>(q[0] - 49) < 9:
+        while _digit(q[0]):
+            m = m * 10 + (q[0] - 48)
             q += 1
-            if q - start > 18:  # stays far inside int64; longer ones go to the general parser
-                c.bail = True
-                return False
+        if q - start > 18:  # stays far inside int64; longer ones go to the general parser
+            c.bail = True
+            return False
     else:
         c.bail = True
         return False
-    if q < c.end and q[0] == 46:  # '.'
-        o.isfloat = True
+    nd = <int>(q - start) - neg
+    o.isfloat = q[0] == 46  # '.'
+    if o.isfloat:
         q += 1
-        if q >= c.end or not (48 <= q[0] <= 57):
+        if not _digit(q[0]):
             c.bail = True
             return False
-        m = v
-        exact = v < _MANT_MAX
-        while q < c.end and 48 <= q[0] <= 57:
-            if exact:
-                if m > (_MANT_MAX - 10) // 10:
-                    exact = False
-                else:
-                    m = m * 10 + (q[0] - 48)
-            frac += 1
+        while _digit(q[0]):
+            m = m * 10 + (q[0] - 48)  # may wrap for long fractions: then nd > 15, unused
             q += 1
-    if q < c.end and (q[0] == 101 or q[0] == 69):  # exponents never appear in rxpk: not worth it
-        c.bail = True
-        return False
-    if q - start > 24:
+            frac += 1
+        nd += frac
+    # exponents never appear in rxpk: not worth it
+    if q > c.end or (q[0] | 0x20) == 101 or q - start > 24:
         c.bail = True
         return False
     c.p = q
     if not o.isfloat:
-        o.i = -v if neg else v
-        return True
-    if exact and frac <= 22:
+        o.i = -<int64_t>m if neg else <int64_t>m
+    elif nd <= 15:
+        # < 10**15 < 2**53 as mantissa, over an exact power of ten: correctly rounded
+        # (Clinger's fast path), the same double any correct parser gives.
         o.d = <double>m / _POW10[frac]
         if neg:
             o.d = -o.d
-        return True
-    memcpy(buf, start, q - start)
-    buf[q - start] = 0
-    o.d = PyOS_string_to_double(buf, NULL, NULL)
+    else:
+        o.d = _slow_double(start, q - start)
+    return True
+
+
+cdef inline Py_ssize_t _digit_run(const uint8_t* q, const uint8_t* end) noexcept nogil:
+    """Length of the run of ASCII digits at q: a word per step while 8 bytes stay before end.
+
+    The byte loop needs no bound (a bytes buffer ends with a NUL); a run that crosses end is
+    refused by the caller.
+    """
+    cdef const uint8_t* s = q
+    cdef uint64_t m
+    if q + 2 <= end and not _digit(q[1]):  # most rxpk numbers are one digit (chan, stat...)
+        return _digit(q[0])
+    while q + 8 <= end:
+        m = _nondigit8(_load8(q))
+        if m:
+            return (q - s) + _first_byte(m)
+        q += 8
+    while _digit(q[0]):
+        q += 1
+    return q - s
+
+
+cdef inline bint _check_num(Cur* c) noexcept nogil:
+    """Check a number as _scan_num would, without its value (most rxpk numbers are not needed).
+
+    The same grammar and limits; digit runs are measured a word at a time, which spares the
+    mispredicted exit of a byte loop on every number.
+    """
+    cdef const uint8_t* start = c.p
+    cdef const uint8_t* q = c.p
+    cdef bint neg = q[0] == 45  # '-'
+    cdef Py_ssize_t ni, nf
+    q += neg
+    ni = _digit_run(q, c.end)
+    if ni == 0 or (q[0] == 48 and ni > 1) or neg + ni > 18:
+        c.bail = True
+        return False
+    q += ni
+    if q[0] == 46:  # '.'
+        nf = _digit_run(q + 1, c.end)
+        if nf == 0:
+            c.bail = True
+            return False
+        q += 1 + nf
+    if q > c.end or (q[0] | 0x20) == 101 or q - start > 24:
+        c.bail = True
+        return False
+    c.p = q
     return True
 
 
@@ -743,13 +881,15 @@ cdef object _jvalue(Cur* c, int depth):
     return None
 
 
-cdef object _jobject(Cur* c, int depth):
-    cdef Py_ssize_t before
+cdef object _jobject(Cur* c, int depth, Py_ssize_t size_hint=0):
+    """Build one object; ``size_hint`` (keys counted by the scan) presizes its dict."""
+    cdef Py_ssize_t before, n
+    cdef int which
     if depth > 16:
         c.bail = True
         return None
     c.p += 1
-    d = {}
+    d = _PyDict_NewPresized(size_hint) if size_hint > 5 else {}
     _ws(c)
     if c.p < c.end and c.p[0] == 125:
         c.p += 1
@@ -759,14 +899,20 @@ cdef object _jobject(Cur* c, int depth):
         if c.p >= c.end or c.p[0] != 34:
             c.bail = True
             return None
-        k = _jkey(c)
-        if c.bail:
-            return None
-        _ws(c)
-        if c.p >= c.end or c.p[0] != 58:
-            c.bail = True
-            return None
-        c.p += 1
+        # A known key written compactly is a ready str (hash cached): no bytes to look at.
+        which = _key_at(c.p + 1, &n) if c.p + 9 <= c.end else K_NONE
+        if which != K_NONE:
+            k = <object>_KEY_STR[which]
+            c.p += n + 3  # '"', the name, '"', ':'
+        else:
+            k = _jkey(c)
+            if c.bail:
+                return None
+            _ws(c)
+            if c.p >= c.end or c.p[0] != 58:
+                c.bail = True
+                return None
+            c.p += 1
         v = _jvalue(c, depth)
         if c.bail:
             return None
@@ -871,41 +1017,184 @@ cdef struct Val:
     int64_t i
     double d
 
-cdef enum:  # rxpk keys noted during the scan (index into RxSpan.vals)
-    K_NONE = 0
-    K_DATA = 1
-    K_SIZE = 2
-    K_RSSI = 3
-    K_LSNR = 4
-    K_FREQ = 5
-    K_DATR = 6
+cdef extern from *:
+    """
+    #include <stdint.h>
+    /* Keys the packet forwarders write in rxpk (and in its rsig objects), numbered so the
+       scan can tell a key with one word compare instead of a hash and string compares. The
+       first six are the values decode_push_data needs at once (RxSpan.vals). */
+    enum { SCHWEBE_K_NONE, SCHWEBE_K_DATA, SCHWEBE_K_SIZE, SCHWEBE_K_RSSI, SCHWEBE_K_LSNR,
+           SCHWEBE_K_FREQ, SCHWEBE_K_DATR, SCHWEBE_K_NOTED_END = SCHWEBE_K_DATR,
+           SCHWEBE_K_JVER, SCHWEBE_K_TMST, SCHWEBE_K_TIME, SCHWEBE_K_TMMS, SCHWEBE_K_CHAN,
+           SCHWEBE_K_RFCH, SCHWEBE_K_STAT, SCHWEBE_K_MODU, SCHWEBE_K_CODR, SCHWEBE_K_FOFF,
+           SCHWEBE_K_RSIG, SCHWEBE_K_AESK, SCHWEBE_K_MID, SCHWEBE_K_BRD, SCHWEBE_K_ANT,
+           SCHWEBE_K_RSSIS, SCHWEBE_K_FTIME, SCHWEBE_K_RSSIC, SCHWEBE_K_ETIME, SCHWEBE_K_COUNT };
+    #define SCHWEBE_W4(a, b, c, d) \
+        ((uint32_t)(a) | (uint32_t)(b) << 8 | (uint32_t)(c) << 16 | (uint32_t)(d) << 24)
+    static inline int schwebe_key_id(const unsigned char* k, Py_ssize_t n) {
+        uint32_t w;
+        if (n == 3) {
+            w = SCHWEBE_W4(k[0], k[1], k[2], 0);
+            switch (w) {
+            case SCHWEBE_W4('m', 'i', 'd', 0): return SCHWEBE_K_MID;
+            case SCHWEBE_W4('b', 'r', 'd', 0): return SCHWEBE_K_BRD;
+            case SCHWEBE_W4('a', 'n', 't', 0): return SCHWEBE_K_ANT;
+            }
+            return SCHWEBE_K_NONE;
+        }
+        if (n != 4 && n != 5) return SCHWEBE_K_NONE;
+        w = SCHWEBE_W4(k[0], k[1], k[2], k[3]);
+        if (n == 5) {
+            if (w == SCHWEBE_W4('r', 's', 's', 'i') && k[4] == 's') return SCHWEBE_K_RSSIS;
+            if (w == SCHWEBE_W4('r', 's', 's', 'i') && k[4] == 'c') return SCHWEBE_K_RSSIC;
+            if (w == SCHWEBE_W4('f', 't', 'i', 'm') && k[4] == 'e') return SCHWEBE_K_FTIME;
+            if (w == SCHWEBE_W4('e', 't', 'i', 'm') && k[4] == 'e') return SCHWEBE_K_ETIME;
+            return SCHWEBE_K_NONE;
+        }
+        switch (w) {
+        case SCHWEBE_W4('d', 'a', 't', 'a'): return SCHWEBE_K_DATA;
+        case SCHWEBE_W4('s', 'i', 'z', 'e'): return SCHWEBE_K_SIZE;
+        case SCHWEBE_W4('r', 's', 's', 'i'): return SCHWEBE_K_RSSI;
+        case SCHWEBE_W4('l', 's', 'n', 'r'): return SCHWEBE_K_LSNR;
+        case SCHWEBE_W4('f', 'r', 'e', 'q'): return SCHWEBE_K_FREQ;
+        case SCHWEBE_W4('d', 'a', 't', 'r'): return SCHWEBE_K_DATR;
+        case SCHWEBE_W4('j', 'v', 'e', 'r'): return SCHWEBE_K_JVER;
+        case SCHWEBE_W4('t', 'm', 's', 't'): return SCHWEBE_K_TMST;
+        case SCHWEBE_W4('t', 'i', 'm', 'e'): return SCHWEBE_K_TIME;
+        case SCHWEBE_W4('t', 'm', 'm', 's'): return SCHWEBE_K_TMMS;
+        case SCHWEBE_W4('c', 'h', 'a', 'n'): return SCHWEBE_K_CHAN;
+        case SCHWEBE_W4('r', 'f', 'c', 'h'): return SCHWEBE_K_RFCH;
+        case SCHWEBE_W4('s', 't', 'a', 't'): return SCHWEBE_K_STAT;
+        case SCHWEBE_W4('m', 'o', 'd', 'u'): return SCHWEBE_K_MODU;
+        case SCHWEBE_W4('c', 'o', 'd', 'r'): return SCHWEBE_K_CODR;
+        case SCHWEBE_W4('f', 'o', 'f', 'f'): return SCHWEBE_K_FOFF;
+        case SCHWEBE_W4('r', 's', 'i', 'g'): return SCHWEBE_K_RSIG;
+        case SCHWEBE_W4('a', 'e', 's', 'k'): return SCHWEBE_K_AESK;
+        }
+        return SCHWEBE_K_NONE;
+    }
+    /* Id of a known key written the compact way, `name":`, starting at k (8 readable bytes);
+       sets *n to the name's length. One masked word compare recognises the key, finds its
+       end and checks the colon at once. 0 for anything else (the general path decides). */
+    #define SCHWEBE_W8(a, b, c, d, e, f, g) \
+        ((uint64_t)SCHWEBE_W4(a, b, c, d) | (uint64_t)SCHWEBE_W4(e, f, g, 0) << 32)
+    static inline int schwebe_key_at(const unsigned char* k, Py_ssize_t* n) {
+        uint64_t w;
+        memcpy(&w, k, 8);
+        if (((w >> 32) & 0xFFFF) == SCHWEBE_W4('"', ':', 0, 0)) {
+            *n = 4;
+            w = SCHWEBE_W4(k[0], k[1], k[2], k[3]);
+            switch (w) {
+            case SCHWEBE_W4('d', 'a', 't', 'a'): return SCHWEBE_K_DATA;
+            case SCHWEBE_W4('s', 'i', 'z', 'e'): return SCHWEBE_K_SIZE;
+            case SCHWEBE_W4('r', 's', 's', 'i'): return SCHWEBE_K_RSSI;
+            case SCHWEBE_W4('l', 's', 'n', 'r'): return SCHWEBE_K_LSNR;
+            case SCHWEBE_W4('f', 'r', 'e', 'q'): return SCHWEBE_K_FREQ;
+            case SCHWEBE_W4('d', 'a', 't', 'r'): return SCHWEBE_K_DATR;
+            case SCHWEBE_W4('j', 'v', 'e', 'r'): return SCHWEBE_K_JVER;
+            case SCHWEBE_W4('t', 'm', 's', 't'): return SCHWEBE_K_TMST;
+            case SCHWEBE_W4('t', 'i', 'm', 'e'): return SCHWEBE_K_TIME;
+            case SCHWEBE_W4('t', 'm', 'm', 's'): return SCHWEBE_K_TMMS;
+            case SCHWEBE_W4('c', 'h', 'a', 'n'): return SCHWEBE_K_CHAN;
+            case SCHWEBE_W4('r', 'f', 'c', 'h'): return SCHWEBE_K_RFCH;
+            case SCHWEBE_W4('s', 't', 'a', 't'): return SCHWEBE_K_STAT;
+            case SCHWEBE_W4('m', 'o', 'd', 'u'): return SCHWEBE_K_MODU;
+            case SCHWEBE_W4('c', 'o', 'd', 'r'): return SCHWEBE_K_CODR;
+            case SCHWEBE_W4('f', 'o', 'f', 'f'): return SCHWEBE_K_FOFF;
+            case SCHWEBE_W4('r', 's', 'i', 'g'): return SCHWEBE_K_RSIG;
+            case SCHWEBE_W4('a', 'e', 's', 'k'): return SCHWEBE_K_AESK;
+            }
+            return SCHWEBE_K_NONE;
+        }
+        if (k[3] == '"' && k[4] == ':') {
+            *n = 3;
+            return schwebe_key_id(k, 3);
+        }
+        if (k[5] == '"' && k[6] == ':') {
+            *n = 5;
+            return schwebe_key_id(k, 5);
+        }
+        return SCHWEBE_K_NONE;
+    }
+    """
+    enum:
+        K_NONE "SCHWEBE_K_NONE"
+        K_DATA "SCHWEBE_K_DATA"
+        K_SIZE "SCHWEBE_K_SIZE"
+        K_RSSI "SCHWEBE_K_RSSI"
+        K_LSNR "SCHWEBE_K_LSNR"
+        K_FREQ "SCHWEBE_K_FREQ"
+        K_DATR "SCHWEBE_K_DATR"
+        K_NOTED_END "SCHWEBE_K_NOTED_END"
+        K_COUNT "SCHWEBE_K_COUNT"
+    int _key_id "schwebe_key_id"(const uint8_t* k, Py_ssize_t n) noexcept nogil
+    int _key_at "schwebe_key_at"(const uint8_t* k, Py_ssize_t* n) noexcept nogil
+
+# The key str for each id, in the C enum's order (tests check the table against _key_id).
+_KEY_NAMES = (
+    "", "data", "size", "rssi", "lsnr", "freq", "datr", "jver", "tmst", "time", "tmms", "chan",
+    "rfch", "stat", "modu", "codr", "foff", "rsig", "aesk", "mid", "brd", "ant", "rssis", "ftime",
+    "rssic", "etime",
+)
+assert len(_KEY_NAMES) == K_COUNT
+cdef PyObject* _KEY_STR[64]
+for _i, _c in enumerate(_KEY_NAMES):
+    _KEY_STR[_i] = <PyObject*>_c  # the tuple keeps them alive
+
+
+def _key_ids():
+    """(name, id the scan gives it) for every known key: a test holds the two tables together."""
+    return [(name, _key_id(name.encode(), len(name))) for name in _KEY_NAMES[1:]]
+
 
 cdef struct RxSpan:
     const uint8_t* start  # '{' of the object, NULL when the element is not an object
     const uint8_t* end    # just past '}'
-    Val vals[7]
+    Val vals[K_NOTED_END + 1]  # by key id; [K_NONE] takes the values of other keys
+    int nkeys             # keys in the object (to presize its dict)
 
 cdef enum:
     MAX_KEYS = 64
-    SMALL_RX = 16
+    SMALL_RX = 8  # rxpk kept on the stack; more take the heap (the frame stays under a page)
 
 
-cdef inline int _rx_key(const uint8_t* k, Py_ssize_t n) noexcept nogil:
-    if n == 4:
-        if memcmp(k, b"data", 4) == 0:
-            return K_DATA
-        if memcmp(k, b"size", 4) == 0:
-            return K_SIZE
-        if memcmp(k, b"rssi", 4) == 0:
-            return K_RSSI
-        if memcmp(k, b"lsnr", 4) == 0:
-            return K_LSNR
-        if memcmp(k, b"freq", 4) == 0:
-            return K_FREQ
-        if memcmp(k, b"datr", 4) == 0:
-            return K_DATR
-    return K_NONE
+cdef inline void _clear_span(RxSpan* rx) noexcept nogil:
+    """Mark every noted value absent (cheaper than zeroing the whole span)."""
+    cdef int i
+    rx.start = NULL
+    rx.end = NULL
+    rx.nkeys = 0
+    for i in range(K_NOTED_END + 1):
+        rx.vals[i].kind = V_ABSENT
 
+
+cdef inline bint _note_str(Cur* c, Val* out) noexcept nogil:
+    """Check the plain string at c.p (its opening quote) and note where its contents lie."""
+    cdef const uint8_t* q = _str_end(c, c.p + 1)
+    if q == NULL:
+        c.bail = True
+        return False
+    out.kind = V_STR
+    out.at = c.p
+    out.p = c.p + 1
+    out.n = q - (c.p + 1)
+    c.p = q + 1
+    return True
+
+
+cdef inline bint _note_num(Cur* c, Val* out) noexcept:
+    """Check the number at c.p and note its value (the gateway needs rssi, lsnr, freq, size)."""
+    cdef Num num
+    out.at = c.p
+    if not _scan_num(c, &num):
+        return False
+    if num.isfloat:
+        out.kind = V_FLOAT
+        out.d = num.d
+    else:
+        out.kind = V_INT
+        out.i = num.i
+    return True
 
 
 cdef bint _varray(Cur* c, int depth) except -1:
@@ -932,11 +1221,9 @@ cdef bint _varray(Cur* c, int depth) except -1:
         return False
 
 
-cdef bint _vvalue(Cur* c, int depth, Val* out) except -1:
+cdef inline bint _vvalue(Cur* c, int depth, Val* out) except -1:
     """Check one value without building it; note what it is in ``out``."""
     cdef uint8_t ch
-    cdef const uint8_t* q
-    cdef Num num
     _ws(c)
     if c.p >= c.end:
         c.bail = True
@@ -944,25 +1231,9 @@ cdef bint _vvalue(Cur* c, int depth, Val* out) except -1:
     ch = c.p[0]
     out.at = c.p
     if ch == 34:
-        q = _str_end(c, c.p + 1)
-        if q == NULL:
-            c.bail = True
-            return False
-        out.kind = V_STR
-        out.p = c.p + 1
-        out.n = q - (c.p + 1)
-        c.p = q + 1
-        return True
-    if ch == 45 or 48 <= ch <= 57:
-        if not _scan_num(c, &num):
-            return False
-        if num.isfloat:
-            out.kind = V_FLOAT
-            out.d = num.d
-        else:
-            out.kind = V_INT
-            out.i = num.i
-        return True
+        return _note_str(c, out)
+    if ch == 45 or _digit(ch):
+        return _note_num(c, out)
     if ch == 123:
         out.kind = V_OTHER
         return _vobject(c, depth + 1, NULL)
@@ -1014,15 +1285,20 @@ cdef inline bint _dup_key(const uint8_t** kp, Py_ssize_t* kn, int nkeys, uint64_
 
 
 cdef bint _vobject(Cur* c, int depth, RxSpan* rx) except -1:
-    """Check one object (keys unique, as the builder demands); fill ``rx`` if it is an rxpk."""
+    """Check one object (keys unique, as the builder demands); fill ``rx`` if it is an rxpk.
+
+    Known keys are told apart by id (a bit per id finds duplicates); only other keys need the
+    filter-and-compare duplicate check.
+    """
     cdef const uint8_t* kp[MAX_KEYS]
     cdef Py_ssize_t kn[MAX_KEYS]
-    cdef int nkeys = 0, which
-    cdef uint64_t bloom = 0
+    cdef int nkeys = 0, nother = 0, which
+    cdef uint64_t bloom = 0, seen = 0, bit
     cdef const uint8_t* k
     cdef const uint8_t* q
     cdef Py_ssize_t n
     cdef Val v
+    cdef Val* slot
     if depth > 16:
         c.bail = True
         return False
@@ -1037,35 +1313,66 @@ cdef bint _vobject(Cur* c, int depth, RxSpan* rx) except -1:
             c.bail = True
             return False
         k = c.p + 1
-        q = _str_end(c, k)
-        if q == NULL or nkeys == MAX_KEYS:
-            c.bail = True
-            return False
-        n = q - k
-        if _dup_key(kp, kn, nkeys, &bloom, k, n):
-            c.bail = True  # duplicate key: the general parser's rules apply
-            return False
-        kp[nkeys] = k
-        kn[nkeys] = n
+        which = _key_at(k, &n) if k + 8 <= c.end else K_NONE
+        if which != K_NONE:  # the common case: a known key, compact; the colon is checked
+            c.p = k + n + 2
+        else:
+            q = _str_end(c, k)
+            if q == NULL:
+                c.bail = True
+                return False
+            n = q - k
+            which = _key_id(k, n)
+            c.p = q + 1
+            _ws(c)
+            if c.p >= c.end or c.p[0] != 58:
+                c.bail = True
+                return False
+            c.p += 1
+        if which != K_NONE:
+            bit = (<uint64_t>1) << which
+            if seen & bit:
+                c.bail = True  # duplicate key: the general parser's rules apply
+                return False
+            seen |= bit
+        else:
+            # Only these keys need room in kp/kn (known ones are at most one each), so the
+            # limit is checked here, off the common path.
+            if nother == MAX_KEYS or _dup_key(kp, kn, nother, &bloom, k, n):
+                c.bail = True
+                return False
+            kp[nother] = k
+            kn[nother] = n
+            nother += 1
         nkeys += 1
-        c.p = q + 1
+        # Noted values go straight to their slot, the rest to a scratch one. Strings and
+        # numbers (nearly every value of an rxpk) are handled right here: a call per value
+        # was a fifth of the scan; objects, arrays and literals take _vvalue.
+        slot = &rx.vals[which] if rx != NULL and which <= K_NOTED_END else &v
         _ws(c)
-        if c.p >= c.end or c.p[0] != 58:
+        if c.p >= c.end:
             c.bail = True
             return False
-        c.p += 1
-        if not _vvalue(c, depth, &v):
+        if c.p[0] == 34:
+            if not _note_str(c, slot):
+                return False
+        elif c.p[0] == 45 or _digit(c.p[0]):
+            if slot == &v:  # not noted: only its grammar matters
+                if not _check_num(c):
+                    return False
+                v.kind = V_INT  # (a scratch slot: any number kind will do)
+            elif not _note_num(c, slot):
+                return False
+        elif not _vvalue(c, depth, slot):
             return False
-        if rx != NULL:
-            which = _rx_key(k, n)
-            if which != K_NONE:
-                rx.vals[which] = v
         _ws(c)
         if c.p < c.end and c.p[0] == 44:
             c.p += 1
             continue
         if c.p < c.end and c.p[0] == 125:
             c.p += 1
+            if rx != NULL:
+                rx.nkeys = nkeys
             return True
         c.bail = True
         return False
@@ -1078,6 +1385,18 @@ cdef object _build_value(const uint8_t* p, const uint8_t* end, int depth):
     c.end = end
     c.bail = False
     out = _jvalue(&c, depth)
+    if c.bail:  # cannot happen for validated input; never trade correctness for it
+        raise RuntimeError("validated rxpk no longer parses: please report this as a bug")
+    return out
+
+
+cdef object _build_rxpk(const uint8_t* p, const uint8_t* end, int nkeys):
+    """The dict of a validated rxpk span, as the general builder makes it (depth 2)."""
+    cdef Cur c
+    c.p = p
+    c.end = end
+    c.bail = False
+    out = _jobject(&c, 2, nkeys)
     if c.bail:  # cannot happen for validated input; never trade correctness for it
         raise RuntimeError("validated rxpk no longer parses: please report this as a bug")
     return out
@@ -1157,16 +1476,16 @@ cdef object _lazy_push(bytes dg, int version, int token, object eui):
                     else:
                         while True:
                             _ws(&c)
-                            if count == MAX_RXPK:
+                            if count == C_MAX_RXPK:
                                 return None  # too_many_rxpk comes from the general path
                             if count == SMALL_RX:
-                                heap = <RxSpan*>PyMem_Malloc(MAX_RXPK * sizeof(RxSpan))
+                                heap = <RxSpan*>PyMem_Malloc(C_MAX_RXPK * sizeof(RxSpan))
                                 if heap == NULL:
                                     raise MemoryError()
                                 memcpy(heap, small, SMALL_RX * sizeof(RxSpan))
                                 spans = heap
                             rx = &spans[count]
-                            memset(rx, 0, sizeof(RxSpan))
+                            _clear_span(rx)
                             if c.p < c.end and c.p[0] == 123:
                                 rx.start = c.p
                                 if not _vobject(&c, 2, rx):
@@ -1207,57 +1526,62 @@ cdef object _lazy_push(bytes dg, int version, int token, object eui):
         out.token = token
         out.gateway_eui = eui
         out.stat = stat
-        out.rxpk = []
+        rxpk = PyList_New(count)  # filled in place below: no append and regrowth per rxpk
+        out.rxpk = rxpk
         for i in range(count):
             rx = &spans[i]
             if rx.start == NULL:
-                out.rxpk.append(
-                    _rxpk({}, None, FrameError("bad_rxpk", i, f"rxpk[{i}] is not an object"))
-                )
+                bad = _rxpk({}, None, FrameError("bad_rxpk", i, f"rxpk[{i}] is not an object"))
+                Py_INCREF(bad)
+                PyList_SET_ITEM(rxpk, i, bad)
                 continue
             r = Rxpk.__new__(Rxpk)
             r._src = dg
             r._start = rx.start - base
             r._end = rx.end - base
+            r._nkeys = rx.nkeys
             r._meta = True
             r._rssi = _val_num(&rx.vals[K_RSSI])
             r._lsnr = _val_num(&rx.vals[K_LSNR])
             r._freq = _val_num(&rx.vals[K_FREQ])
             r._sf = _sf_bytes(rx.vals[K_DATR].p, rx.vals[K_DATR].n) if rx.vals[K_DATR].kind == V_STR else 0
             _lazy_data(r, rx, i, c.end)
-            out.rxpk.append(r)
+            Py_INCREF(r)
+            PyList_SET_ITEM(rxpk, i, r)
         return out
     finally:
         if heap != NULL:
             PyMem_Free(heap)
 
 
-cdef void _lazy_data(Rxpk r, RxSpan* rx, int index, const uint8_t* end) except *:
+cdef int _lazy_data(Rxpk r, RxSpan* rx, int index, const uint8_t* end) except -1:
     """phy and error of a scanned rxpk: the same checks as _rxpk_from_fields."""
     cdef Val* d = &rx.vals[K_DATA]
     cdef Val* sz = &rx.vals[K_SIZE]
     if d.kind == V_ABSENT or d.kind == V_NULL:
         r.error = FrameError("missing_data", index, f"rxpk[{index}] has no data")
-        return
+        return 0
     if d.kind != V_STR:
         r.error = FrameError("bad_base64", 0, f"rxpk[{index}].data is not a string")
-        return
-    try:
-        phy = _b64_bytes(d.p, d.n)
-    except FrameError as exc:
+        return 0
+    phy = _b64_try(d.p, d.n)  # no try/except here: its setup is paid on every rxpk
+    if phy is None:
+        exc = _b64_error(d.p, d.n)
         r.error = FrameError(exc.kind, exc.offset, f"rxpk[{index}].data: {exc.detail}")
-        return
+        return 0
     r.phy = phy
     if sz.kind == V_ABSENT or (sz.kind == V_INT and sz.i == PyBytes_GET_SIZE(phy)):
-        return
+        return 0
     size = sz.i if sz.kind == V_INT else _build_value(sz.at, end, 2)
     r.error = FrameError(
         "size_mismatch", 0, f"rxpk[{index}].size is {size!r} but data holds {len(phy)} bytes"
     )
+    return 0
 
 
 # ---------------------------------------------------------------------------- GWMP
 
+@cython.freelist(64)  # one per rxpk of every datagram: reuse the memory, skip the allocator
 cdef class Rxpk:
     """One received frame of a PUSH_DATA: the forwarder's fields, the PHYPayload, or its error."""
 
@@ -1266,6 +1590,7 @@ cdef class Rxpk:
     cdef readonly object error
     cdef bytes _src             # the datagram, when fields are still to be built from it
     cdef Py_ssize_t _start, _end
+    cdef int _nkeys             # keys in the span (presizes the dict)
     cdef bint _meta             # rssi/lsnr/freq/sf below are valid
     cdef double _rssi, _lsnr, _freq
     cdef int _sf
@@ -1280,7 +1605,7 @@ cdef class Rxpk:
         cdef const uint8_t* base
         if self._fields is None:
             base = <const uint8_t*>PyBytes_AS_STRING(self._src)
-            self._fields = _build_value(base + self._start, base + self._end, 1)
+            self._fields = _build_rxpk(base + self._start, base + self._end, self._nkeys)
             self._src = None
         return self._fields
 
@@ -1308,6 +1633,7 @@ cdef inline Rxpk _rxpk(dict fields, object phy, object error):
     return r
 
 
+@cython.freelist(16)
 cdef class PushData:
     """A decoded PUSH_DATA: every rxpk (good or bad, in order) and the optional stat."""
 
@@ -1376,10 +1702,17 @@ cdef Rxpk _rxpk_from_fields(object fields, Py_ssize_t index):
     return _rxpk(fields, phy, None)
 
 
-cdef tuple _header(bytes datagram):
+cdef struct Head:
+    int version
+    int token
+    int ident
+
+
+cdef int _header(bytes datagram, Head* h) except -1:
+    """Check the 4-byte GWMP header into ``h`` (a struct: no tuple and boxed ints per call)."""
     cdef Py_ssize_t n = PyBytes_GET_SIZE(datagram)
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(datagram)
-    if n > MAX_DATAGRAM:
+    if n > C_MAX_DATAGRAM:
         raise FrameError("too_large", MAX_DATAGRAM, f"datagram of {n} bytes exceeds {MAX_DATAGRAM}")
     if n < 4:
         raise FrameError("too_short", n, f"GWMP header needs 4 bytes, got {n}")
@@ -1387,10 +1720,20 @@ cdef tuple _header(bytes datagram):
         raise FrameError("bad_version", 0, f"protocol version {p[0]} is not supported (1 or 2)")
     if p[3] > 5:
         raise FrameError("unknown_identifier", 3, f"identifier 0x{p[3]:02x} is not a GWMP message")
-    return (p[0], _le16(p + 1), p[3])
+    h.version = p[0]
+    h.token = _le16(p + 1)
+    h.ident = p[3]
+    return 0
+
+
+# A gateway sends every datagram with its own EUI: keep the last EUI's int and hand the same
+# object out again instead of allocating a 64-bit int per datagram (ints are immutable).
+cdef uint64_t _last_eui = 0
+cdef object _last_eui_int = None
 
 
 cdef object _eui(bytes datagram, int ident):
+    global _last_eui, _last_eui_int
     cdef Py_ssize_t n = PyBytes_GET_SIZE(datagram)
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(datagram)
     cdef uint64_t v = 0
@@ -1402,7 +1745,10 @@ cdef object _eui(bytes datagram, int ident):
         )
     for i in range(4, 12):
         v = (v << 8) | p[i]
-    return v
+    if _last_eui_int is None or v != _last_eui:
+        _last_eui_int = v
+        _last_eui = v
+    return _last_eui_int
 
 
 cdef PushData _push_data_from_body(int version, int token, object eui, object body):
@@ -1434,7 +1780,9 @@ cdef PushData _push_data_from_body(int version, int token, object eui, object bo
 def parse_gwmp(datagram):
     """Parse any of the six GWMP messages; bodies are parsed JSON, rxpk left as received."""
     cdef bytes dg = datagram if PyBytes_CheckExact(datagram) else bytes(datagram)
-    version, token, ident = _header(dg)
+    cdef Head h
+    _header(dg, &h)
+    version, token, ident = h.version, h.token, h.ident
     eui = None
     body = None
     if ident == 0:
@@ -1454,14 +1802,15 @@ def parse_gwmp(datagram):
 cpdef PushData decode_push_data(datagram):
     """Decode a PUSH_DATA whole: header, every rxpk (bad ones carry their error), stat."""
     cdef bytes dg = datagram if PyBytes_CheckExact(datagram) else bytes(datagram)
-    version, token, ident = _header(dg)
-    if ident != 0:
-        raise FrameError("not_push_data", 3, f"expected PUSH_DATA, got {IDENTIFIER_NAMES[ident]}")
-    eui = _eui(dg, ident)
-    out = _lazy_push(dg, version, token, eui)
+    cdef Head h
+    _header(dg, &h)
+    if h.ident != 0:
+        raise FrameError("not_push_data", 3, f"expected PUSH_DATA, got {IDENTIFIER_NAMES[h.ident]}")
+    eui = _eui(dg, h.ident)
+    out = _lazy_push(dg, h.version, h.token, eui)
     if out is not None:
         return out
-    return _push_data_from_body(version, token, eui, _load_json_body(dg[12:], 12))
+    return _push_data_from_body(h.version, h.token, eui, _load_json_body(dg[12:], 12))
 
 
 cdef inline double _num(dict fields, str key):
@@ -1482,7 +1831,7 @@ cdef int _sf(dict fields):
     return _sf_bytes(<const uint8_t*>PyUnicode_DATA(<object>v), PyUnicode_GET_LENGTH(<object>v))
 
 
-cdef int _sf_bytes(const uint8_t* s, Py_ssize_t n) noexcept:
+cdef inline int _sf_bytes(const uint8_t* s, Py_ssize_t n) noexcept:
     cdef Py_ssize_t i, j
     cdef int sf = 0
     if n < 6 or s[0] != 83 or s[1] != 70:  # "SF"

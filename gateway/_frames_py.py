@@ -684,8 +684,10 @@ def push_data_batch(datagrams: Iterable[bytes]) -> npt.NDArray[np.void]:
         elif rx.phy is not None:
             row["phy_len"] = min(len(rx.phy), 0xFFFF)
         f = rx.fields
-        row["rssi"] = _num(f.get("rssi"))
-        row["lsnr"] = _num(f.get("lsnr"))
+        # a finite value beyond float32 becomes +-inf, as the compiled <float> cast gives
+        with np.errstate(over="ignore"):
+            row["rssi"] = _num(f.get("rssi"))
+            row["lsnr"] = _num(f.get("lsnr"))
         row["freq"] = _num(f.get("freq"))
         datr = f.get("datr")
         if isinstance(datr, str):

@@ -325,3 +325,132 @@ def test_encoders_round_trip() -> None:
             assert (back.identifier, back.gateway_eui) == (2, eui)
 
     check()
+
+
+# Keys the compiled scanner recognises by one word compare, plus near misses (a letter short,
+# a letter long, a different case) that must take its general path and still agree.
+_KNOWN_KEYS = [
+    "data",
+    "size",
+    "rssi",
+    "lsnr",
+    "freq",
+    "datr",
+    "jver",
+    "tmst",
+    "time",
+    "tmms",
+    "chan",
+    "rfch",
+    "stat",
+    "modu",
+    "codr",
+    "foff",
+    "rsig",
+    "aesk",
+    "mid",
+    "brd",
+    "ant",
+    "rssis",
+    "ftime",
+    "rssic",
+    "etime",
+]
+_NEAR_KEYS = ["dat", "datas", "rss", "rssix", "Data", "mi", "midd", "ftim", "etimes", "x"]
+_ws_text = st.sampled_from(["", "", "", " ", "\n", " \t"])
+_key_values = st.one_of(
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["QJ6SW3mDL6BjYyGV9Vt76v2A", "QJ6SW3mDL6Bj-_", "SF7BW125", "", "x\\y"]),
+    st.booleans(),
+    st.none(),
+    st.just([{"ant": 0, "rssic": -80, "rssic ": 1}]),
+)
+
+
+@st.composite
+def hand_written_rxpk(draw: st.DrawFn) -> bytes:
+    """One rxpk object as text: known keys in any order, maybe repeated, odd spacing."""
+    names = draw(st.lists(st.sampled_from(_KNOWN_KEYS + _NEAR_KEYS), max_size=12))
+    parts = []
+    for name in names:
+        value = json.dumps(draw(_key_values))
+        parts.append(f'"{name}"{draw(_ws_text)}:{draw(_ws_text)}{value}')
+    return ("{" + draw(_ws_text) + ",".join(parts) + "}").encode()
+
+
+def test_hand_written_rxpk_layouts_agree() -> None:
+    """Spacing, repeated keys and keys that are almost known: same records, same errors."""
+
+    @QUICK
+    @given(st.lists(hand_written_rxpk(), max_size=4))
+    def check(objects: list[bytes]) -> None:
+        dg = b"\x02\x01\x00\x00" + bytes(8) + b'{"rxpk":[' + b",".join(objects) + b"]}"
+        assert_same("decode_push_data", dg)  # as_dict() reads every rxpk's fields too
+
+    check()
+
+
+def test_known_key_table_matches_the_scanner() -> None:
+    """Each known key's id is its place in the name table (the dict builder relies on it)."""
+    c = _compiled()
+    assert c._key_ids() == [(name, i) for i, name in enumerate(c._KEY_NAMES) if i]
+    assert sorted(c._KEY_NAMES[1:]) == sorted(_KNOWN_KEYS)
+
+
+# Number texts as forwarders write them and as they should not: the compiled scanner measures
+# digit runs a word at a time and reads up to the NUL that ends every bytes buffer, so the
+# edges (one digit, 15/16 significant digits, 18/19 integer digits, a number that ends the
+# datagram) must still give the twin's records or its error.
+_NUMBER_TEXTS = st.one_of(
+    st.sampled_from(
+        [
+            "0", "-0", "-0.0", "01", "-01", "-", "1.", ".5", "1e5", "1E+2", "-12.50", "868.1",
+            "0.000001", "123456789012345678", "1234567890123456789", "-12345678901234567",
+            "-123456789012345678", "123456789012345.6", "1234567890123456.7",
+            "1.2345678901234567", "0.1234567890123456789012", "9007199254740993.0", "7", "-7",
+        ]
+    ),
+    st.from_regex(r"\A-?(0|[1-9][0-9]{0,19})(\.[0-9]{1,24})?\Z"),
+)
+
+
+def test_number_texts_agree() -> None:
+    """Noted (rssi, lsnr, freq, size) and skipped numbers: same values, same errors."""
+
+    @QUICK
+    @given(
+        st.lists(
+            st.tuples(st.sampled_from(["rssi", "lsnr", "freq", "size", "tmst", "chan", "x"]),
+                      _NUMBER_TEXTS),
+            max_size=6,
+            unique_by=lambda kv: kv[0],
+        ),
+        st.integers(0, 40),
+    )
+    def check(pairs: list[tuple[str, str]], cut: int) -> None:
+        obj = "{" + ",".join(f'"{k}":{v}' for k, v in pairs) + ',"data":"QAEC"}'
+        dg = b"\x02\x01\x00\x00" + bytes(8) + b'{"rxpk":[' + obj.encode() + b"]}"
+        assert_same("decode_push_data", dg)
+        assert_same("decode_push_data", dg[: len(dg) - cut])  # the body ends mid-number too
+
+    check()
+
+
+def test_rxpk_base64_errors_agree() -> None:
+    """A bad character is reported before a bad length, at the same offset, in both."""
+
+    @QUICK
+    @given(st.text(alphabet="QUJD+/-_=!é", max_size=30))
+    def check(text: str) -> None:
+        dg = twin.encode_push_data(1, 2, [{"data": text}])
+        assert_same("decode_push_data", dg)
+
+    check()
+
+
+def test_base64_extra_padding_agrees() -> None:
+    """The twin pads what is left after dropping two '=': "00====" is data, "0000===" is not."""
+    for text in ["00===", "00====", "00=====", "000===", "000====", "0000===", "====", "0!==="]:
+        assert_same("b64decode_tolerant", text)
+        assert_same("decode_push_data", twin.encode_push_data(1, 2, [{"data": text}]))

@@ -454,3 +454,52 @@ def test_base64_extra_padding_agrees() -> None:
     for text in ["00===", "00====", "00=====", "000===", "000====", "0000===", "====", "0!==="]:
         assert_same("b64decode_tolerant", text)
         assert_same("decode_push_data", twin.encode_push_data(1, 2, [{"data": text}]))
+
+
+def _digit_texts() -> list[str]:
+    """Numbers around the word-at-a-time path's limits: 1 to 9 integer and 0 to 9 fraction
+    digits, leading zeros, signs and exponents (the path takes up to 7 + 7, others fall back)."""
+    out = []
+    for ni in range(1, 10):
+        for nf in range(10):
+            whole = "".join(str((ni * 7 + i * 3) % 10) for i in range(ni))
+            for head in ("1" + whole[1:], "9" * ni, "0" + whole[1:]):
+                frac = "".join(str((nf + i * 5) % 10) for i in range(nf))
+                for sign in ("", "-"):
+                    for tail in ("", "e1", "E-2"):
+                        out.append(sign + head + ("." + frac if nf else "") + tail)
+    return [*out, "0", "-0", "0.0", "-0.0", "7.", "-", "-.5", ".5", "0.9999999", "9999999.9999999"]
+
+
+def test_short_numbers_agree_in_values_and_batch_columns() -> None:
+    """Noted numbers (rssi, lsnr, freq, size) feed the batch's float columns: same bits."""
+    # The long tail keeps 16 bytes after every number, so the word-at-a-time path is tried.
+    tail = ',"modu":"LORA","codr":"4/5","data":"QAEC"}'
+    for text in _digit_texts():
+        for key in ("rssi", "lsnr", "freq", "size", "tmst"):
+            dg = b"\x02\x01\x00\x00" + bytes(8) + f'{{"rxpk":[{{"{key}":{text}{tail}]}}'.encode()
+            assert_same("decode_push_data", dg)
+            assert_same("push_data_batch", [dg])
+
+
+def test_base64_every_ascii_character_at_every_place_agrees() -> None:
+    """The table decoder must refuse each non-alphabet byte wherever it sits in a quad."""
+    for pos in range(8):
+        for code in range(128):
+            text = "QUJDREVG"[:pos] + chr(code) + "QUJDREVG"[pos + 1 :]
+            assert_same("b64decode_tolerant", text)
+            assert_same("decode_push_data", twin.encode_push_data(1, 2, [{"data": text}]))
+
+
+@pytest.mark.parametrize("byte", [0x20, 0x7E, 0x7F])
+@pytest.mark.parametrize("pad", range(0, 12))
+def test_plain_string_bytes_agree_at_every_distance_from_the_end(byte: int, pad: int) -> None:
+    """A string byte is read the same whether the 8-byte or the byte-wise scan meets it.
+
+    Found by the 100k run: a DEL (0x7f) key near the end of an rxpk was plain to the word
+    scan and not plain to the byte table, so the lazy field build failed.
+    """
+    key = bytes([byte]) * (1 + pad % 3)
+    body = b'{"rxpk":[{"data":"","size":0,"' + key + b'":[]' + b" " * pad + b"}]}"
+    dg = b"\x02\x00\x00\x00" + bytes(8) + body
+    assert_same("decode_push_data", dg)

@@ -238,8 +238,11 @@ async def test_mqtt_tls_misconfiguration_is_a_counted_error_and_nothing_is_acked
     task = asyncio.create_task(loop.run())
     t0 = asyncio.get_running_loop().time()
     try:
-        await _until(lambda: sum(loop.errors.values()) >= 2 and kind in loop.errors, timeout=10,
-                     what=f"two failures, one of kind {kind}, counted")
+        # With no client certificate the broker's TLS 1.3 alert or its reset may win the race:
+        # either way it is counted at once, with the hint (kind "tls" or "connect").
+        kinds = {kind, "connect"} if case == "no_client_cert" else {kind}
+        await _until(lambda: sum(loop.errors.values()) >= 2 and bool(kinds & set(loop.errors)),
+                     timeout=10, what=f"two failures, of kind {' or '.join(sorted(kinds))}, counted")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -249,8 +252,8 @@ async def test_mqtt_tls_misconfiguration_is_a_counted_error_and_nothing_is_acked
     health = loop.health()
     assert health["connected"] is False and health["acked"] == 0
     assert health["lag_records"] == 3
-    assert set(health["errors"]) <= ({kind, "connect"} if case == "no_client_cert" else {kind})
-    assert health["backend"]["errors"][kind] >= 1
+    assert set(health["errors"]) <= kinds
+    assert sum(health["backend"]["errors"].get(k, 0) for k in kinds) >= 1
     assert f"127.0.0.1:{port}" in health["last_error"]
     assert expect in health["last_error"].lower()
     assert "right-password" not in health["last_error"] and "wrong" not in health["last_error"].split(":")[0]

@@ -441,6 +441,17 @@ def _load_pool() -> list[bytes]:
     return pool
 
 
+def _kernel_drops(port: int) -> int:
+    """Datagrams the kernel dropped for our UDP socket (last column of /proc/net/udp)."""
+    total = 0
+    with open("/proc/net/udp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if int(cols[1].split(":")[1], 16) == port:
+                total += int(cols[-1])
+    return total
+
+
 async def _load(seconds: float, rate: float = 5000.0) -> None:
     received: list[Record] = []
     server = GwmpServer(bind=("127.0.0.1", 0), on_uplink=received.append)
@@ -449,17 +460,27 @@ async def _load(seconds: float, rate: float = 5000.0) -> None:
         sent, acks = await asyncio.to_thread(
             _blast, server.bound_address, _load_pool(), rate, seconds
         )
-        await settle(lambda: server.health()["datagrams"] >= sent, wait=5.0)
+        port = server.bound_address[1]
+        with contextlib.suppress(AssertionError):
+            await settle(lambda: server.health()["datagrams"] + _kernel_drops(port) >= sent,
+                         wait=30.0)
         health = server.health()
         outcomes = health["outcomes"]
         assert sent >= rate * seconds * 0.95
-        # Every datagram accounted for: received by the server, and acked or counted malformed.
-        assert health["datagrams"] == sent
+        # Every datagram accounted for: received by the server and acked or counted malformed,
+        # or dropped by the kernel before the server could read it (a loaded, shared CI box)
+        # and counted there; never silently gone.
+        dropped = _kernel_drops(port)
+        assert health["datagrams"] + dropped == sent, (health["datagrams"], dropped, sent)
+        assert dropped <= sent * 0.01, f"{dropped} of {sent} dropped by the kernel"
+        sent = health["datagrams"]
         assert outcomes["acked"] + outcomes["malformed"] == sent
         assert health["malformed"] == {"bad_json": outcomes["malformed"]}
         assert acks == outcomes["acked"]
-        pulls = sum(1 for i in range(sent) if i % 50 == 3)  # the pool's PULL_DATA slots
-        assert health["rxpk"] == len(received) == sent - outcomes["malformed"] - pulls
+        assert health["rxpk"] == len(received)
+        if dropped == 0:  # then the pool's layout says exactly how many rxpk arrived
+            pulls = sum(1 for i in range(sent) if i % 50 == 3)  # the pool's PULL_DATA slots
+            assert health["rxpk"] == sent - outcomes["malformed"] - pulls
     finally:
         await server.stop()
 

@@ -164,3 +164,47 @@ async def test_replay_after_outage_is_age_bounded_marked_and_live_is_not_held_ba
     assert all(tmsts.index(i) < last_backlog for i in range(10_000, 10_020))
     assert max(live_sent_at.values()) < 0.5
     print(f"\nlive latency during replay: max {max(live_sent_at.values()) * 1000:.1f} ms")
+
+
+async def test_silent_server_while_idle_is_reported_and_reconnected(lns, buffer: Buffer) -> None:
+    """No uplinks flow, the server stops answering PULL_DATA: the status says so within a few
+    keepalives (not at the next uplink), and the loop reconnects once the server is back."""
+    server_proto, addr = lns
+    fwd = LnsForwarder(GwmpForward(name="lns", server=addr, keepalive=0.1),
+                       gateway_eui=LOCAL, ack_timeout=0.5)
+    buffer.register("lns", start="oldest")
+    dl = DeliveryLoop(buffer, fwd, backoff_base=0.05, backoff_cap=0.2)
+    task = asyncio.create_task(dl.run())
+    try:
+        await _until(lambda: dl.connected and fwd.counters["pull_ack"] >= 2)
+        server_proto.down = True
+        await _until(lambda: fwd.errors.get("pull_ack_missing", 0) >= 1, timeout=5.0)
+        await _until(lambda: dl.errors.get("connection_lost", 0) >= 1)
+        assert "connection lost while idle" in (dl.last_error or "")
+        await _until(lambda: not dl.connected or dl.errors.get("no_pull_ack", 0) >= 1)
+        connects = dl.reconnects
+        server_proto.down = False
+        await _until(lambda: dl.connected and dl.reconnects > connects, timeout=5.0)
+        # and it delivers again
+        buffer.append(_uplink(1))
+        await _until(lambda: dl.acked == 1)
+        assert [r["tmst"] for r in server_proto.rxpk] == [1]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_answered_keepalives_never_break_the_connection(lns, buffer: Buffer) -> None:
+    _, addr = lns
+    fwd = LnsForwarder(GwmpForward(name="lns", server=addr, keepalive=0.05),
+                       gateway_eui=LOCAL, ack_timeout=0.5)
+    buffer.register("lns", start="oldest")
+    dl = DeliveryLoop(buffer, fwd, backoff_base=0.05, backoff_cap=0.2)
+    task = asyncio.create_task(dl.run())
+    try:
+        await _until(lambda: fwd.counters["pull_ack"] >= 15)
+        assert dl.reconnects == 1 and "pull_ack_missing" not in fwd.errors
+        assert dl.errors == {}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -4,6 +4,10 @@ A record counts as delivered on PUSH_ACK. Replays after an outage are bounded by
 than ``max_replay_age`` they are acknowledged unsent (``replay_expired``); sent later than
 ``late_after`` seconds after receipt, their rxpk carries ``"replay": true`` so the server can
 tell. PULL_RESP downlinks go to the local packet forwarder (duty-cycle checked there), TX_ACK back.
+
+While idle, PULL_ACKs are the only sign of the server: after ``MISSED_PULL_ACKS`` keepalives
+without one, the forwarder reports its connection broken, so the status page says so and the
+delivery loop reconnects (a server that lost our address then learns it again).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ log = logging.getLogger(__name__)
 NATURAL_KINDS = ("uplink", "stats")
 #: Bytes of rxpk JSON per PUSH_DATA; below common LNS read buffers and typical path MTU x 2.
 MAX_PUSH_BYTES = 2400
+#: Keepalives in a row without a PULL_ACK before the server counts as gone (as the Semtech
+#: forwarder's "PULL_ACK not received" statistic, but acted on).
+MISSED_PULL_ACKS = 3
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -63,12 +70,14 @@ class LnsForwarder(Forwarder):
         self._transport: asyncio.DatagramTransport | None = None
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._pull_ack: asyncio.Event = asyncio.Event()
+        self._unanswered_pulls = 0
         self._keepalive: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._local_euis: set[int] = set()
         self._reserved: set[int] = set()
         self.counters: dict[str, int] = {"push_data": 0, "push_ack": 0, "rxpk_sent": 0, "replayed": 0,
-                                         "replay_expired": 0, "pull_ack": 0, "downlinks": 0}
+                                         "replay_expired": 0, "pull_data": 0, "pull_ack": 0,
+                                         "downlinks": 0}
         self.errors: dict[str, int] = {}
         self.last_push_sent_us: int | None = None  # for the latency benchmark
 
@@ -86,6 +95,8 @@ class LnsForwarder(Forwarder):
             raise ForwarderError("resolve", f"LNS {self.name}: cannot reach {host}:{port}: {exc}") from exc
         self._transport = transport
         self._pull_ack.clear()
+        self._unanswered_pulls = 0
+        self.broken = asyncio.Event()  # one per connection: an older one cannot mark this one
         self._keepalive = asyncio.create_task(self._keepalive_loop(), name=f"lns-keepalive:{self.name}")
         try:
             # UDP "connects" always; the server answering PULL_DATA is what says it is there.
@@ -96,7 +107,18 @@ class LnsForwarder(Forwarder):
                                  f"PULL_DATA within {self.ack_timeout:g}s") from None
 
     async def _keepalive_loop(self) -> None:
+        broken = self.broken
         while self._transport is not None:
+            if self._unanswered_pulls >= MISSED_PULL_ACKS:
+                host, port = self.cfg.server
+                self._count("pull_ack_missing")
+                log.warning("LNS %s: %s:%s answered none of the last %d PULL_DATA; reconnecting",
+                            self.name, host, port, self._unanswered_pulls)
+                if broken is not None:
+                    broken.set()
+                return
+            self._unanswered_pulls += 1
+            self.counters["pull_data"] += 1
             self._send(frames.encode_pull_data(secrets.randbits(16), self.lns_eui))
             await asyncio.sleep(self.cfg.keepalive)
 
@@ -220,6 +242,7 @@ class LnsForwarder(Forwarder):
                 fut.set_result(None)
         elif pkt.identifier == frames.PULL_ACK:
             self.counters["pull_ack"] += 1
+            self._unanswered_pulls = 0
             self._pull_ack.set()
         elif pkt.identifier == frames.PULL_RESP:
             txpk = (pkt.body or {}).get("txpk")

@@ -121,6 +121,7 @@ def test_abp_change_emits_a_parking_record(h: Harness) -> None:
         "data": {"data": {"type": "parking_status", "occupied": True,
                           "previous_state_duration": 5, "previous_state_duration_error": 0,
                           "previous_state_duration_overflow": False}},
+        "category": "onStreet",
         "rssi": -101.0,
         "snr": 6.5,
     }
@@ -337,6 +338,21 @@ def test_wired_readings_feed_the_same_spot_state(h: Harness) -> None:
                              "observed_at": iso_us(int((T0 + 2) * S)), "device": "modbus:3",
                              "data": {"unit": 3, "value": 0}}
     assert h.edge.spots()[spot]["last_heartbeat"] == iso_us(int((T0 + 2) * S))
+
+
+def test_wired_bay_occupied_all_night_is_not_a_missed_heartbeat(tmp_path: Path) -> None:
+    """The detector is polled and reports only changes: a car parked for longer than the radio
+    heartbeat timeout keeps its bay occupied (its driver marks a silent unit unknown itself)."""
+    hx = Harness(tmp_path, [ABP_DEV], timeout=3600)
+    spot = "city:spot:0100"
+    hx.edge.observe_wired(Wired(spot, "occupied", 3, 1, int(T0 * S)))
+    hx.edge.observe_uplink(uplink(abp_frame(1, True), T0))
+    hx.clock.t = T0 + 10 * 3600
+    assert hx.edge.sweep() == 1  # the radio sensor, not the wired bay
+    assert hx.status(spot) == "occupied"
+    assert hx.status(ABP_DEV.spot_id) == "unknown"
+    hx.edge.observe_wired(Wired(spot, "unknown", 3, None, int((T0 + 10 * 3600) * S)))
+    assert hx.status(spot) == "unknown"  # as the driver says when the unit stops answering
 
 
 # ---------------------------------------------------------------------------- secrets

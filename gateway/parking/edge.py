@@ -19,7 +19,7 @@ from gateway import frames
 from gateway.config import ParkingDevice
 from gateway.parking import registry
 from gateway.parking.sessions import SessionTable, UplinkResult
-from gateway.parking.spots import Spot, SpotTable, iso_us
+from gateway.parking.spots import WIRED_PREFIX, Spot, SpotTable, iso_us
 from gateway.records import Record, make_record
 
 log = logging.getLogger("schwebe.parking")
@@ -201,7 +201,7 @@ class EdgeParking:
 
     def observe_wired(self, reading: WiredReading) -> None:
         """A reading of a wired detector; a poll, so only changes become records."""
-        device = f"modbus:{reading.unit}"
+        device = f"{WIRED_PREFIX}{reading.unit}"
         if self.spot_table.report(reading.spot_id, reading.status, reading.observed_us,
                                   device=device):
             data = {"unit": reading.unit, "value": reading.value}
@@ -217,6 +217,8 @@ class EdgeParking:
             "device": spot.device,
             "data": data,
         }
+        if spot.category is not None:
+            body["category"] = spot.category  # FIWARE ParkingSpot category, from config
         if spot.battery is not None:
             body["battery"] = spot.battery
         if spot.rssi is not None:

@@ -29,6 +29,9 @@ def _iso_second(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
+WIRED_PREFIX = "modbus:"  # device of a spot fed by an RS-485 detector (drivers.modbus)
+
+
 @dataclass(slots=True)
 class Spot:
     spot_id: str
@@ -129,7 +132,10 @@ class SpotTable:
         """Spots whose sensor has been silent longer than ``timeout_us`` become ``unknown``.
 
         Closed spots stay closed (a closure is an operator's fact, not a sensor's), and a spot
-        never heard from has no heartbeat to miss.
+        never heard from has no heartbeat to miss. Wired detectors (device ``modbus:<unit>``)
+        are left alone: they are polled, report only changes, and their driver marks a unit
+        that stops answering ``unknown`` itself (``sources.modbus.unknown_after``); a bay
+        that stays occupied all night is not a silent sensor.
         """
         expired: list[Spot] = []
         limit = now_us - timeout_us
@@ -138,6 +144,7 @@ class SpotTable:
                 spot.heartbeat_us is not None
                 and spot.heartbeat_us < limit
                 and spot.status not in ("unknown", "closed")
+                and not (spot.device or "").startswith(WIRED_PREFIX)
             ):
                 spot.status = "unknown"
                 spot.changed_us = now_us

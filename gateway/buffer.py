@@ -117,6 +117,11 @@ class Buffer:
         self._write_errors: dict[str, int] = {}
         self._last_error: str | None = None
         self._malformed = 0
+        # Reads (take, status) run on the event loop with their own connection; a corrupt page
+        # found there is counted and, past CORRUPT_AFTER, recovered by the committer (which
+        # holds the write lock), never by the reader.
+        self._read_malformed = 0
+        self._recover_requested: str | None = None
         self._last_commit: float | None = None
         self._last_commit_s = 0.0
         self._lock = threading.Lock()
@@ -251,6 +256,10 @@ class Buffer:
 
     def _write_locked(self, snap: _Snapshot) -> bool:
         with self._lock:
+            if self._recover_requested is not None:
+                reason, self._recover_requested = self._recover_requested, None
+                self._read_malformed = 0
+                self._recover_at_runtime(reason)
             store = self._store
             if store is None:
                 return False
@@ -305,6 +314,19 @@ class Buffer:
             store.delete_cursor(name)
         store.save_cursors(snap.cursors)
 
+    def _read_failed(self, exc: sqlite3.DatabaseError) -> None:
+        text = str(exc)
+        self._write_errors = {**self._write_errors, "read": self._write_errors.get("read", 0) + 1}
+        if self._last_error != text:
+            log.error("buffer read from %s failed (%s)", self.path, exc)
+        self._last_error = text
+        if "malformed" in text or "not a database" in text:
+            self._read_malformed += 1
+            if self._read_malformed >= CORRUPT_AFTER and self._recover_requested is None:
+                self._recover_requested = text
+                if self._commit_soon is not None:
+                    self._commit_soon.set()
+
     def _note_error(self, exc: Exception) -> None:
         text = str(exc)
         kind = ("disk_full" if "full" in text or getattr(exc, "errno", None) == 28
@@ -338,7 +360,8 @@ class Buffer:
                                       "kind": "corrupt_store", "detail": reason,
                                       "moved_to": str(moved), "records_lost": lost})
         store.counters.add_drop("corrupt", "unknown", lost)
-        store.counters.next_seq = self._next_seq
+        # Pending records (not yet committed) keep their seqs and go into the fresh store.
+        store.counters.next_seq = self._committed_max + 1
         for cur in self._cursors.values():
             cur.dirty = True
         self._persisted_lows = {}
@@ -405,7 +428,13 @@ class Buffer:
         unless the cursor was registered with ``live_first=False``."""
         cur = self._cursors[name]
         version = (cur.low, len(cur.done))
-        out, ranges = cur.take(self._next_seq - 1, max_records, max_bytes, self._read)
+        try:
+            out, ranges = cur.take(self._next_seq - 1, max_records, max_bytes, self._read)
+        except sqlite3.DatabaseError as exc:
+            # Nothing was claimed or marked done: the records are offered again once the store
+            # reads (or was recovered); the caller waits for the next append meanwhile.
+            self._read_failed(exc)
+            return None
         if (cur.low, len(cur.done)) != version:
             self._versions[name] += 1  # empty stretches were marked done: persist that
         return Batch(name, out, ranges) if out else None
@@ -452,7 +481,11 @@ class Buffer:
         cursors: dict[str, Any] = {}
         if self._store is not None:
             for k in KINDS:
-                rx = self._store.oldest_received(k) if v.count.get(k) else None
+                try:
+                    rx = self._store.oldest_received(k) if v.count.get(k) else None
+                except sqlite3.DatabaseError as exc:  # the status must show, not crash
+                    self._read_failed(exc)
+                    rx = None
                 if rx is None:
                     rx = next((r.received_us for _, r in self._pending if r.kind == k), None)
                 oldest[k] = None if rx is None else round(max(0.0, now - rx / 1e6), 3)
@@ -501,7 +534,11 @@ class Buffer:
         lo = cur.low + 1
         first = cur.done.first()
         if lo <= self._committed_max and self._store is not None:
-            got = self._store.read_range(lo, first[0] - 1 if first else self._committed_max, 1)
+            try:
+                got = self._store.read_range(lo, first[0] - 1 if first else self._committed_max, 1)
+            except sqlite3.DatabaseError as exc:
+                self._read_failed(exc)
+                got = []
             if got:
                 return got[0][1].received_us
         pend = self._read(max(lo, self._committed_max + 1), self._next_seq, 1)

@@ -338,6 +338,43 @@ def test_corrupt_store_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureF
     _corrupt_case(tmp_path, caplog, damage)
 
 
+def test_store_corrupted_while_running_is_recovered_and_keeps_pending_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SD card that corrupts the store under a running daemon: status keeps answering,
+    reads fail without losing their place, the store is moved aside, and the records that were
+    still in memory (received after the damage) go into the fresh store and are delivered."""
+    b = _buf(tmp_path)
+    b.register("fwd", start="oldest")
+    for i in range(200):
+        b.append(_rec(i))
+    assert b.commit()
+    path = tmp_path / "buffer.sqlite3"
+    for f, keep in ((path, 100), (Path(f"{path}-wal"), 32)):
+        if f.exists():
+            with open(f, "r+b") as fh:
+                fh.seek(keep)
+                fh.write(os.urandom(f.stat().st_size - keep))
+    for i in range(200, 210):
+        b.append(_rec(i))  # received after the damage, not yet committed
+    with caplog.at_level(logging.ERROR):
+        for _ in range(5):
+            stats = b.stats()  # never raises: the status page must keep working
+            assert stats["records"] >= 10
+            if b.take("fwd", 50, 1 << 30) is None:
+                continue
+        assert stats["write_errors"].get("read", 0) >= 3
+        assert b.commit()  # the committer recovers: moves the store aside, writes the pending
+    assert "BUFFER STORE CORRUPT" in caplog.text
+    events = b.stats()["recovery_events"]
+    assert len(events) == 1 and events[0]["kind"] == "corrupt_store"
+    assert [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    b.close()
+    b = _buf(tmp_path)  # on flash, not only in memory, and the cursor kept its place
+    assert _drain(b, "fwd") == list(range(200, 210))
+    b.close()
+
+
 def test_schema_v0_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "buffer.sqlite3"
     con = sqlite3.connect(path)

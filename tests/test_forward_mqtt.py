@@ -452,3 +452,28 @@ async def test_last_will_offline_when_gateway_is_killed(mosquitto: Mosquitto) ->
             if child.returncode is None:
                 child.kill()
             await child.wait()
+
+
+def test_late_uplinks_are_marked_replay_and_gps_less_ones_carry_the_receive_time() -> None:
+    """A frame sent long after receipt (backlog after an outage) says so, and a gateway without
+    GPS (no rxpk "time") still tells the network server when the frame was received."""
+    received = 1_795_000_000_123_456
+    now = [received + 2_000_000]
+    cfg = MqttForward(name="city", url="mqtt://127.0.0.1:1883", topic_prefix="eu868")
+    fwd = MqttForwarder(cfg, gateway_eui=GW, clock_us=lambda: now[0])
+    rxpk = {k: v for k, v in _rxpk(0).items() if k != "time"}
+    record = make_record("uplink", "gwmp", {"gateway_eui": GW_HEX, "rxpk": rxpk}, received_us=received)
+
+    msg = fwd.message_for(record)
+    assert msg is not None
+    fresh = json.loads(msg[1])
+    assert "metadata" not in fresh["rxInfo"]
+    parsed = json_format.ParseDict(fresh, gw_pb2.UplinkFrame())
+    assert parsed.rx_info.gw_time.ToMicroseconds() == received
+
+    now[0] = received + 3600 * 1_000_000  # an hour later: a replay from the buffer
+    msg = fwd.message_for(record)
+    assert msg is not None
+    late = json.loads(msg[1])
+    assert late["rxInfo"]["metadata"] == {"replay": "true"}
+    assert json_format.ParseDict(late, gw_pb2.UplinkFrame()).rx_info.gw_time.ToMicroseconds() == received

@@ -170,3 +170,27 @@ def test_unknown_config_type_is_refused_by_name() -> None:
 
     with pytest.raises(ValueError, match=r"forward\.odd: no forwarder for config type ForwardCommon"):
         build_forwarder(ForwardCommon(name="odd"), gateway_eui=GW, sources=[])
+
+
+def test_net_id_filter_holds_for_every_forwarder_that_takes_uplinks(tmp_path: Path) -> None:
+    """An operator's NetID filter keeps foreign networks' frames off the LTE link, whichever
+    backend the frames go to (the MQTT forwarder once ignored it)."""
+    text = CONFIG.format(data_dir=tmp_path).replace('kinds = ["parking"]\n', "").replace(
+        'kinds = ["uplink", "parking"]\n', "")
+    text = text.replace('dev_addr_prefixes = ["26011000/20"]\n', "")
+    text = "\n".join(
+        line + ('\nnet_ids = ["000013"]' if line.startswith("name = ") else "")
+        for line in text.splitlines()
+    )
+    cfg = load_config_text(text)
+    ours, foreign = 0x26011ABC, 0x48011ABC  # NetID 0x13 (type 0) owns DevAddr 0x26/0x27...
+    checked = []
+    for fcfg in cfg.forwarders:
+        fwd = build_forwarder(fcfg, gateway_eui=cfg.gateway.eui, sources=[])
+        if fwd.kinds is not None and "uplink" not in fwd.kinds:
+            continue  # parking-only backends (NGSI) never see frames at all
+        assert fwd.net_ids == (0x13,), fcfg.name
+        assert fwd.accepts(_uplink(ours, 1)), fcfg.name
+        assert not fwd.accepts(_uplink(foreign, 1)), fcfg.name
+        checked.append(fcfg.name)
+    assert sorted(checked) == ["city-mqtt", "hook", "lns", "usb"]

@@ -77,6 +77,13 @@ def uplink_id(received_us: int, data_b64: str) -> int:
     return zlib.crc32(f"{received_us}:{data_b64}".encode()) & 0xFFFFFFFF
 
 
+def _iso_us(us: int) -> str:
+    """RFC 3339 UTC with microseconds, as protobuf JSON writes a Timestamp."""
+    return datetime.fromtimestamp(us // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S") + (
+        f".{us % 1_000_000:06d}Z"
+    )
+
+
 def uplink_frame(body: dict[str, Any], received_us: int, *, replay: bool = False) -> dict[str, Any]:
     """An ``uplink`` record body -> the JSON form of ``gw.UplinkFrame``."""
     rxpk: dict[str, Any] = body["rxpk"]
@@ -88,6 +95,10 @@ def uplink_frame(body: dict[str, Any], received_us: int, *, replay: bool = False
     t = rxpk.get("time")
     if isinstance(t, str) and t:
         rx["gwTime"] = t if t.endswith("Z") or "+" in t[10:] else t + "Z"
+    else:
+        # lora_pkt_fwd writes "time" only with a GPS fix; without one the receive time on our
+        # clock stands in (as concentratord does with the system clock).
+        rx["gwTime"] = _iso_us(received_us)
     tmms = rxpk.get("tmms")
     if isinstance(tmms, int | float) and not isinstance(tmms, bool):
         rx["timeSinceGpsEpoch"] = _duration(tmms)

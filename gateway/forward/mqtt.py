@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -24,7 +24,7 @@ from gateway.forward.base import Forwarder, ForwarderError, SendResult
 from gateway.forward.mqtt_wire import MqttConnection, MqttWireError, Will
 from gateway.forward.ngsi import NewestPerSpot
 from gateway.forward.tls import client_tls_context
-from gateway.records import Record
+from gateway.records import Record, now_us
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,11 @@ class MqttForwarder(Forwarder):
         max_inflight: int = 1000,
         max_downlink_bytes: int = 64 << 10,
         max_pending_downlinks: int = 32,
+        late_after: float = 10.0,
+        clock_us: Callable[[], int] = now_us,
     ) -> None:
         super().__init__(cfg.name, kinds=cfg.kinds or NATURAL_KINDS,
-                         dev_addr_prefixes=cfg.dev_addr_prefixes)
+                         dev_addr_prefixes=cfg.dev_addr_prefixes, net_ids=cfg.net_ids)
         self.cfg = cfg
         self.host, self.port, self.tls = parse_broker_url(cfg.url)
         self.prefix = cfg.topic_prefix.strip("/")
@@ -85,6 +87,8 @@ class MqttForwarder(Forwarder):
         self.max_inflight = max_inflight
         self.max_downlink_bytes = max_downlink_bytes
         self.max_pending_downlinks = max_pending_downlinks
+        self.late_after_us = int(late_after * 1_000_000)
+        self.clock_us = clock_us
         self._conn: MqttConnection | None = None
         self._downlinks: set[asyncio.Task[None]] = set()
         self._subscribed: set[str] = set()
@@ -107,7 +111,10 @@ class MqttForwarder(Forwarder):
         body = cbor2.loads(record.body)
         if record.kind == "uplink":
             eui = str(body.get("gateway_eui") or self.gateway_eui)
-            frame = cs.uplink_frame(body, record.received_us, replay=bool(body.get("replay")))
+            # Sent more than late_after after receipt (a backlog after an outage): marked, so a
+            # network server does not take a replayed frame for a fresh one.
+            late = self.clock_us() - record.received_us > self.late_after_us
+            frame = cs.uplink_frame(body, record.received_us, replay=late)
             return self.gateway_topic(eui, "event/up"), _dumps(frame), False
         if record.kind == "stats":
             eui = str(body.get("gateway_eui") or self.gateway_eui)

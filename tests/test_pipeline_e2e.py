@@ -131,6 +131,19 @@ class Running:
             assert r.status == 200
             return dict(await r.json())
 
+    async def metrics(self) -> dict[str, float]:
+        """/metrics as {'name{labels}': value}, the way a Prometheus scrape sees it."""
+        host, port = self.gw.web.bound_address
+        async with aiohttp.ClientSession() as s, s.get(f"http://{host}:{port}/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                out[key] = float(value)
+        return out
+
 
 def _fcnts_mqtt(sub: Subscriber) -> list[int]:
     ups = sub.on(f"eu868/gateway/{PF_EUI:016x}/event/up")
@@ -173,6 +186,17 @@ async def test_uplinks_reach_mqtt_and_lns_status_moves_and_a_stop_loses_nothing(
                 lagging = await run.status()
                 assert lagging["forwarders"]["city"]["lag_records"] == 60
                 assert lagging["forwarders"]["city"]["errors"], "the outage is visible in health"
+                # ... and to a monitoring system scraping /metrics
+                m = await run.metrics()
+                city, lns_lab = 'forwarder="city"', 'forwarder="lns"'
+                assert m[f"schwebe_forwarder_connected{{{city}}}"] == 0.0
+                assert m[f"schwebe_forwarder_connected{{{lns_lab}}}"] == 1.0
+                assert m[f"schwebe_forwarder_lag_records{{{city}}}"] == 60.0
+                assert m[f"schwebe_forwarder_lag_records{{{lns_lab}}}"] == 0.0
+                assert m[f"schwebe_forwarder_lag_seconds{{{city}}}"] > 0.0
+                assert sum(v for k, v in m.items()
+                           if k.startswith(f"schwebe_forwarder_errors_total{{{city},")) >= 1
+                assert m[f"schwebe_forwarder_acked_total{{{lns_lab}}}"] >= 100
                 # 3. leaving the block is the SIGTERM path: stop while MQTT still owes 60 frames
             assert sorted(_fcnts_mqtt(sub)) == list(range(40))
 

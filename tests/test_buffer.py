@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -464,3 +465,40 @@ def test_disk_full_on_small_tmpfs(tmp_path: Path) -> None:
         b.close()
     finally:
         subprocess.run([*(root or []), "umount", "-l", str(mnt)], check=False)
+
+
+def test_io_error_mid_commit_keeps_records_in_memory_and_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A card that fails writes for a while (EIO): nothing accepted is lost, the error is
+    counted by kind, and the next commit after the card recovers writes everything in order."""
+    b = _buf(tmp_path)
+    b.register("f", start="oldest")
+    assert b._store is not None
+    store = b._store
+    real = store.transaction
+    failing = [True]
+
+    def flaky(body: Any) -> None:
+        if failing[0]:
+            raise sqlite3.OperationalError("disk I/O error")
+        real(body)
+
+    monkeypatch.setattr(store, "transaction", flaky)
+    for i in range(50):
+        b.append(_rec(i))
+    for _ in range(3):
+        assert not b.commit()
+    st = b.stats()
+    assert st["write_errors"] == {"io": 3} and st["pending_records"] == 50
+    assert st["last_write_error"] == "disk I/O error"
+    assert [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name] == []  # not corrupt
+    for i in range(50, 60):
+        b.append(_rec(i))
+    failing[0] = False
+    assert b.commit()
+    assert b.stats()["pending_records"] == 0 and b.stats()["last_write_error"] is None
+    b.close()
+    b = _buf(tmp_path)
+    assert _drain(b, "f") == list(range(60))
+    b.close()

@@ -63,3 +63,32 @@ def test_errors_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "no buffer store at" in capsys.readouterr().err
     assert main(["buffer", "export", "--data-dir", str(tmp_path), "--kind", "frames"]) == 2
     assert "--kind 'frames'" in capsys.readouterr().err
+
+
+def test_export_reads_around_the_damage_of_a_corrupt_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A card corrupted a few pages of a store (the daemon moves such a store aside once it
+    notices): a technician still gets every readable record out of it, in order, and is told
+    which stretch was lost."""
+    b = Buffer(tmp_path / "buffer.sqlite3", max_bytes=1 << 30)
+    b.open()
+    for i in range(3000):
+        b.append(make_record("uplink", "gwmp", {"i": i, "pad": "x" * 80}, received_us=(T0 + i) * 10**6))
+    b.close()
+    path = tmp_path / "buffer.sqlite3"
+    data = bytearray(path.read_bytes())
+    assert len(data) // 4096 > 40
+    data[20 * 4096 : 25 * 4096] = bytes([0x5A]) * (5 * 4096)  # five pages in the middle
+    moved = tmp_path / "buffer.sqlite3.corrupt-20260101T000000Z"
+    moved.write_bytes(bytes(data))
+    out = tmp_path / "rescued.jsonl"
+    capsys.readouterr()
+    assert main(["buffer", "export", "--file", str(moved), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    got = [json.loads(x)["body"]["i"] for x in out.read_text().splitlines()]
+    assert got == sorted(got) and len(set(got)) == len(got)
+    assert got[0] == 0 and got[-1] == 2999
+    lost = 3000 - len(got)
+    assert 0 < lost <= 5 * 40, f"{lost} records lost for five damaged pages"
+    assert "damaged pages skipped (seq" in err and f"exported {len(got)} records from a damaged store" in err

@@ -2,7 +2,10 @@
 
 Converts concentratord's protobuf events into the same Semtech-style `rxpk` /
 `stat` shapes the UDP packet forwarder source produces, so the rest of the
-gateway sees one shape. Needs the optional extra `schwebe[concentratord]`.
+gateway sees one shape. Downlinks come in as Semtech `txpk` dicts, like those the
+GWMP server relays (`send_downlink(gateway_eui, txpk)`), pass the same per-gateway
+EU868 duty-cycle check and answer in TX_ACK error names. Needs the optional extra
+`schwebe[concentratord]`.
 """
 
 from __future__ import annotations
@@ -14,8 +17,15 @@ import importlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
+
+from drivers.dutycycle import (
+    AirtimeError,
+    GatewayDutyCycles,
+    txpk_bandwidth_hz,
+    txpk_time_on_air,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +38,16 @@ _CODE_RATES: Final[dict[str, str]] = {
     "CR_LI_4_6": "4/6LI",
     "CR_LI_4_8": "4/8LI",
 }
+
+
+#: Our own txpk_ack errors, the same names the GWMP server uses for the same situations.
+UNKNOWN_GATEWAY: Final = "UNKNOWN_GATEWAY"
+TIMEOUT: Final = "TIMEOUT"
+BAD_TXPK: Final = "BAD_TXPK"
+SEND_FAILED: Final = "SEND_FAILED"
+
+#: The HAL's other spellings of 4/6 and 4/8 (lora_pkt_fwd accepts both).
+_CODR_ALIASES: Final[dict[str, str]] = {"2/3": "4/6", "1/2": "4/8"}
 
 
 class ConcentratordUnavailable(ImportError):
@@ -118,33 +138,46 @@ def _parse_datr(datr: Any, where: str) -> tuple[int, int]:
     return int(sf), int(bw) * 1000
 
 
-def txpk_to_downlink(gw: Any, txpk: dict[str, Any], gateway_id: str, downlink_id: int) -> Any:
-    """A Semtech `txpk` dict -> gw.DownlinkFrame (LoRa; immediate or at a tmst)."""
+def txpk_to_downlink(
+    gw: Any, txpk: Mapping[str, Any], gateway_id: str, downlink_id: int
+) -> Any:
+    """A Semtech `txpk` dict -> gw.DownlinkFrame, as lora_pkt_fwd would transmit it.
+
+    LoRa or FSK; `imme`, else `tmst` (concentrator counter), else `tmms` (GPS time).
+    Raises ValueError naming the offending field.
+    """
     try:
         phy = base64.b64decode(txpk["data"], validate=True)
         freq_hz = round(float(txpk["freq"]) * 1e6)
+        power = int(txpk.get("powe", 14))
+        antenna = int(txpk.get("rfch", 0))
     except (KeyError, ValueError, TypeError) as exc:
         raise ValueError(f"txpk: need valid 'data' (base64) and 'freq' (MHz): {exc}") from None
-    if str(txpk.get("modu", "LORA")).upper() != "LORA":
-        raise ValueError("txpk.modu: only LORA downlinks are supported via concentratord")
-    sf, bw = _parse_datr(txpk.get("datr"), "txpk")
-    codr = str(txpk.get("codr", "4/5"))
-    code_rate = {v: k for k, v in _CODE_RATES.items()}.get(codr)
-    if code_rate is None:
-        raise ValueError(f"txpk.codr {codr!r}: expected one of 4/5, 4/6, 4/7, 4/8")
-    tx_info = gw.DownlinkTxInfo(
-        frequency=freq_hz,
-        power=int(txpk.get("powe", 14)),
-        board=0,
-        antenna=int(txpk.get("rfch", 0)),
-    )
-    lora = tx_info.modulation.lora
-    lora.bandwidth = bw
-    lora.spreading_factor = sf
-    lora.code_rate = gw.CodeRate.Value(code_rate)
-    lora.polarization_inversion = bool(txpk.get("ipol", True))
-    if "prea" in txpk:
-        lora.preamble = int(txpk["prea"])
+    tx_info = gw.DownlinkTxInfo(frequency=freq_hz, power=power, board=0, antenna=antenna)
+    modu = str(txpk.get("modu", "LORA")).upper()
+    if modu == "LORA":
+        sf, bw = _parse_datr(txpk.get("datr"), "txpk")
+        codr = str(txpk.get("codr", "4/5"))
+        code_rate = {v: k for k, v in _CODE_RATES.items()}.get(_CODR_ALIASES.get(codr, codr))
+        if code_rate is None:
+            raise ValueError(f"txpk.codr {codr!r}: expected one of 4/5, 4/6, 4/7, 4/8")
+        lora = tx_info.modulation.lora
+        lora.bandwidth = bw
+        lora.spreading_factor = sf
+        lora.code_rate = gw.CodeRate.Value(code_rate)
+        # lora_pkt_fwd leaves polarity as is unless the txpk says otherwise
+        lora.polarization_inversion = bool(txpk.get("ipol", False))
+        lora.no_crc = bool(txpk.get("ncrc", False))
+        if "prea" in txpk:
+            lora.preamble = int(txpk["prea"])
+    elif modu == "FSK":
+        try:
+            tx_info.modulation.fsk.datarate = int(txpk["datr"])
+            tx_info.modulation.fsk.frequency_deviation = int(txpk.get("fdev", 0))
+        except (KeyError, ValueError, TypeError):
+            raise ValueError("txpk: an FSK downlink needs 'datr' as a bit rate number") from None
+    else:
+        raise ValueError(f"txpk.modu {modu!r}: expected LORA or FSK")
     if txpk.get("imme"):
         tx_info.timing.immediately.SetInParent()
     elif "tmst" in txpk:
@@ -152,11 +185,30 @@ def txpk_to_downlink(gw: Any, txpk: dict[str, Any], gateway_id: str, downlink_id
         # carries the absolute counter value, so the delay is zero.
         tx_info.context = (int(txpk["tmst"]) & 0xFFFFFFFF).to_bytes(4, "big")
         tx_info.timing.delay.delay.SetInParent()
+    elif "tmms" in txpk:
+        tmms = int(txpk["tmms"])  # milliseconds since the GPS epoch
+        gps = tx_info.timing.gps_epoch.time_since_gps_epoch
+        gps.seconds, gps.nanos = tmms // 1000, (tmms % 1000) * 1_000_000
     else:
-        raise ValueError("txpk: need 'imme': true or a 'tmst' (GPS-time 'tmms' is not supported)")
+        raise ValueError("txpk: need 'imme': true, a 'tmst' or a 'tmms'")
     frame = gw.DownlinkFrame(downlink_id=downlink_id, gateway_id=gateway_id)
     frame.items.add(phy_payload=phy, tx_info=tx_info)
     return frame
+
+
+def ack_error(statuses: list[str]) -> str:
+    """concentratord's per-item TxAckStatus names -> one Semtech txpk_ack error.
+
+    Several items are alternatives (RX1, RX2): one OK means it went out. Otherwise
+    the first item that was tried (not IGNORED) gives the reason; the Semtech names
+    (TOO_LATE, TOO_EARLY, COLLISION_PACKET, COLLISION_BEACON, TX_FREQ, TX_POWER,
+    GPS_UNLOCKED) are the same in both vocabularies, ChirpStack's extra ones
+    (QUEUE_FULL, DUTY_CYCLE_OVERFLOW, INTERNAL_ERROR) pass unchanged.
+    """
+    if "OK" in statuses:
+        return "NONE"
+    tried = [s for s in statuses if s != "IGNORED"]
+    return tried[0] if tried else "INTERNAL_ERROR"
 
 
 class ConcentratordSource:
@@ -171,6 +223,9 @@ class ConcentratordSource:
         *,
         command_timeout: float = 3.0,
         clock: Callable[[], float] = time.time,
+        duty_cycle: GatewayDutyCycles | None = None,
+        on_downlink_observed: Callable[[int, Mapping[str, Any]], None] | None = None,
+        name: str = "concentratord",
     ) -> None:
         self._zmq, self._zmq_asyncio, self._gw = _load()
         self.event_url = event_url
@@ -179,9 +234,13 @@ class ConcentratordSource:
         self.on_stats = on_stats
         self.command_timeout = command_timeout
         self.clock = clock
+        self.name = name  # the supervisor's component name
+        self._duty = duty_cycle
+        self._on_downlink_observed = on_downlink_observed
         self._ctx = self._zmq_asyncio.Context()
         self._req: Any = None
         self._lock = asyncio.Lock()
+        self._closed = False
         self.gateway_id: str | None = None
         self.connected = False
         self.counters = dict.fromkeys(
@@ -198,6 +257,8 @@ class ConcentratordSource:
             ),
             0,
         )
+        # txpk_ack error -> count, for downlinks through send_downlink (refusals included)
+        self.downlink_acks: dict[str, int] = {}
         self.last_event_at: float | None = None
         self.last_error: str | None = None
 
@@ -234,6 +295,7 @@ class ConcentratordSource:
         try:
             if kind == "up":
                 record = uplink_to_rxpk(gw, payload)
+                self.gateway_id = self.gateway_id or record["gateway_eui"] or None
                 self.counters["uplinks"] += 1
                 self.on_uplink(record)
             else:
@@ -272,9 +334,10 @@ class ConcentratordSource:
             self._req.close(linger=0)
             self._req = None
 
-    async def _command(self, command: Any) -> bytes:
+    async def _command(self, command: Any, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
         """Send one gw.Command and return the reply bytes (REQ/REP, one at a time)."""
         zmq = self._zmq
+        wait = self.command_timeout if timeout is None else timeout
         async with self._lock:
             if self._req is None:
                 self._req = self._ctx.socket(zmq.REQ)
@@ -283,44 +346,138 @@ class ConcentratordSource:
             self.counters["commands"] += 1
             try:
                 await self._req.send(command.SerializeToString())
-                reply: bytes = await asyncio.wait_for(self._req.recv(), self.command_timeout)
+                reply: bytes = await asyncio.wait_for(self._req.recv(), wait)
             except (TimeoutError, zmq.ZMQError) as exc:
                 # A REQ socket that missed its reply is stuck in the wrong state:
                 # throw it away and start a fresh one next time.
                 self._close_req()
                 self.counters["command_timeouts"] += 1
                 self.last_error = (
-                    f"command to {self.command_url}: no reply within {self.command_timeout}s "
+                    f"command to {self.command_url}: no reply within {wait:g}s "
                     f"({exc or type(exc).__name__}); is concentratord running?"
                 )
                 raise TimeoutError(self.last_error) from None
             return reply
 
-    async def get_gateway_id(self) -> str:
+    async def get_gateway_id(self, timeout: float | None = None) -> str:  # noqa: ASYNC109
         gw = self._gw
-        reply = await self._command(gw.Command(get_gateway_id=gw.GetGatewayIdRequest()))
+        reply = await self._command(
+            gw.Command(get_gateway_id=gw.GetGatewayIdRequest()), timeout
+        )
         self.gateway_id = gw.GetGatewayIdResponse.FromString(reply).gateway_id.lower()
         return self.gateway_id
 
-    async def send_downlink(self, downlink: Any) -> dict[str, Any]:
-        """Send a txpk-like dict or a gw.DownlinkFrame; answer in Semtech TX_ACK terms.
+    async def send_downlink_frame(
+        self, downlink: Any, timeout: float | None = None  # noqa: ASYNC109
+    ) -> dict[str, Any]:
+        """Send a txpk-like dict or a gw.DownlinkFrame as is (no duty-cycle check).
 
-        Returns {"downlink_id", "txpk_ack": {"error": "NONE" | reason}}; reasons are
-        concentratord's TxAckStatus names (TOO_LATE, DUTY_CYCLE_OVERFLOW, ...).
+        Returns {"downlink_id", "txpk_ack": {"error": "NONE" | reason}, "items"};
+        reasons as :func:`ack_error`. Raises TimeoutError when concentratord is silent.
         """
         gw = self._gw
-        if isinstance(downlink, dict):
-            gateway_id = self.gateway_id or await self.get_gateway_id()
+        if isinstance(downlink, Mapping):
+            gateway_id = self.gateway_id or await self.get_gateway_id(timeout)
             downlink = txpk_to_downlink(gw, downlink, gateway_id, secrets.randbits(32))
-        reply = await self._command(gw.Command(send_downlink_frame=downlink))
+        reply = await self._command(gw.Command(send_downlink_frame=downlink), timeout)
         ack = gw.DownlinkTxAck.FromString(reply)
         statuses = [gw.TxAckStatus.Name(i.status) for i in ack.items]
-        # Several items are alternatives (RX1, RX2): one OK means it went out.
-        error = "NONE" if "OK" in statuses else (statuses[0] if statuses else "NO_ITEMS")
+        error = ack_error(statuses)
         self.counters["downlinks"] += 1
         if error != "NONE":
             self.counters["downlink_errors"] += 1
         return {"downlink_id": ack.downlink_id, "txpk_ack": {"error": error}, "items": statuses}
+
+    def _answer(self, error: str, detail: str | None = None) -> dict[str, Any]:
+        self.downlink_acks[error] = self.downlink_acks.get(error, 0) + 1
+        return {"error": error} if detail is None else {"error": error, "detail": detail}
+
+    async def send_downlink(
+        self,
+        gateway_eui: int | None,
+        txpk: Mapping[str, Any],
+        timeout: float | None = None,  # noqa: ASYNC109 - per-call ack wait, as GwmpServer's
+    ) -> dict[str, Any]:
+        """The downlink relay (same contract as ``GwmpServer.send_downlink``).
+
+        ``txpk`` goes out as a gw.DownlinkFrame if ``gateway_eui`` is this
+        concentratord's gateway (or None: any). Returns ``{"error": "NONE"}`` when
+        concentratord accepted it, else its reason (TOO_LATE, TX_FREQ, ...) or ours:
+        UNKNOWN_GATEWAY (another gateway: try the next relay), DUTY_CYCLE_OVERFLOW or
+        TX_FREQ (EU868 check, nothing sent), BAD_TXPK, TIMEOUT (no answer), with a
+        ``detail`` for the operator.
+        """
+        gw = self._gw
+        wait = self.command_timeout if timeout is None else timeout
+        if self._closed:
+            return self._answer(SEND_FAILED, "concentratord source is stopped")
+        gateway_id = self.gateway_id
+        if gateway_id is None:
+            try:
+                gateway_id = await self.get_gateway_id(wait)
+            except TimeoutError as exc:
+                if gateway_eui is not None:
+                    # Cannot tell whether it is ours; the next relay may know it.
+                    return self._answer(UNKNOWN_GATEWAY, f"{exc}; its gateway id is unknown")
+                return self._answer(TIMEOUT, str(exc))
+        eui = int(gateway_id, 16)
+        if gateway_eui is not None and gateway_eui != eui:
+            return self._answer(
+                UNKNOWN_GATEWAY,
+                f"gateway {gateway_eui:016x} is not behind concentratord {self.command_url} "
+                f"(that is {gateway_id})",
+            )
+        try:
+            frame = txpk_to_downlink(gw, txpk, gateway_id, secrets.randbits(32))
+        except ValueError as exc:
+            return self._answer(BAD_TXPK, str(exc))
+        duty = None if self._duty is None else self._duty.for_gateway(eui)
+        booked: tuple[int, float, int] | None = None
+        if duty is not None:
+            freq_hz = frame.items[0].tx_info.frequency
+            try:
+                airtime, bandwidth = txpk_time_on_air(txpk), txpk_bandwidth_hz(txpk)
+            except AirtimeError as exc:
+                return self._answer(BAD_TXPK, f"txpk: {exc}")
+            verdict = duty.acquire(freq_hz, airtime, bandwidth)
+            if not verdict.ok:
+                return self._answer(verdict.error, f"gateway {gateway_id}: {verdict.detail}")
+            booked = (freq_hz, airtime, bandwidth)
+        try:
+            reply = await self._command(gw.Command(send_downlink_frame=frame), wait)
+        except TimeoutError as exc:
+            # The airtime stays booked and the observer hears of it: it may have gone out.
+            self._observed(eui, txpk)
+            return self._answer(TIMEOUT, str(exc))
+        except self._zmq.ZMQError as exc:
+            if booked is not None and duty is not None:
+                duty.release(*booked)
+            return self._answer(SEND_FAILED, f"command to {self.command_url}: {exc}")
+        try:
+            ack = gw.DownlinkTxAck.FromString(reply)
+            statuses = [gw.TxAckStatus.Name(i.status) for i in ack.items]
+        except Exception as exc:  # protobuf's DecodeError; an unknown enum value is ValueError
+            self.last_error = f"downlink ack from {self.command_url}: cannot decode ({exc})"
+            self._observed(eui, txpk)
+            return self._answer(SEND_FAILED, self.last_error)
+        error = ack_error(statuses)
+        self.counters["downlinks"] += 1
+        if error != "NONE":
+            self.counters["downlink_errors"] += 1
+            if booked is not None and duty is not None:
+                duty.release(*booked)  # concentratord refused it: nothing went on air
+            return self._answer(error, f"concentratord answered {', '.join(statuses) or 'no items'}")
+        self._observed(eui, txpk)
+        return self._answer(error)
+
+    def _observed(self, eui: int, txpk: Mapping[str, Any]) -> None:
+        if self._on_downlink_observed is None:
+            return
+        try:
+            self._on_downlink_observed(eui, txpk)
+        except Exception:  # an observer must not cost the downlink
+            self.counters["callback_errors"] += 1
+            log.exception("concentratord: downlink observer raised")
 
     async def send_config(self, config: Any) -> dict[str, Any]:
         """Send a gw.GatewayConfiguration (channel plan); concentratord answers empty on success."""
@@ -331,8 +488,15 @@ class ConcentratordSource:
         return {"ok": True, "version": config.version}
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._close_req()
         self._ctx.term()
+
+    async def stop(self) -> None:
+        """The supervisor's shutdown hook (run() has been cancelled by then)."""
+        self.close()
 
     def health(self) -> dict[str, Any]:
         return {
@@ -344,4 +508,6 @@ class ConcentratordSource:
             "last_event_at": self.last_event_at,
             "last_error": self.last_error,
             **self.counters,
+            "downlink_acks": dict(self.downlink_acks),
+            "duty_cycle": None if self._duty is None else self._duty.usage(),
         }

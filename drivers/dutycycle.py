@@ -358,3 +358,34 @@ class DutyCycleLimiter:
                 }
             )
         return out
+
+
+class GatewayDutyCycles:
+    """One :class:`DutyCycleLimiter` per gateway EUI, made on first use, all alike.
+
+    The duty-cycle limit binds each radio: two packet forwarders behind one
+    server (or one concentratord next to them) each have their own hour's budget.
+    """
+
+    def __init__(
+        self,
+        bands: Sequence[Band] = EU868_BANDS,
+        window: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        DutyCycleLimiter(bands, window, clock)  # reject a bad window here, not at the first downlink
+        self._bands = tuple(bands)
+        self._window = window
+        self._clock = clock
+        self._limiters: dict[int, DutyCycleLimiter] = {}
+
+    def for_gateway(self, gateway_eui: int) -> DutyCycleLimiter:
+        limiter = self._limiters.get(gateway_eui)
+        if limiter is None:
+            limiter = DutyCycleLimiter(self._bands, self._window, self._clock)
+            self._limiters[gateway_eui] = limiter
+        return limiter
+
+    def usage(self) -> dict[str, list[dict[str, Any]]]:
+        """Per gateway EUI (16 hex digits): its per-band usage, as :meth:`DutyCycleLimiter.usage`."""
+        return {f"{eui:016x}": lim.usage() for eui, lim in sorted(self._limiters.items())}

@@ -1,7 +1,7 @@
 """Semtech UDP (GWMP) server for local packet forwarders: uplinks in, downlinks out.
 
 Acks PUSH_DATA/PULL_DATA, turns each good rxpk and stat into a record, keeps per-gateway
-health, routes downlinks (after the EU868 duty-cycle check) and their TX_ACK back to the
+health, routes downlinks (after the EU868 duty-cycle check, per gateway) and their TX_ACK back to the
 caller. No datagram, however malformed, may stop the socket; every one lands in a counter.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Final, cast
 from drivers.dutycycle import (
     OK,
     AirtimeError,
-    DutyCycleLimiter,
+    GatewayDutyCycles,
     txpk_bandwidth_hz,
     txpk_time_on_air,
 )
@@ -117,7 +117,7 @@ class GwmpServer(asyncio.DatagramProtocol):
         bind: tuple[str, int] = ("127.0.0.1", 1700),
         allowed_euis: set[int] | None = None,
         allowed_hosts: set[str] | None = None,
-        duty_cycle: DutyCycleLimiter | None = None,
+        duty_cycle: GatewayDutyCycles | None = None,
         on_downlink_observed: Callable[[int, Mapping[str, Any]], None] | None = None,
         on_rxpk: Callable[[Mapping[str, Any], int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -474,13 +474,14 @@ class GwmpServer(asyncio.DatagramProtocol):
             return self._refuse(BAD_TXPK, "txpk needs 'freq' in MHz")
         freq_hz = round(float(freq) * 1e6)
         booked: tuple[int, float, int] | None = None
-        if self._duty is not None:
+        duty = None if self._duty is None else self._duty.for_gateway(eui)
+        if duty is not None:
             try:
                 airtime = txpk_time_on_air(txpk)
                 bandwidth = txpk_bandwidth_hz(txpk)
             except AirtimeError as exc:
                 return self._refuse(BAD_TXPK, f"txpk: {exc}")
-            verdict = self._duty.acquire(freq_hz, airtime, bandwidth)
+            verdict = duty.acquire(freq_hz, airtime, bandwidth)
             if not verdict.ok:
                 return self._refuse(verdict.error, f"gateway {gw.gateway_eui}: {verdict.detail}")
             booked = (freq_hz, airtime, bandwidth)
@@ -497,8 +498,8 @@ class GwmpServer(asyncio.DatagramProtocol):
             self._transport.sendto(datagram, gw.downlink_addr)
         except OSError as exc:
             self._pending.pop(token, None)
-            if booked is not None and self._duty is not None:
-                self._duty.release(*booked)
+            if booked is not None and duty is not None:
+                duty.release(*booked)
             return self._refuse(SEND_FAILED, f"sending PULL_RESP to {gw.downlink_addr}: {exc}")
         self._downlinks_sent += 1
         if self._on_downlink_observed is not None:
@@ -526,9 +527,9 @@ class GwmpServer(asyncio.DatagramProtocol):
             self._pending.pop(token, None)
         error = str(ack.get("error", OK))
         self._downlinks_acked[error] += 1
-        if error != OK and booked is not None and self._duty is not None and error != TIMEOUT:
+        if error != OK and booked is not None and duty is not None and error != TIMEOUT:
             # The forwarder refused it (TOO_LATE, TX_FREQ...): nothing went on air.
-            self._duty.release(*booked)
+            duty.release(*booked)
         return ack
 
     # ------------------------------------------------------------------ health

@@ -139,11 +139,13 @@ class Gateway:
     # ------------------------------------------------------------------ building
 
     def _build_sources(self) -> list[Any]:
-        from drivers.dutycycle import DutyCycleLimiter, eu868_bands
+        from drivers.dutycycle import GatewayDutyCycles, eu868_bands
         from drivers.gwmp_server import GwmpServer
 
         cfg = self.cfg.sources
         out: list[Any] = []
+        # one airtime budget per radio (gateway EUI), whichever source reaches it
+        duty_cycle = GatewayDutyCycles(eu868_bands())
         for i, src in enumerate(cfg.gwmp):
             server = GwmpServer(
                 bind=src.bind,
@@ -152,7 +154,7 @@ class Gateway:
                 on_stats=self.accept,
                 allowed_euis=set(src.allowed_euis) or None,
                 allowed_hosts=set(src.allowed_hosts) or None,
-                duty_cycle=DutyCycleLimiter(eu868_bands()),
+                duty_cycle=duty_cycle,
                 on_downlink_observed=self.parking.observe_downlink,
                 name=f"gwmp:{i}",
             )
@@ -166,10 +168,12 @@ class Gateway:
                 csrc.event_url, csrc.command_url,
                 on_uplink=self._record_maker("uplink", source, self.accept_uplink),
                 on_stats=self._record_maker("stats", source, self.accept),
+                duty_cycle=duty_cycle,
+                on_downlink_observed=self.parking.observe_downlink,
+                name=source,
             )
-            conc.name = source  # type: ignore[attr-defined]
             self.sources.append(conc)
-            out.append(Named(source, conc.run))
+            out.append(Named(source, conc.run, stop=conc.stop))
         for i, msrc in enumerate(cfg.modbus):
             from drivers.modbus import ModbusPoller, WiredUnit
 

@@ -12,6 +12,7 @@ from drivers.dutycycle import (
     AirtimeError,
     Band,
     DutyCycleLimiter,
+    GatewayDutyCycles,
     fsk_time_on_air,
     lora_time_on_air,
     parse_codr,
@@ -157,3 +158,21 @@ def test_table_is_configuration() -> None:
     assert limiter.check(869_500_000, 0.5).error == DUTY_CYCLE_OVERFLOW  # same single band
     with pytest.raises(ValueError, match="duty"):
         Band(1, 2, 1.5)
+
+
+def test_each_gateway_has_its_own_budget_with_the_same_table() -> None:
+    clock = FakeClock()
+    books = GatewayDutyCycles([Band(863_000_000, 870_000_000, 0.01)], window=100.0, clock=clock)
+    a, b = 0xB827EBFFFE000001, 0xB827EBFFFE000002
+    assert books.for_gateway(a) is books.for_gateway(a)
+    assert books.for_gateway(a).acquire(864_000_000, 1.0).ok  # 1 % of 100 s, all used
+    assert books.for_gateway(a).check(864_000_000, 0.1).error == DUTY_CYCLE_OVERFLOW
+    assert books.for_gateway(b).acquire(864_000_000, 1.0).ok  # B's radio is untouched
+    assert books.for_gateway(b).check(864_000_000, 0.1).error == DUTY_CYCLE_OVERFLOW
+    usage = books.usage()
+    assert list(usage) == ["b827ebfffe000001", "b827ebfffe000002"]
+    assert [u[0]["used_s"] for u in usage.values()] == [1.0, 1.0]
+    clock.t += 100.0  # same window for every gateway
+    assert books.for_gateway(a).check(864_000_000, 1.0).ok
+    with pytest.raises(ValueError, match="window"):
+        GatewayDutyCycles(window=0)

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import pytest
 
-from drivers.dutycycle import EU868_BANDS, DutyCycleLimiter
+from drivers.dutycycle import EU868_BANDS, GatewayDutyCycles
 from drivers.gwmp_server import GwmpServer
 from gateway import frames
 from gateway.records import Record
@@ -164,7 +164,9 @@ async def test_pull_data_is_acked_and_the_downlink_path_remembered(harness: Harn
     assert gw["downlink_addr"] == f"{local[0]}:{local[1]}"
 
 
-async def answer_downlinks(fwd: Forwarder, error: str | None = "NONE") -> list[frames.GwmpPacket]:
+async def answer_downlinks(
+    fwd: Forwarder, error: str | None = "NONE", eui: int = EUI
+) -> list[frames.GwmpPacket]:
     """Play the forwarder: TX_ACK every PULL_RESP with ``error`` (None: stay silent)."""
     got: list[frames.GwmpPacket] = []
     while True:
@@ -173,7 +175,7 @@ async def answer_downlinks(fwd: Forwarder, error: str | None = "NONE") -> list[f
             continue
         got.append(pkt)
         if error is not None:
-            fwd.send(frames.encode_tx_ack(pkt.token, EUI, {"error": error}))
+            fwd.send(frames.encode_tx_ack(pkt.token, eui, {"error": error}))
 
 
 TXPK = {
@@ -254,7 +256,7 @@ async def test_downlink_to_a_gateway_never_heard_is_refused() -> None:
 
 async def test_duty_cycle_refusal_answers_with_an_error_and_sends_nothing() -> None:
     now = [0.0]
-    limiter = DutyCycleLimiter(EU868_BANDS, clock=lambda: now[0])
+    limiter = GatewayDutyCycles(EU868_BANDS, clock=lambda: now[0])
     h = Harness(duty_cycle=limiter)
     await h.server.start()
     try:
@@ -282,7 +284,7 @@ async def test_duty_cycle_refusal_answers_with_an_error_and_sends_nothing() -> N
 
 
 async def test_a_refused_tx_ack_gives_the_airtime_back() -> None:
-    limiter = DutyCycleLimiter(EU868_BANDS)
+    limiter = GatewayDutyCycles(EU868_BANDS)
     h = Harness(duty_cycle=limiter)
     await h.server.start()
     try:
@@ -292,7 +294,40 @@ async def test_a_refused_tx_ack_gives_the_airtime_back() -> None:
         player = asyncio.create_task(answer_downlinks(fwd, error="TOO_LATE"))
         assert (await h.server.send_downlink(EUI, TXPK))["error"] == "TOO_LATE"
         player.cancel()
-        assert all(band["used_s"] == 0 for band in limiter.usage())
+        assert all(band["used_s"] == 0 for band in limiter.usage()[f"{EUI:016x}"])
+    finally:
+        h.close()
+
+
+async def test_duty_cycle_is_per_gateway() -> None:
+    """Each radio has its own hour: gateway A using up its sub-band leaves gateway B's alone."""
+    h = Harness(duty_cycle=GatewayDutyCycles(EU868_BANDS))
+    await h.server.start()
+    try:
+        a, b = await h.forwarder(), await h.forwarder()
+        a.send(frames.encode_pull_data(1, EUI))
+        b.send(frames.encode_pull_data(2, OTHER_EUI))
+        await a.recv()
+        await b.recv()
+        players = [
+            asyncio.create_task(answer_downlinks(a, eui=EUI)),
+            asyncio.create_task(answer_downlinks(b, eui=OTHER_EUI)),
+        ]
+        # SF12 51 bytes = 2.466 s; the 868.0-868.6 MHz band allows 36 s an hour: 14 fit.
+        big = TXPK | {"datr": "SF12BW125", "size": 51, "data": base64.b64encode(bytes(51)).decode()}
+        to_a = [await h.server.send_downlink(EUI, big) for _ in range(14)]
+        assert [r["error"] for r in to_a] == ["NONE"] * 14
+        to_b = await h.server.send_downlink(OTHER_EUI, big)
+        assert to_b["error"] == "NONE", to_b
+        refused = await h.server.send_downlink(EUI, big)
+        for p in players:
+            p.cancel()
+        assert refused["error"] == "DUTY_CYCLE_OVERFLOW"
+        assert "b827ebfffe000001" in refused["detail"]
+        usage = h.server.health()["duty_cycle"]
+        used = {eui: round(bands[2]["used_s"], 3) for eui, bands in usage.items()}
+        assert used == {f"{EUI:016x}": round(14 * 2.465792, 3), f"{OTHER_EUI:016x}": 2.466}
+        assert [o[0] for o in h.observed] == [EUI] * 14 + [OTHER_EUI]
     finally:
         h.close()
 

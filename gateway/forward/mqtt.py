@@ -33,7 +33,7 @@ _TOPIC_UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\0": "_"})
 
 
 class DownlinkRelay(Protocol):
-    """What a local packet-forwarder source offers for downlinks (``drivers.gwmp_server``)."""
+    """What a radio source offers for downlinks (``drivers.gwmp_server``, ``drivers.concentratord``)."""
 
     def send_downlink(self, gateway_eui: int | None, txpk: Mapping[str, Any]) -> Awaitable[dict[str, Any]]: ...
 

@@ -22,7 +22,11 @@ from gateway.forward.mqtt import DownlinkRelay
 
 
 def _relays(sources: list[Any]) -> list[DownlinkRelay]:
-    """Sources that take a txpk dict (GWMP servers); concentratord takes protobuf frames instead."""
+    """Sources with ``send_downlink(gateway_eui, txpk)``: GWMP servers and concentratord sources.
+
+    In source order; each answers UNKNOWN_GATEWAY for a gateway it does not serve, so the
+    forwarder tries the next one.
+    """
     out: list[DownlinkRelay] = []
     for s in sources:
         fn = getattr(s, "send_downlink", None)

@@ -10,11 +10,41 @@ SOURCES := pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 
 .PHONY: demo test test-twin test-slow lint bench install clean
 
+APT_LINE := apt-get install python3-venv python3-dev gcc
+
+# $(call make-venv,DIR): a whole venv or none at all. A half-made one (Debian without
+# python3-venv leaves DIR/bin/python behind) would fool every later make run.
+define make-venv
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "make: Schwebe needs Python 3.11 or newer; '$(PYTHON) -V' says: $$($(PYTHON) -V 2>&1)" >&2; \
+	  exit 1; }
+	@$(PYTHON) -m venv $(1) || { rm -rf $(1); \
+	  echo "make: '$(PYTHON) -m venv $(1)' failed (removed the half-made $(1))." >&2; \
+	  echo "make: on Debian, as root or with sudo:  $(APT_LINE)" >&2; \
+	  exit 1; }
+endef
+
+# The compiled frame parser needs Python.h and a C compiler; without them the install
+# still works on the pure-Python twin (a supported path), but say so instead of
+# letting pip -q hide it.
+CHECK_BUILD_TOOLS := import os, shlex, shutil, sysconfig; \
+  h = os.path.join(sysconfig.get_config_var("INCLUDEPY") or "", "Python.h"); \
+  cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"); \
+  cc = (shlex.split(cc) or ["cc"])[0]; \
+  missing = ([] if os.path.exists(h) else [f"the Python headers ({h})"]) \
+          + ([] if shutil.which(cc) else [f"a C compiler ({cc})"]); \
+  missing and print("make: warning: missing " + " and ".join(missing) \
+          + ": the pure-Python twin will serve (slower frame parsing). For the compiled" \
+          + " parser, on Debian:  $(APT_LINE)")
+
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip setuptools wheel
+	$(call make-venv,$(VENV))
+	@$(PIP) install -q --upgrade pip setuptools wheel || { rm -rf $(VENV); \
+	  echo "make: could not install pip/setuptools/wheel into $(VENV) (removed it)." >&2; \
+	  exit 1; }
 
 $(STAMP): $(PY) $(SOURCES)
+	@$(PY) -c '$(CHECK_BUILD_TOOLS)' >&2
 	$(PIP) install -q -e '.[test]'
 	@touch $@
 
@@ -43,8 +73,8 @@ test-slow: $(STAMP)
 # Public peers run in their own environment, never in the project's.
 PEER := .venv-peer
 $(PEER)/bin/python:
-	$(PYTHON) -m venv $(PEER)
-	$(PEER)/bin/python -m pip install -q liblora
+	$(call make-venv,$(PEER))
+	@$(PEER)/bin/python -m pip install -q liblora || { rm -rf $(PEER); exit 1; }
 
 bench: $(STAMP) $(PEER)/bin/python
 	$(PY) tests/bench/bench_frames.py --peer-python $(PEER)/bin/python

@@ -35,6 +35,21 @@ class Component(Protocol):
     async def run(self) -> None: ...
 
 
+class ComponentStartError(Exception):
+    """A component's start() failed: the daemon cannot run. Names the component."""
+
+    def __init__(self, component: str, cause: BaseException) -> None:
+        self.component = component
+        self.cause = cause
+        super().__init__(f"{component}: {describe_error(cause)}")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a human: the message, or the exception's name when it has none."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 @dataclass
 class ComponentState:
     name: str
@@ -68,39 +83,58 @@ class Supervisor:
                 loop.add_signal_handler(sig, self.request_stop)
         started: list[Any] = []
         tasks: list[asyncio.Task[None]] = []
+        # raised after the TaskGroup, so the caller gets it bare, not in an ExceptionGroup
+        start_error: ComponentStartError | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 for comp in self.components:
                     self.states[comp.name] = ComponentState(comp.name)
                     start = getattr(comp, "start", None)
                     if start is not None:
-                        await start()
+                        try:
+                            await start()
+                        except Exception as exc:
+                            # the caller reports it (one line); a traceback says no more
+                            start_error = ComponentStartError(comp.name, exc)
+                            self.states[comp.name].last_error = describe_error(exc)
+                            break
                     started.append(comp)
                     tasks.append(
                         tg.create_task(self._keep_running(comp), name=f"component:{comp.name}")
                     )
                     if self._stop.is_set():
                         break
-                if not self._stop.is_set():
-                    self.ready.set()
-                    self.notifier.notify("READY=1\nSTATUS=running")
-                    log.info("ready", extra={"fields": {"components": [c.name for c in started]}})
-                    if self.on_ready is not None:
-                        res = self.on_ready()
-                        if res is not None:
-                            await res
-                if self.notifier.watchdog_interval:
-                    tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
-                await self._stop.wait()
-                self.notifier.notify("STOPPING=1")
-                log.info("stopping", extra={"fields": {"drain_timeout_s": self.drain_timeout}})
-                for task in tasks:  # cancel run loops; stop() below drains
-                    task.cancel()
+                if start_error is not None:
+                    self.notifier.notify(f"STOPPING=1\nSTATUS=cannot start {start_error}")
+                    for task in tasks:
+                        task.cancel()
+                else:
+                    await self._run_until_stopped(tg, started, tasks)
+            if start_error is not None:
+                raise start_error
         finally:
             await self._stop_all(started)
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
+
+    async def _run_until_stopped(self, tg: asyncio.TaskGroup, started: list[Any],
+                                 tasks: list[asyncio.Task[None]]) -> None:
+        if not self._stop.is_set():
+            self.ready.set()
+            self.notifier.notify("READY=1\nSTATUS=running")
+            log.info("ready", extra={"fields": {"components": [c.name for c in started]}})
+            if self.on_ready is not None:
+                res = self.on_ready()
+                if res is not None:
+                    await res
+        if self.notifier.watchdog_interval:
+            tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
+        await self._stop.wait()
+        self.notifier.notify("STOPPING=1")
+        log.info("stopping", extra={"fields": {"drain_timeout_s": self.drain_timeout}})
+        for task in tasks:  # cancel run loops; stop() below drains
+            task.cancel()
 
     async def _stop_all(self, started: list[Any]) -> None:
         deadline = time.monotonic() + self.drain_timeout

@@ -46,6 +46,7 @@ def _warn_if_readable(path: Path, cfg: object) -> None:
 
 
 def _serve(cfg: object, banner: str | None = None) -> int:
+    from gateway.app import ComponentStartError, describe_error
     from gateway.config import Config
     from gateway.logs import setup_logging
     from gateway.pipeline import Gateway
@@ -69,12 +70,40 @@ def _serve(cfg: object, banner: str | None = None) -> int:
         gw.supervisor.on_ready = show_banner
         await gw.serve()
 
+    rc = 0
     try:
         asyncio.run(main())
-    except OSError as exc:
-        print(f"schwebe: cannot start: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    except* ComponentStartError as group:
+        for failed in group.exceptions:
+            assert isinstance(failed, ComponentStartError)
+            where = _config_key_of(cfg, failed.component)
+            print(f"schwebe: cannot start {failed.component}{where}: "
+                  f"{describe_error(failed.cause)}", file=sys.stderr)
+        rc = 1
+    except* OSError as group:
+        print(f"schwebe: cannot start: {describe_error(group.exceptions[0])}", file=sys.stderr)
+        rc = 1
+    return rc
+
+
+def _config_key_of(cfg: object, component: str) -> str:
+    """' (web.bind = "0.0.0.0:8080")' for the components whose start() takes one key."""
+    from gateway.config import Config
+
+    assert isinstance(cfg, Config)
+
+    def hostport(hp: tuple[str, int]) -> str:
+        host = f"[{hp[0]}]" if ":" in hp[0] else hp[0]
+        return f"{host}:{hp[1]}"
+
+    kind, _, index = component.partition(":")
+    if component == "web":
+        return f' (web.bind = "{hostport(cfg.web.bind)}")'
+    if component == "buffer":
+        return f' (gateway.data_dir = "{cfg.gateway.data_dir}")'
+    if kind == "gwmp" and index.isdigit() and int(index) < len(cfg.sources.gwmp):
+        return f' (sources.gwmp[{index}].bind = "{hostport(cfg.sources.gwmp[int(index)].bind)}")'
+    return ""
 
 
 DEMO_BANNER = """
@@ -96,12 +125,16 @@ Press Ctrl-C to stop.
 
 def _demo(args: argparse.Namespace) -> int:
     from gateway import frames
-    from gateway.config import load_config_text
+    from gateway.config import ConfigError, load_config_text
 
     with tempfile.TemporaryDirectory(prefix="schwebe-demo-") as tmp:
         text = resources.files("gateway").joinpath("demo.toml").read_text("utf-8")
         text = text.replace("{data_dir}", tmp).replace("{web_port}", str(args.port))
-        cfg = load_config_text(text, source="<demo>")
+        try:
+            cfg = load_config_text(text, source="<demo>")
+        except ConfigError as exc:  # e.g. --port 99999
+            _print_config_errors(f"demo --port {args.port}", exc)
+            return 2
         sim = cfg.sources.simulator
         assert sim is not None
         banner = DEMO_BANNER.format(

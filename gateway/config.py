@@ -8,6 +8,7 @@ that name the key path and the offending value. Nothing here touches sockets.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 import types
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 # --------------------------------------------------------------------------- value types
 
@@ -67,9 +69,42 @@ def parse_hostport(text: str, *, default_host: str | None = None) -> tuple[str, 
         if default_host is None:
             raise ValueError(f"missing host in {text!r}")
         host = default_host
+    elif not is_valid_host(host):
+        raise ValueError(f"bad host in {text!r}: {host!r} is neither an IP address nor a "
+                         "host name (e.g. \"127.0.0.1:1700\", \"[::1]:1700\", \"lns.example.org:1700\")")
     if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
         raise ValueError(f"bad port in {text!r} (0..65535)")
     return host, int(port_s)
+
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def is_valid_host(host: str) -> bool:
+    """An IP literal, or a host name made of RFC 1123 labels.
+
+    A name whose last label is all digits ("999.999.1.1") is a mistyped address,
+    never a name: no top-level domain is numeric.
+    """
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    if not name or len(name) > 253:
+        return False
+    labels = name.split(".")
+    return all(_LABEL_RE.match(label) for label in labels) and not labels[-1].isdigit()
+
+
+def parse_ip(text: str) -> str:
+    """An IP address literal -> its canonical text (as the socket layer reports peers)."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError(f"not an IP address: {text!r} (e.g. \"192.0.2.10\"; "
+                         "datagrams are matched by source address, never by name)") from None
 
 
 def parse_eui(text: str) -> int:
@@ -133,7 +168,7 @@ class GatewaySection:
 class GwmpSource:
     bind: tuple[str, int] = field(default=("127.0.0.1", 1700), metadata=_conv(parse_hostport))
     allowed_euis: tuple[int, ...] = field(default=(), metadata=_conv(parse_eui, each=True))
-    allowed_hosts: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = field(default=(), metadata=_conv(parse_ip, each=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +235,7 @@ class MaxAge:
 class BufferSection:
     max_bytes: int = field(default=256 * 2**20, metadata=_conv(parse_size))
     commit_interval: float = field(default=1.0, metadata=_conv(parse_duration))
-    min_free: int = field(default=64 * 2**20, metadata=_conv(parse_size))
+    min_free: int = field(default=64 * 2**20, metadata=_conv(parse_size, zero_ok=True))
     memory_reserve: int = field(default=8 * 2**20, metadata=_conv(parse_size))
     synchronous: Literal["normal", "full"] = "normal"
     max_age: MaxAge = MaxAge()
@@ -227,7 +262,7 @@ class ForwardCommon:
 class GwmpForward(ForwardCommon):
     server: tuple[str, int] = field(default=("", 0), metadata=_conv(parse_hostport))
     gateway_eui: int | None = field(default=None, metadata=_conv(parse_eui))
-    max_replay_age: float = field(default=300.0, metadata=_conv(parse_duration))
+    max_replay_age: float = field(default=300.0, metadata=_conv(parse_duration, zero_ok=True))
     keepalive: float = field(default=10.0, metadata=_conv(parse_duration))
 
 
@@ -253,6 +288,9 @@ class HttpForward(ForwardCommon):
     cert_file: Path | None = None
     key_file: Path | None = None
     timeout: float = field(default=10.0, metadata=_conv(parse_duration))
+    # put-aside (permanently rejected) records go to <data_dir>/http-<name>.rejected.jsonl,
+    # up to this size; "0B" keeps none (they are only counted)
+    dead_letter_max: int = field(default=16 * 2**20, metadata=_conv(parse_size))
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +340,10 @@ class ParkingDevice:
     app_s_key: bytes | None = _secret_field(conv=parse_key)
     app_key: bytes | None = _secret_field(conv=parse_key)
     category: Literal["onStreet", "offStreet"] = "onStreet"
+    # FIWARE ParkingSpot `location` (GeoJSON Point, WGS 84) and `refParkingSite` (the
+    # OnStreetParking/OffStreetParking entity id); both required by the model for a new entity
+    location: tuple[float, ...] | None = None  # [longitude, latitude]
+    parking_site: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,10 +435,14 @@ class _Builder:
                 self.fail(path, f"expected a string, got {_tname(raw)}")
                 return _MISSING
             try:
-                return conv(raw)
+                out = conv(raw)
             except ValueError as exc:
                 self.fail(path, str(exc))  # converters of secrets never echo the value
                 return _MISSING
+            if conv in (parse_duration, parse_size) and out <= 0 and not meta.get("zero_ok"):
+                self.fail(path, f"{raw!r} must be more than zero")
+                return _MISSING
+            return out
         if origin is tuple:
             if not isinstance(raw, list):
                 self.fail(path, f"expected an array, got {_show(raw, secret)}")
@@ -483,6 +529,8 @@ def _check(cfg: Config, b: _Builder) -> None:
                 if not url.startswith(schemes):
                     b.fail(f"forward.{kind}[{i}].url",
                            f"{url!r} must start with {' or '.join(schemes)}")
+                else:
+                    _check_url_host(b, f"forward.{kind}[{i}].url", url)
     for i, fwd in enumerate(cfg.forward.gwmp):
         if not fwd.server[0] or not fwd.server[1]:
             b.fail(f"forward.gwmp[{i}].server", "required key is missing (e.g. \"lns.example.org:1700\")")
@@ -492,24 +540,100 @@ def _check(cfg: Config, b: _Builder) -> None:
         abp = (dev.dev_addr, dev.nwk_s_key, dev.app_s_key)
         if any(x is not None for x in abp) and not all(x is not None for x in abp):
             b.fail(p, "ABP needs all of dev_addr, nwk_s_key and app_s_key")
+        if dev.location is not None and (len(dev.location) != 2 or not -180 <= dev.location[0] <= 180
+                                         or not -90 <= dev.location[1] <= 90):
+            b.fail(f"{p}.location", f"{list(dev.location)} is not [longitude, latitude] "
+                   "(-180..180, -90..90), e.g. [7.1507, 51.2562]")
+        if dev.parking_site is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"'=;()]+",
+                                                             dev.parking_site):
+            b.fail(f"{p}.parking_site", f"{dev.parking_site!r} is not an entity id URI "
+                   "(e.g. \"urn:ngsi-ld:OnStreetParking:wuppertal:friedrich-ebert-str\")")
         if dev.spot_id in spots:
             b.fail(f"{p}.spot_id", f"{dev.spot_id!r} is already used by {spots[dev.spot_id]}")
         spots[dev.spot_id] = p
     for i, src in enumerate(cfg.sources.modbus):
+        _check_baudrate(b, f"sources.modbus[{i}].baudrate", src.baudrate)
+        if not 0 <= src.retries <= 10:
+            b.fail(f"sources.modbus[{i}].retries", f"{src.retries} out of range 0..10")
         for j, d in enumerate(src.devices):
+            dp = f"sources.modbus[{i}].devices[{j}]"
+            if not 0 <= d.register <= 0xFFFF:
+                b.fail(f"{dp}.register", f"{d.register} out of range 0..65535")
+            for k, v in enumerate(d.occupied_values):
+                if not 0 <= v <= 0xFFFF:
+                    b.fail(f"{dp}.occupied_values[{k}]", f"{v} out of range 0..65535")
             if not 1 <= d.unit <= 247:
                 b.fail(f"sources.modbus[{i}].devices[{j}].unit", f"{d.unit} out of range 1..247")
             if d.spot_id in spots:
                 b.fail(f"sources.modbus[{i}].devices[{j}].spot_id",
                        f"{d.spot_id!r} is already used by {spots[d.spot_id]}")
             spots[d.spot_id] = f"sources.modbus[{i}].devices[{j}]"
-    if cfg.sources.simulator is not None and not cfg.sources.gwmp:
-        b.fail("sources.simulator", "needs a [[sources.gwmp]] to send to")
+    if cfg.sources.gnss is not None:
+        _check_baudrate(b, "sources.gnss.baudrate", cfg.sources.gnss.baudrate)
+    for i, conc in enumerate(cfg.sources.concentratord):
+        for key in ("event_url", "command_url"):
+            _check_zmq_url(b, f"sources.concentratord[{i}].{key}", getattr(conc, key))
+    sim = cfg.sources.simulator
+    if sim is not None:
+        if not cfg.sources.gwmp:
+            b.fail("sources.simulator", "needs a [[sources.gwmp]] to send to")
+        if not 0 <= sim.sensors <= 100_000:
+            b.fail("sources.simulator.sensors", f"{sim.sensors} out of range 0..100000")
+        if not 0 < sim.rate <= 1_000_000:
+            b.fail("sources.simulator.rate", f"{sim.rate:g} must be more than zero (frames/s)")
+        if not 0 <= sim.wired_spots <= 247:
+            b.fail("sources.simulator.wired_spots", f"{sim.wired_spots} out of range 0..247")
+    for i, mqtt in enumerate(cfg.forward.mqtt):
+        if mqtt.keepalive > 65535:
+            b.fail(f"forward.mqtt[{i}].keepalive",
+                   f"{mqtt.keepalive:g} s is over MQTT's limit of 65535 s")
     if cfg.web.open_read_only and cfg.web.bind[0] not in ("127.0.0.1", "::1", "localhost"):
         b.fail("web.open_read_only", f"only allowed with a loopback bind, not {cfg.web.bind[0]!r}: "
                "anyone on the network could read the page; set username and password_hash")
     if cfg.buffer.commit_interval <= 0 or cfg.buffer.commit_interval > 60:
         b.fail("buffer.commit_interval", "must be between 1ms and 60s")
+
+
+# Linux termios rates (B50..B4000000): anything else is most likely a typo (96000, 1920).
+STANDARD_BAUDRATES = (
+    50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400, 57600,
+    115200, 230400, 460800, 500000, 576000, 921600, 1000000, 1152000, 1500000, 2000000,
+    2500000, 3000000, 3500000, 4000000,
+)
+
+
+def _check_baudrate(b: _Builder, path: str, rate: int) -> None:
+    if rate not in STANDARD_BAUDRATES:
+        b.fail(path, f"{rate} is not a standard baud rate (e.g. 9600, 19200, 38400, 115200)")
+
+
+def _check_url_host(b: _Builder, path: str, url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a bad port
+    except ValueError as exc:
+        b.fail(path, f"{url!r}: {exc}")
+        return
+    host = parts.hostname
+    if not host:
+        b.fail(path, f"{url!r} has no host (e.g. \"{parts.scheme}://broker.example.org\")")
+    elif not is_valid_host(host):
+        b.fail(path, f"{url!r}: {host!r} is neither an IP address nor a host name")
+    elif port == 0:
+        b.fail(path, f"{url!r}: port 0")
+
+
+def _check_zmq_url(b: _Builder, path: str, url: str) -> None:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("ipc", "tcp"):
+        b.fail(path, f"{url!r} must start with ipc:// or tcp://")
+    elif not rest:
+        b.fail(path, f"{url!r} has no address")
+    elif scheme == "tcp":
+        try:
+            parse_hostport(rest)
+        except ValueError as exc:
+            b.fail(path, str(exc))
 
 
 def load_config_text(text: str, *, source: str = "<config>") -> Config:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import Supervisor
+from gateway.app import ComponentStartError, Supervisor
 from gateway.sdnotify import Notifier
 
 
@@ -119,6 +119,72 @@ async def test_sd_notify_ready_after_start_then_watchdog_and_stopping(tmp_path: 
             except BlockingIOError:
                 break
         assert "STOPPING=1" in seen
+
+
+async def test_no_watchdog_while_unhealthy_and_again_once_healthy(tmp_path: Path) -> None:
+    # systemd restarts a daemon whose pings stop: an unhealthy gateway must stop pinging
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.setblocking(False)
+        health = {"ok": False}
+        notifier = Notifier(path, watchdog_usec="40000")  # ping every 20 ms while healthy
+        sup = Supervisor([Recorder("source", [])], notifier=notifier,
+                         healthy=lambda: health["ok"])
+        task = asyncio.create_task(sup.serve(install_signals=False))
+        loop = asyncio.get_running_loop()
+        first = (await asyncio.wait_for(loop.sock_recv(sock, 1024), 5)).decode()
+        assert first.startswith("READY=1")
+        # unhealthy for 15 watchdog periods: not a single ping
+        with pytest.raises(TimeoutError):
+            got = await asyncio.wait_for(loop.sock_recv(sock, 1024), 0.3)
+            raise AssertionError(f"sent while unhealthy: {got!r}")
+        health["ok"] = True
+        pings = [(await asyncio.wait_for(loop.sock_recv(sock, 1024), 5)).decode()
+                 for _ in range(3)]
+        assert pings == ["WATCHDOG=1"] * 3
+        health["ok"] = False
+        await asyncio.sleep(0.05)  # a ping already on its way may still arrive
+        while True:
+            try:
+                sock.recv(1024)
+            except BlockingIOError:
+                break
+        with pytest.raises(TimeoutError):
+            got = await asyncio.wait_for(loop.sock_recv(sock, 1024), 0.3)
+            raise AssertionError(f"sent while unhealthy again: {got!r}")
+        sup.request_stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_failed_start_names_the_component_and_stops_the_others(tmp_path: Path) -> None:
+    class Busy(Recorder):
+        async def start(self) -> None:
+            raise OSError(98, "address already in use")
+
+    events: list[str] = []
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.setblocking(False)
+        sup = Supervisor([Recorder("buffer", events), Recorder("source", events),
+                          Busy("web", events), Recorder("never", events)],
+                         notifier=Notifier(path))
+        # bare, not inside an ExceptionGroup: the command line prints it as one line
+        with pytest.raises(ComponentStartError) as caught:
+            await asyncio.wait_for(sup.serve(install_signals=False), 5)
+        seen = []
+        while True:
+            try:
+                seen.append(sock.recv(1024).decode())
+            except BlockingIOError:
+                break
+    assert caught.value.component == "web"
+    assert isinstance(caught.value.cause, OSError)
+    assert str(caught.value) == "web: [Errno 98] address already in use"
+    assert events == ["start:buffer", "start:source", "stop:source", "stop:buffer"]
+    assert not sup.ready.is_set()
+    assert not any(s.startswith("READY=1") for s in seen) and seen[0].startswith("STOPPING=1")
 
 
 def test_notifier_without_socket_is_silent() -> None:

@@ -60,11 +60,73 @@ def test_defaults_serve_most_cities() -> None:
         ("[gateway\n", "not valid TOML"),
         (MINIMAL + "[web]\nbind = \"0.0.0.0:8080\"\nopen_read_only = true\n",
          "web.open_read_only: only allowed with a loopback bind"),
+        # the host of every host:port is checked, not only the port
+        (MINIMAL + "[web]\nbind = \"999.999.1.1:18089\"\n", "web.bind: bad host in '999.999.1.1:18089'"),
+        (MINIMAL + "[web]\nbind = \"not a host:80\"\n", "web.bind: bad host in 'not a host:80'"),
+        (MINIMAL + "[[sources.gwmp]]\nbind = \"[::1:1700\"\n", "sources.gwmp[0].bind: bad host in '[::1:1700'"),
+        (MINIMAL + "[[sources.gwmp]]\nbind = \"-lead.example:1700\"\n", "sources.gwmp[0].bind: bad host"),
+        (MINIMAL + "[[forward.gwmp]]\nname = \"lns\"\nserver = \"lns_.example.org:1700\"\n",
+         "forward.gwmp[0].server: bad host in 'lns_.example.org:1700'"),
+        (MINIMAL + "[[sources.gwmp]]\nallowed_hosts = [\"gw.local\"]\n",
+         "sources.gwmp[0].allowed_hosts[0]: not an IP address: 'gw.local'"),
+        # numbers that mean nothing at zero or below
+        (MINIMAL + "[[sources.modbus]]\nport = \"/dev/x\"\nbaudrate = -5\n",
+         "sources.modbus[0].baudrate: -5 is not a standard baud rate"),
+        (MINIMAL + "[[sources.modbus]]\nport = \"/dev/x\"\nbaudrate = 96000\n",
+         "sources.modbus[0].baudrate: 96000 is not a standard baud rate"),
+        (MINIMAL + "[sources.gnss]\nport = \"/dev/x\"\nbaudrate = 0\n", "sources.gnss.baudrate: 0 is not"),
+        (MINIMAL + "[[sources.modbus]]\nport = \"/dev/x\"\npoll_interval = \"0s\"\n",
+         "sources.modbus[0].poll_interval: '0s' must be more than zero"),
+        (MINIMAL + "[[sources.modbus]]\nport = \"/dev/x\"\ntimeout = \"0ms\"\n",
+         "sources.modbus[0].timeout: '0ms' must be more than zero"),
+        (MINIMAL + "[[sources.modbus]]\nport = \"/dev/x\"\nretries = -1\n",
+         "sources.modbus[0].retries: -1 out of range"),
+        (MINIMAL + "[buffer]\nmax_bytes = \"0B\"\n", "buffer.max_bytes: '0B' must be more than zero"),
+        (MINIMAL + "[buffer]\nmax_age.stats = \"0s\"\n", "buffer.max_age.stats: '0s' must be more than zero"),
+        (MINIMAL + "[parking]\nheartbeat_timeout = \"0h\"\n", "parking.heartbeat_timeout: '0h' must be more"),
+        (MINIMAL + "[[forward.http]]\nname = \"p\"\nurl = \"https://x\"\ntimeout = \"0s\"\n",
+         "forward.http[0].timeout: '0s' must be more than zero"),
+        (MINIMAL + "[[forward.mqtt]]\nname = \"m\"\nurl = \"mqtt://\"\n", "forward.mqtt[0].url: 'mqtt://' has no host"),
+        (MINIMAL + "[[forward.mqtt]]\nname = \"m\"\nurl = \"mqtt://b\"\nkeepalive = \"1d\"\n",
+         "forward.mqtt[0].keepalive: 86400 s is over MQTT's limit"),
+        (MINIMAL + "[[forward.http]]\nname = \"p\"\nurl = \"http://bad host/x\"\n",
+         "forward.http[0].url: 'http://bad host/x': 'bad host' is neither"),
+        (MINIMAL + "[[forward.ngsi_ld]]\nname = \"c\"\nurl = \"http://cb:99999\"\n",
+         "forward.ngsi_ld[0].url: 'http://cb:99999': Port out of range"),
+        (MINIMAL + "[[sources.concentratord]]\nevent_url = \"tcp://999.1.1.1:5555\"\n",
+         "sources.concentratord[0].event_url: bad host in '999.1.1.1:5555'"),
+        (MINIMAL + "[[sources.modbus]]\nport = \"/dev/x\"\n[[sources.modbus.devices]]\nunit = 1\n"
+         "spot_id = \"s\"\nregister = 70000\n", "sources.modbus[0].devices[0].register: 70000 out of range"),
     ],
 )
 def test_errors_name_the_key_path_and_value(text: str, expected: str) -> None:
     found = problems(text)
     assert any(expected in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "expected"),
+    [
+        ('bind = "127.0.0.1:1700"', "bind", ("127.0.0.1", 1700)),
+        ('bind = "[::1]:1700"', "bind", ("::1", 1700)),
+        ('bind = "0.0.0.0:0"', "bind", ("0.0.0.0", 0)),
+        ('bind = "localhost:1700"', "bind", ("localhost", 1700)),
+        ('bind = "gw-01.lamp.city.example.:1700"', "bind", ("gw-01.lamp.city.example.", 1700)),
+        # canonical text, as the socket layer reports a peer
+        ('allowed_hosts = ["192.0.2.1", "0:0::1"]', "allowed_hosts", ("192.0.2.1", "::1")),
+    ],
+)
+def test_good_hosts_pass(line: str, key: str, expected: object) -> None:
+    cfg = load_config_text(MINIMAL + f"[[sources.gwmp]]\n{line}\n")
+    assert getattr(cfg.sources.gwmp[0], key) == expected
+
+
+def test_zero_is_allowed_where_it_means_something() -> None:
+    cfg = load_config_text(MINIMAL + '[buffer]\nmin_free = "0B"\n[[forward.gwmp]]\nname = "l"\n'
+                           'server = "lns.example.org:1700"\nmax_replay_age = "0s"\n'
+                           '[[sources.modbus]]\nport = "/dev/x"\nbaudrate = 19200\nretries = 0\n')
+    assert cfg.buffer.min_free == 0 and cfg.forward.gwmp[0].max_replay_age == 0
+    assert cfg.sources.modbus[0].baudrate == 19200
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -105,6 +167,16 @@ def test_cli_validate_bad_file_exits_2_without_traceback(tmp_path: Path) -> None
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.parametrize("bind", ["999.999.1.1:18089", "not a host:80"])
+def test_cli_validate_bad_host_exits_2_without_traceback(tmp_path: Path, bind: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(MINIMAL + f'[web]\nbind = "{bind}"\n')
+    res = run_cli("config", "validate", str(bad))
+    assert res.returncode == 2
+    assert f"web.bind: bad host in {bind!r}" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_cli_validate_good_file(tmp_path: Path) -> None:
     res = run_cli("config", "validate", str(REPO / "deploy" / "schwebe.example.toml"))
     assert res.returncode == 0, res.stderr
@@ -136,3 +208,37 @@ def test_run_warns_when_a_config_with_secrets_is_world_readable(tmp_path: Path) 
     cfg.chmod(0o600)
     res = run_cli("run", "--config", str(cfg))
     assert "readable by every user" not in res.stderr
+
+
+PARKING_DEV = ('[[parking.devices]]\ndev_eui = "70b3d5e75e000001"\nmodel = "nwave/nps405"\n'
+               'spot_id = "s1"\n')
+
+
+def test_parking_device_location_and_site_for_the_fiware_model() -> None:
+    cfg = load_config_text(MINIMAL + PARKING_DEV + 'location = [7.1507, 51.2562]\n'
+                           'parking_site = "urn:ngsi-ld:OnStreetParking:wuppertal:1"\n')
+    dev = cfg.parking.devices[0]
+    assert dev.location == (7.1507, 51.2562) and dev.parking_site == "urn:ngsi-ld:OnStreetParking:wuppertal:1"
+    assert load_config_text(MINIMAL + PARKING_DEV).parking.devices[0].location is None  # optional
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("location = [51.2562, 97.1507]", "parking.devices[0].location: [51.2562, 97.1507] is not [longitude, latitude]"),
+    ("location = [7.15]", "parking.devices[0].location: [7.15] is not [longitude, latitude]"),
+    ("location = [181, 0]", "parking.devices[0].location: [181.0, 0.0] is not [longitude, latitude]"),
+    ('location = "7.15,51.25"', "parking.devices[0].location: expected an array"),
+    ('location = [7, "north"]', "parking.devices[0].location[1]: expected a number"),
+    ('parking_site = "Friedrich-Ebert-Str"', "parking.devices[0].parking_site: 'Friedrich-Ebert-Str' is not an entity id URI"),
+    ('parking_site = "urn:x y"', "parking.devices[0].parking_site: 'urn:x y' is not an entity id URI"),
+])
+def test_bad_parking_location_or_site_is_named(line: str, expected: str) -> None:
+    assert any(p.startswith(expected) for p in problems(MINIMAL + PARKING_DEV + line + "\n")), \
+        problems(MINIMAL + PARKING_DEV + line + "\n")
+
+
+def test_http_put_aside_file_cap() -> None:
+    cfg = load_config_text(MINIMAL + '[[forward.http]]\nname = "h"\nurl = "https://x.example/in"\n'
+                           'dead_letter_max = "1MiB"\n')
+    assert cfg.forward.http[0].dead_letter_max == 2**20
+    assert load_config_text(MINIMAL + '[[forward.http]]\nname = "h"\nurl = "https://x.example/in"\n'
+                            ).forward.http[0].dead_letter_max == 16 * 2**20

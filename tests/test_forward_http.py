@@ -27,9 +27,11 @@ class Hook:
         self.requests: list[dict[str, Any]] = []
         self.script: list[Any] = []  # status codes or (status, headers)
         self.times: list[float] = []
+        self.raws: list[bytes] = []
 
     async def handle(self, req: web.Request) -> web.Response:
         raw = await req.read()
+        self.raws.append(raw)
         body = cbor2.loads(raw) if req.content_type == "application/cbor" else json.loads(raw)
         self.requests.append({"headers": dict(req.headers), "body": body})
         self.times.append(time.monotonic())
@@ -147,3 +149,97 @@ async def test_unreachable_webhook_times_out_and_nothing_is_acked(buffer: Buffer
         assert loop.acked == 0
     finally:
         await runner.cleanup()
+
+
+async def test_failed_request_is_retried_byte_for_byte_before_records_that_arrived_meanwhile(
+        hook, buffer: Buffer) -> None:
+    h, url = hook
+    h.script = [503]
+    fwd = HttpForwarder(HttpForward(name="wh", url=url), gateway_eui=GW)
+    buffer.register("wh", start="oldest")
+    _fill(buffer, 3)  # tmst 0..2
+    slept = asyncio.Event()
+
+    async def sleep_and_append(delay: float) -> None:
+        if not slept.is_set():
+            slept.set()
+            for i in range(3, 5):  # live records arrive during the backoff
+                buffer.append(make_record("uplink", "gwmp", {"gateway_eui": "0102030405060708",
+                                                             "rxpk": {"tmst": i, "data": "QAE="}}))
+        await asyncio.sleep(0)
+
+    loop = DeliveryLoop(buffer, fwd, sleep=sleep_and_append)
+    await _run_until(loop, lambda: loop.acked == 5)
+    tmsts = [[r["body"]["rxpk"]["tmst"] for r in q["body"]["records"]] for q in h.requests]
+    keys = [q["headers"]["Idempotency-Key"] for q in h.requests]
+    assert tmsts == [[0, 1, 2], [0, 1, 2], [3, 4]]
+    assert h.raws[1] == h.raws[0] and keys[1] == keys[0]  # the receiver can deduplicate the retry
+    assert keys[2] != keys[0]
+    assert fwd.health()["retry_pending"] is None
+    assert buffer.cursor_lag("wh")[0] == 0
+
+
+async def test_retry_of_an_outage_is_identical_even_when_the_next_batch_is_cut_differently(
+        hook, buffer: Buffer) -> None:
+    """live_first hands out half live, half backlog after an outage: the retry still repeats
+    the failed request exactly; its records coming back later are acknowledged without resending."""
+    h, url = hook
+    h.script = [503, 503]
+    fwd = HttpForwarder(HttpForward(name="wh", url=url, max_batch=4), gateway_eui=GW)
+    buffer.register("wh", start="oldest")
+    _fill(buffer, 4)  # tmst 0..3
+    appended = 0
+
+    async def sleep_and_append(delay: float) -> None:
+        nonlocal appended
+        if appended < 6:
+            for i in range(4 + appended, 7 + appended):
+                buffer.append(make_record("uplink", "gwmp", {"gateway_eui": "0102030405060708",
+                                                             "rxpk": {"tmst": i, "data": "QAE="}}))
+            appended += 3
+        await asyncio.sleep(0)
+
+    loop = DeliveryLoop(buffer, fwd, max_batch=4, sleep=sleep_and_append)
+    await _run_until(loop, lambda: loop.acked == 10)
+    tmsts = [[r["body"]["rxpk"]["tmst"] for r in q["body"]["records"]] for q in h.requests]
+    keys = [q["headers"]["Idempotency-Key"] for q in h.requests]
+    assert tmsts[:3] == [[0, 1, 2, 3]] * 3 and len(set(keys[:3])) == 1
+    sent = [t for batch in tmsts[3:] for t in batch]
+    assert sorted(sent) == list(range(4, 10))  # every other record exactly once, none of 0..3 again
+    assert all(b == sorted(b) for b in tmsts)  # in sequence order within a request
+    assert len(set(keys)) == len(keys) - 2
+
+
+async def test_put_aside_records_are_kept_in_a_private_capped_file_after_the_cursor_moved(
+        hook, buffer: Buffer, tmp_path: Path) -> None:
+    from gateway.forward.http import read_put_aside
+
+    h, url = hook
+    h.script = [422, 200, 400]
+    fwd = HttpForwarder(HttpForward(name="wh", url=url, max_batch=3, dead_letter_max=1200), gateway_eui=GW)
+    buffer.register("wh", start="oldest")
+    _fill(buffer, 9)
+    loop = DeliveryLoop(buffer, fwd, max_batch=3)
+    await _run_until(loop, lambda: loop.acked == 9)
+    assert buffer.cursor_lag("wh")[0] == 0  # nothing blocks: the cursor moved past the rejects
+    path = tmp_path / "http-wh.rejected.jsonl"
+    assert (path.stat().st_mode & 0o777) == 0o600
+    kept = read_put_aside(path)
+    assert path.stat().st_size <= 1200  # the cap holds
+    health = fwd.health()["put_aside_file"]
+    assert health["path"] == str(path)
+    assert health["records"] == len(kept) and health["not_kept"] == 6 - len(kept)
+    rejected = [[r["body"]["rxpk"]["tmst"] for r in h.requests[i]["body"]["records"]] for i in (0, 2)]
+    assert len(kept) >= 3  # the whole first rejected batch fits, the second only in part
+    assert [k["record"]["body"]["rxpk"]["tmst"] for k in kept] == (rejected[0] + rejected[1])[:len(kept)]
+    first = kept[0]
+    assert first["status"] == 422 and first["response"] == "nope"
+    assert first["batch_id"] == h.requests[0]["headers"]["Idempotency-Key"]
+    assert first["record"]["kind"] == "uplink" and first["record"]["body"]["raw"] == "0001"
+    assert kept[-1]["status"] == 400
+    # a restart counts what is there against the cap
+    again = HttpForwarder(HttpForward(name="wh", url=url, dead_letter_max=1200), gateway_eui=GW)
+    again.data_dir = tmp_path
+    await again.connect()
+    await again.close()
+    assert again.health()["put_aside_file"]["records"] == len(kept)

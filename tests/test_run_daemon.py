@@ -85,6 +85,10 @@ bind = "127.0.0.1:{web_port}"
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "Traceback" not in err
+        # stderr is a pipe, so the log is JSON lines (as journald gets it); it names the parser
+        parser_lines = [rec for rec in map(json.loads, filter(None, err.splitlines()))
+                        if rec.get("msg") == "frame parser"]
+        assert [rec["implementation"] for rec in parser_lines] == [frames.IMPLEMENTATION], err
         states = []
         notify.settimeout(0.5)
         while True:
@@ -105,3 +109,71 @@ bind = "127.0.0.1:{web_port}"
     uplinks = [json.loads(line) for line in exported.stdout.splitlines()]
     assert len(uplinks) == 100
     assert {u["body"]["rxpk"]["tmst"] for u in uplinks} == set(range(1000, 1005))
+
+
+# --------------------------------------------------------------------- a component that cannot start
+
+MINIMAL = """
+[gateway]
+eui = "b827ebfffe000001"
+data_dir = "{data_dir}"
+[[sources.gwmp]]
+bind = "127.0.0.1:{udp_port}"
+[buffer]
+min_free = "1MiB"
+[web]
+bind = "127.0.0.1:{web_port}"
+"""
+
+
+def assert_one_line_failure(res: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr and "ExceptionGroup" not in res.stderr, res.stderr
+    plain = [line for line in res.stderr.splitlines() if not line.startswith("{")]
+    assert plain == [plain[0]] and plain[0].startswith("schwebe: cannot start "), res.stderr
+    assert expected in plain[0], plain[0]
+    assert "address already in use" in plain[0].lower(), plain[0]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+def test_run_with_the_web_port_taken_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        cfg = tmp_path / "schwebe.toml"
+        cfg.write_text(MINIMAL.format(data_dir=tmp_path / "data", udp_port=0, web_port=port))
+        res = run_cli("run", "--config", str(cfg))
+    assert_one_line_failure(res, f'cannot start web (web.bind = "127.0.0.1:{port}"): ')
+
+
+def test_run_with_the_gwmp_port_taken_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        cfg = tmp_path / "schwebe.toml"
+        cfg.write_text(MINIMAL.format(data_dir=tmp_path / "data", udp_port=port,
+                                      web_port=free_port()))
+        res = run_cli("run", "--config", str(cfg))
+    assert_one_line_failure(res, f'cannot start gwmp:0 (sources.gwmp[0].bind = "127.0.0.1:{port}"): ')
+
+
+def test_demo_with_the_web_port_taken_says_so_in_one_line() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        res = run_cli("demo", "--port", str(port))
+    assert_one_line_failure(res, f'cannot start web (web.bind = "127.0.0.1:{port}"): ')
+    assert "Schwebe demo is running" not in res.stdout  # no banner for a demo that is not running
+
+
+def test_demo_with_an_impossible_port_is_a_config_error() -> None:
+    res = run_cli("demo", "--port", "99999")
+    assert res.returncode == 2
+    assert "web.bind: bad port in '127.0.0.1:99999'" in res.stderr
+    assert "Traceback" not in res.stderr

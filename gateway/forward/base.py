@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import cbor2
@@ -85,9 +86,12 @@ class Forwarder(abc.ABC):
     sets this event when that connection dies, so the loop reconnects even while no records
     flow; ``connect`` installs a fresh one. None: the loop learns of failures in ``send`` only.
     An optional ``health()`` returning a dict shows up under ``"backend"`` in the loop's health.
+    ``data_dir``: the buffer's directory, set by the :class:`DeliveryLoop`, for a forwarder
+    that keeps files of its own next to the buffer (HTTP's put-aside records).
     """
 
     broken: asyncio.Event | None = None
+    data_dir: Path | None = None
 
     def __init__(
         self,
@@ -144,6 +148,8 @@ class DeliveryLoop:
     ) -> None:
         self.buffer = buffer
         self.forwarder = forwarder
+        if forwarder.data_dir is None:
+            forwarder.data_dir = buffer.path.parent
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
         self.backoff_base = backoff_base

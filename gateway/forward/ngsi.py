@@ -3,10 +3,17 @@
 Only the newest state per spot is sent (an older one arriving late from the backlog is
 acknowledged without sending, so it never overwrites a newer state); partial failures
 (207) are handled per entity. Never logs the token.
+
+Entities follow the smart-data-models ``ParkingSpot`` schema: ``status``, ``category``, and
+from the device's config ``location`` (GeoJSON Point) and ``refParkingSite``; ``refDevice`` is
+a list. A spot configured without location or parking site is still sent (an update of an
+entity the city provisioned needs neither; coordinates are never invented), but it is logged
+once and listed in health, because an upsert that creates the entity leaves it non-conforming.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +25,11 @@ from gateway.config import NgsiLdForward
 from gateway.forward.base import Forwarder, ForwarderError, SendResult
 from gateway.records import Record
 
+log = logging.getLogger(__name__)
+
 NATURAL_KINDS = ("parking",)
+#: Spots missing model attributes listed in health (each is also logged once).
+MAX_INCOMPLETE_SHOWN = 100
 #: Largest answer we read from a context broker; the rest is never buffered.
 MAX_RESPONSE = 1 << 20
 _LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
@@ -57,6 +68,25 @@ class NewestPerSpot:
             self._newest[spot_id] = t
 
 
+def _point(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's ``location`` ([lon, lat], from config) as a GeoJSON Point, if usable."""
+    loc = body.get("location")
+    if (isinstance(loc, list) and len(loc) == 2 and all(isinstance(c, int | float) for c in loc)
+            and -180 <= loc[0] <= 180 and -90 <= loc[1] <= 90):
+        return {"type": "Point", "coordinates": [float(loc[0]), float(loc[1])]}
+    return None
+
+
+def missing_model_attrs(body: dict[str, Any]) -> list[str]:
+    """Attributes the FIWARE ParkingSpot model requires that this record cannot give
+    (``location``, ``refParkingSite``: per-device config). An update of an entity the city
+    provisioned does not need them; an upsert that creates the entity does."""
+    missing = [] if _point(body) is not None else ["location"]
+    if not body.get("parking_site"):
+        missing.append("refParkingSite")
+    return missing
+
+
 def ld_entity(body: dict[str, Any]) -> dict[str, Any]:
     """A parking record body -> an NGSI-LD ``ParkingSpot`` (normalised form, context via Link)."""
     status: dict[str, Any] = {"type": "Property", "value": str(body["status"])}
@@ -66,8 +96,14 @@ def ld_entity(body: dict[str, Any]) -> dict[str, Any]:
         "id": spot_urn(str(body["spot_id"])), "type": "ParkingSpot", "status": status,
         "category": {"type": "Property", "value": [str(body.get("category") or "onStreet")]},
     }
+    point = _point(body)
+    if point is not None:
+        ent["location"] = {"type": "GeoProperty", "value": point}
+    if body.get("parking_site"):
+        ent["refParkingSite"] = {"type": "Relationship", "object": str(body["parking_site"])}
     if body.get("device"):
-        ent["refDevice"] = {"type": "Relationship", "object": device_urn(str(body["device"]))}
+        # the model's refDevice is a list: an unordered 1:n Relationship (NGSI-LD 1.8 object array)
+        ent["refDevice"] = {"type": "Relationship", "object": [device_urn(str(body["device"]))]}
     return ent
 
 
@@ -80,8 +116,13 @@ def v2_entity(body: dict[str, Any]) -> dict[str, Any]:
         "id": spot_urn(str(body["spot_id"])), "type": "ParkingSpot", "status": status,
         "category": {"type": "StructuredValue", "value": [str(body.get("category") or "onStreet")]},
     }
+    point = _point(body)
+    if point is not None:
+        ent["location"] = {"type": "geo:json", "value": point}
+    if body.get("parking_site"):
+        ent["refParkingSite"] = {"type": "Relationship", "value": str(body["parking_site"])}
     if body.get("device"):
-        ent["refDevice"] = {"type": "Relationship", "value": device_urn(str(body["device"]))}
+        ent["refDevice"] = {"type": "Relationship", "value": [device_urn(str(body["device"]))]}
     return ent
 
 
@@ -99,6 +140,8 @@ class NgsiForwarder(Forwarder):
         self.put_aside: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.last_rejection: dict[str, Any] | None = None
+        # Spots sent without the model's location/refParkingSite (warned once each).
+        self.incomplete: dict[str, list[str]] = {}
 
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
@@ -147,6 +190,16 @@ class NgsiForwarder(Forwarder):
                 latest[spot] = (prev[0], seqs)
         if not latest:
             return SendResult.all()
+        for spot, (body, _) in latest.items():
+            if spot not in self.incomplete and len(self.incomplete) < MAX_INCOMPLETE_SHOWN:
+                missing = missing_model_attrs(body)
+                if missing:
+                    self.incomplete[spot] = missing
+                    log.warning("NGSI %s: spot %s has no %s in its [[parking.devices]] config: "
+                                "updates of an existing ParkingSpot are fine, but if the broker "
+                                "does not have it yet the upsert creates one without these "
+                                "attributes the FIWARE model requires", self.name, spot,
+                                " or ".join(missing))
         make = ld_entity if self.cfg.api == "ngsi-ld" else v2_entity
         entities = [make(b) for b, _ in latest.values()]
         payload: Any = entities if self.cfg.api == "ngsi-ld" else {"actionType": "append", "entities": entities}
@@ -219,4 +272,5 @@ class NgsiForwarder(Forwarder):
     def health(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "api": self.cfg.api, **self.counters,
                 "put_aside": dict(self.put_aside), "errors": dict(self.errors),
-                "last_rejection": self.last_rejection}
+                "last_rejection": self.last_rejection,
+                "spots_without_model_attrs": dict(self.incomplete)}

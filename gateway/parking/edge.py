@@ -88,6 +88,7 @@ class EdgeParking:
         self._meta: dict[
             int, tuple[ParkingDevice, registry.Decoder, registry.SpotReader, str, str | None]
         ] = {}
+        self._place: dict[str, dict[str, Any]] = {}  # spot -> location/parking_site from config
         for cfg in devices:
             self._meta[cfg.dev_eui] = (
                 cfg,
@@ -97,6 +98,10 @@ class EdgeParking:
                 registry.battery_unit(cfg.model),
             )
             self.spot_table.ensure(cfg.spot_id, category=cfg.category)
+            place = {"location": None if cfg.location is None else list(cfg.location),
+                     "parking_site": cfg.parking_site}
+            if any(v is not None for v in place.values()):
+                self._place[cfg.spot_id] = {k: v for k, v in place.items() if v is not None}
         self.bad_frames = 0  # base64 or PHYPayload errors (the network server sees them too)
         self.undecodable = 0  # genuine frames the decoder answered with errors only
         self.rejoin_requests = 0
@@ -219,6 +224,9 @@ class EdgeParking:
         }
         if spot.category is not None:
             body["category"] = spot.category  # FIWARE ParkingSpot category, from config
+        place = self._place.get(spot.spot_id)
+        if place is not None:
+            body.update(place)  # FIWARE location / refParkingSite, from config
         if spot.battery is not None:
             body["battery"] = spot.battery
         if spot.rssi is not None:

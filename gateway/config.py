@@ -350,6 +350,9 @@ class ParkingDevice:
 class ParkingSection:
     heartbeat_timeout: float = field(default=2 * 3600.0, metadata=_conv(parse_duration))
     record_heartbeats: bool = False
+    # Spots an operator closed (roadworks, an event): reported as "closed" whatever their
+    # sensor says, until taken off the list.
+    closed_spots: tuple[str, ...] = ()
     devices: tuple[ParkingDevice, ...] = ()
 
 

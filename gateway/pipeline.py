@@ -99,7 +99,7 @@ class Gateway:
             devices += self._build_simulator()
         self.parking = EdgeParking(
             devices, data_dir, cfg.parking.heartbeat_timeout, cfg.parking.record_heartbeats,
-            emit=self.accept,
+            emit=self.accept, closed_spots=cfg.parking.closed_spots,
         )
         self.gnss_fix: dict[str, Any] | None = None
         self.sources: list[Any] = []

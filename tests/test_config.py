@@ -33,6 +33,12 @@ def test_example_config_in_deploy_is_valid() -> None:
     assert cfg.sources.gwmp[0].bind == ("127.0.0.1", 1700)
     assert cfg.buffer.max_bytes == 256 * 2**20
     assert [f.name for f in cfg.forwarders] == ["lns", "city-broker", "data-platform", "context-broker"]
+    assert cfg.parking.heartbeat_timeout == 7200.0 and cfg.parking.closed_spots == ()
+
+
+def test_closed_spots_are_a_list_of_spot_ids() -> None:
+    cfg = load_config_text(MINIMAL + '\n[parking]\nclosed_spots = ["a:1", "a:2"]\n')
+    assert cfg.parking.closed_spots == ("a:1", "a:2")
 
 
 def test_defaults_serve_most_cities() -> None:

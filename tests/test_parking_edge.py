@@ -355,6 +355,42 @@ def test_wired_bay_occupied_all_night_is_not_a_missed_heartbeat(tmp_path: Path) 
     assert hx.status(spot) == "unknown"  # as the driver says when the unit stops answering
 
 
+def test_operator_closure_holds_against_the_sensor_and_lifts_to_its_last_word(
+    tmp_path: Path,
+) -> None:
+    """Roadworks: the city closes a spot in config. It reads ``closed`` (with a record) whatever
+    its sensor says, the sensor's battery and heartbeat still count, and once the closure is
+    lifted the spot shows what the sensor last reported, again with a record."""
+    hx = Harness(tmp_path, [ABP_DEV])
+    hx.edge = EdgeParking([ABP_DEV], tmp_path, 3600.0, False, hx.records.append, clock=hx.clock,
+                          save_interval=0.01, sweep_interval=0.01,
+                          closed_spots=[ABP_DEV.spot_id, "city:spot:0999"])
+    hx.clock.t = T0
+    assert hx.edge.apply_closures() == 2
+    assert hx.status(ABP_DEV.spot_id) == "closed" and hx.status("city:spot:0999") == "closed"
+    assert sorted((b["spot_id"], b["status"], b["data"]["reason"]) for b in hx.bodies()) == [
+        (ABP_DEV.spot_id, "closed", "closed_by_operator"),
+        ("city:spot:0999", "closed", "closed_by_operator"),
+    ]
+    n = len(hx.records)
+    hx.edge.observe_uplink(uplink(abp_frame(1, True), T0 + 10))  # a car parks in the closed spot
+    assert hx.status(ABP_DEV.spot_id) == "closed" and len(hx.records) == n
+    assert hx.edge.spots()[ABP_DEV.spot_id]["last_heartbeat"] == iso_us(int((T0 + 10) * S))
+    hx.clock.t = T0 + 5 * 3600
+    assert hx.edge.sweep() == 0  # a closure is not a silent sensor
+    hx.edge.save()
+
+    lifted: list[Record] = []
+    again = EdgeParking([ABP_DEV], tmp_path, 3600.0, False, lifted.append, clock=hx.clock)
+    assert again.spots()[ABP_DEV.spot_id]["status"] == "closed"  # as saved, until applied
+    assert again.apply_closures() == 2
+    assert again.spots()[ABP_DEV.spot_id]["status"] == "occupied"  # the sensor's last word
+    assert again.spots()["city:spot:0999"]["status"] == "unknown"  # never heard from
+    bodies = {r.decoded()["spot_id"]: r.decoded() for r in lifted}
+    assert bodies[ABP_DEV.spot_id]["status"] == "occupied"
+    assert bodies[ABP_DEV.spot_id]["data"] == {"reason": "closure_lifted"}
+
+
 # ---------------------------------------------------------------------------- secrets
 
 

@@ -86,6 +86,9 @@ start = "oldest"
 [web]
 bind = "127.0.0.1:0"
 open_read_only = true
+
+[parking]
+closed_spots = ["e2e:spot:roadworks"]
 """
 
 
@@ -166,6 +169,8 @@ async def test_uplinks_reach_mqtt_and_lns_status_moves_and_a_stop_loses_nothing(
         async with Subscriber(mosquitto, ["eu868/#"], "e2e-sub") as sub:
             # 1. live: everything reaches both backends, the status page counts it
             async with Running(cfg) as run:
+                # the configured closure is a parking record of its own: let it go out first
+                await _until(lambda: run.gw.deliveries["city"].acked >= 1, what="closure record")
                 before = await run.status()
                 run.push(pf, 0, 40)
                 await _until(lambda: sorted(_fcnts_mqtt(sub)) == list(range(40))
@@ -177,6 +182,7 @@ async def test_uplinks_reach_mqtt_and_lns_status_moves_and_a_stop_loses_nothing(
                 assert after["counters"]["forwarded"] - before["counters"]["forwarded"] == 80
                 assert after["forwarders"]["city"]["connected"] is True
                 assert after["forwarders"]["lns"]["lag_records"] == 0
+                assert after["parking"]["spots"]["e2e:spot:roadworks"]["status"] == "closed"
 
                 # 2. broker down: frames keep arriving, the LNS still gets them live
                 await asyncio.to_thread(mosquitto.stop)

@@ -68,6 +68,7 @@ class EdgeParking:
         *,
         save_interval: float = 30.0,
         sweep_interval: float | None = None,
+        closed_spots: Sequence[str] = (),
     ) -> None:
         if heartbeat_timeout <= 0:
             raise ValueError(f"parking.heartbeat_timeout must be positive, got {heartbeat_timeout}")
@@ -107,6 +108,7 @@ class EdgeParking:
         self.rejoin_requests = 0
         self.save_failures = 0
         self._last_save = clock()
+        self._closed = frozenset(closed_spots)
         self._load()
 
     # ------------------------------------------------------------------ radio
@@ -251,8 +253,20 @@ class EdgeParking:
             })
         return len(expired)
 
+    def apply_closures(self) -> int:
+        """Put the configured closures into effect (a record per spot that changed)."""
+        now_us = int(self.clock() * 1_000_000)
+        changed = self.spot_table.set_closures(self._closed, now_us)
+        for spot in changed:
+            log.info("spot closure changed", extra={"fields": {
+                "spot_id": spot.spot_id, "status": spot.status}})
+            reason = "closed_by_operator" if spot.status == "closed" else "closure_lifted"
+            self._emit(spot, now_us, {"reason": reason})
+        return len(changed)
+
     async def run(self) -> None:
         """Sweep for missed heartbeats and save changed state in batches, until cancelled."""
+        self.apply_closures()
         while True:
             await asyncio.sleep(min(self.sweep_interval, self.save_interval))
             self.sweep()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 Status = Literal["free", "occupied", "unknown", "closed"]
 STATUSES: Final[tuple[str, ...]] = ("free", "occupied", "unknown", "closed")
@@ -44,6 +44,7 @@ class Spot:
     rssi: float | None = None
     snr: float | None = None
     category: str | None = None
+    reported: str | None = None  # what the sensor last said (kept while the spot is closed)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -69,6 +70,7 @@ class Spot:
             "rssi": self.rssi,
             "snr": self.snr,
             "category": self.category,
+            "reported": self.reported,
         }
 
 
@@ -78,6 +80,9 @@ class SpotTable:
     def __init__(self) -> None:
         self.spots: dict[str, Spot] = {}
         self.dirty = False
+        # Spots an operator closed (config): their sensors still report (heartbeat, battery),
+        # but the status stays ``closed`` until the closure is lifted.
+        self.closed: frozenset[str] = frozenset()
 
     def ensure(self, spot_id: str, *, category: str | None = None) -> Spot:
         spot = self.spots.get(spot_id)
@@ -122,7 +127,9 @@ class SpotTable:
             spot.rssi = rssi
         if snr is not None:
             spot.snr = snr
-        if status is None or status == spot.status:
+        if status is not None:
+            spot.reported = status
+        if spot_id in self.closed or status is None or status == spot.status:
             return False
         spot.status = status
         spot.changed_us = observed_us
@@ -152,6 +159,25 @@ class SpotTable:
         if expired:
             self.dirty = True
         return expired
+
+    def set_closures(self, closed: frozenset[str], now_us: int) -> list[Spot]:
+        """Apply an operator's closures: listed spots become ``closed``; spots no longer listed
+        return to what their sensor last said (``unknown`` if it never said). Returns the
+        spots whose status changed."""
+        self.closed = closed
+        changed: list[Spot] = []
+        for sid in closed:
+            spot = self.ensure(sid)
+            if spot.status != "closed":
+                spot.status, spot.changed_us = "closed", now_us
+                changed.append(spot)
+        for spot in self.spots.values():
+            if spot.status == "closed" and spot.spot_id not in closed:
+                spot.status, spot.changed_us = spot.reported or "unknown", now_us
+                changed.append(spot)
+        if changed:
+            self.dirty = True
+        return changed
 
     def view(self) -> dict[str, dict[str, Any]]:
         return {sid: spot.view() for sid, spot in self.spots.items()}
@@ -207,4 +233,12 @@ def _spot_from_state(sid: str, entry: Any, current: Spot | None) -> Spot:
         snr=_opt(entry, "snr", num),
         # The config's category is current; the saved one only fills in for wired spots.
         category=current.category if current is not None else _opt(entry, "category", str),
+        reported=_reported(entry),
     )
+
+
+def _reported(entry: dict[str, Any]) -> str | None:
+    value = _opt(entry, "reported", str)
+    if value is not None and value not in STATUSES:
+        raise ValueError(f"reported {value!r} is not one of {', '.join(STATUSES)}")
+    return cast("str | None", value)

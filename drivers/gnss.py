@@ -1,7 +1,8 @@
 """GNSS receiver over serial: NMEA 0183 GGA and RMC into a position, fix quality and clock offset.
 
-Feeds the status page and `stat`-like health (lati/long/alti). Every line is
-checksum-validated and length-bounded; noise is counted and skipped, never fatal.
+Feeds the status page and `stat`-like health (`GnssReader.stat()`: lati/long/alti
+in the Semtech packet forwarder's vocabulary). Every line is checksum-validated
+and length-bounded; noise is counted and skipped, never fatal.
 """
 
 from __future__ import annotations
@@ -113,6 +114,33 @@ class GnssFix:
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["utc"] = self.utc.isoformat() if self.utc else None
+        return out
+
+    def as_stat(self) -> dict[str, Any] | None:
+        """The fix in the Semtech packet forwarder's `stat` vocabulary, or None without a fix.
+
+        `lati`/`long` in degrees with 5 decimals and `alti` in whole metres, as
+        lora_pkt_fwd prints them; `time` as its `"2014-01-12 08:59:28 GMT"`. Our
+        `time` is the GNSS time the fix describes (the system clock at reception
+        when no RMC date came yet), so a wrong system clock cannot hide in it;
+        `time_offset` says how far the system clock is off.
+        """
+        if self.fix_quality <= 0 or self.lat is None or self.lon is None:
+            return None
+        when = self.utc
+        if when is None and self.observed_at is not None:
+            when = dt.datetime.fromtimestamp(self.observed_at, dt.UTC)
+        out: dict[str, Any] = {}
+        if when is not None:
+            out["time"] = when.strftime("%Y-%m-%d %H:%M:%S GMT")
+        out["lati"] = round(self.lat, 5)
+        out["long"] = round(self.lon, 5)
+        if self.altitude is not None:
+            out["alti"] = round(self.altitude)
+        out["fix_quality"] = self.fix_quality
+        out["satellites"] = self.satellites
+        out["hdop"] = self.hdop
+        out["time_offset"] = self.time_offset
         return out
 
 
@@ -231,6 +259,18 @@ class GnssReader:
             changes["time_offset"] = round(utc.timestamp() - now, 3)
         self.fix = dataclasses.replace(self.fix, **changes)
         self.counters["rmc"] += 1
+
+    def stat(self, max_age: float | None = 10.0) -> dict[str, Any] | None:
+        """`stat`-like health of the latest fix: `{"time", "lati", "long", "alti",
+        "fix_quality", "satellites", "hdop", "time_offset"}`, or None when there is no
+        valid fix or the last GGA/RMC is older than `max_age` seconds (receiver gone quiet).
+        """
+        fix = self.fix
+        if max_age is not None and (
+            fix.observed_at is None or self.clock() - fix.observed_at > max_age
+        ):
+            return None
+        return fix.as_stat()
 
     async def run(self) -> None:
         while True:

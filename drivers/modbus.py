@@ -66,9 +66,15 @@ def encode_read_request(unit: int, function: int, address: int, count: int = 1) 
 
 
 class RtuError(Exception):
-    """A reply that cannot be used. `kind` names the counter it lands in."""
+    """A reply that cannot be used. `kind` names the counter it lands in.
+
+    `skipped` is how many received bytes were noise around (or instead of) the reply,
+    `stray` how many sat on the line before the request went out.
+    """
 
     kind = "frame_errors"
+    skipped = 0
+    stray = 0
 
 
 class RtuTimeout(RtuError):
@@ -89,17 +95,6 @@ class RtuException(RtuError):
             f"unit {unit} answered function {function} with exception {code} ({name}); "
             "check the unit's register map against `register`/`function` in the config"
         )
-
-
-def expected_length(buf: bytes | bytearray, function: int) -> int | None:
-    """Bytes the reply in `buf` will have, or None if more header bytes are needed."""
-    if len(buf) < 2:
-        return None
-    if buf[1] == function | 0x80:
-        return 5
-    if len(buf) < 3:
-        return None
-    return 3 + buf[2] + 2
 
 
 def decode_read_reply(frame: bytes, unit: int, function: int, count: int) -> list[int]:
@@ -124,6 +119,96 @@ def decode_read_reply(frame: bytes, unit: int, function: int, count: int) -> lis
     return [int.from_bytes(frame[3 + 2 * i : 5 + 2 * i], "big") for i in range(count)]
 
 
+@dataclass(frozen=True, slots=True)
+class RtuReply:
+    values: list[int]
+    skipped: int = 0  # noise bytes received around the reply and dropped
+    stray: int = 0  # bytes found on the line before the request (late answers, noise)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    start: int | None  # offset of a complete reply to this request whose CRC checks out
+    length: int  # length of that reply
+    waiting: bool  # a reply may still complete: a header is there, its tail is not
+    bad_crc: bytes | None  # the first complete candidate that failed its CRC
+
+
+def _scan(buf: bytes | bytearray, unit: int, function: int, count: int) -> _Scan:
+    """Hunt `buf` for the reply to (unit, function, count), skipping whatever precedes it.
+
+    RTU has no start byte, so every offset whose header fits this request is a
+    candidate and only the CRC decides. Headers that cannot belong to this request
+    (another unit, another function, a byte count that does not match) are noise.
+    """
+    normal = 5 + 2 * count
+    waiting = False
+    bad_crc: bytes | None = None
+    size = len(buf)
+    for i in range(size):
+        if buf[i] != unit:
+            continue
+        if i + 1 >= size:
+            waiting = True
+            break
+        fc = buf[i + 1]
+        if fc == function | 0x80:
+            n = 5
+        elif fc == function:
+            if i + 2 >= size:
+                waiting = True
+                continue
+            if buf[i + 2] != 2 * count:
+                continue
+            n = normal
+        else:
+            continue
+        if i + n > size:
+            waiting = True
+            continue
+        frame = bytes(buf[i : i + n])
+        if crc16(frame[:-2]) == int.from_bytes(frame[-2:], "little"):
+            return _Scan(i, n, False, None)
+        if bad_crc is None:
+            bad_crc = frame
+    return _Scan(None, 0, waiting, bad_crc)
+
+
+def _failure(buf: bytes | bytearray, scan: _Scan, unit: int, function: int, count: int,
+             reply_timeout: float) -> RtuError:
+    """Name what the line brought instead of a reply (and pick the counter it lands in)."""
+    if not buf:
+        return RtuTimeout(f"unit {unit}: no reply within {reply_timeout}s")
+    if scan.bad_crc is not None:
+        try:
+            decode_read_reply(scan.bad_crc, unit, function, count)
+        except RtuError as exc:
+            return exc
+    # A well-formed reply from another id is worth naming: two units share an address.
+    n = 5 + 2 * count
+    for other in range(len(buf)):
+        frame = bytes(buf[other : other + n])
+        if (len(frame) == n and frame[0] != unit and frame[1] == function
+                and frame[2] == 2 * count
+                and crc16(frame[:-2]) == int.from_bytes(frame[-2:], "little")):
+            return RtuError(
+                f"reply from unit {frame[0]} while asking unit {unit}: two units share an id?"
+            )
+    shown = bytes(buf[:32]).hex() + ("..." if len(buf) > 32 else "")
+    if scan.waiting:
+        return RtuError(
+            f"unit {unit}: incomplete reply ({len(buf)} bytes: {shown}) after {reply_timeout}s"
+        )
+    return RtuError(
+        f"unit {unit}: no valid reply in {len(buf)} bytes of line noise ({shown}); "
+        "check RS-485 termination, biasing and the baud rate"
+    )
+
+
+#: Bytes of unmatched noise kept while hunting for a reply; older ones are dropped.
+_MAX_HUNT: Final = 512
+
+
 async def read_registers(
     conn: SerialConnection,
     unit: int,
@@ -132,22 +217,47 @@ async def read_registers(
     count: int,
     reply_timeout: float,
     monotonic: Callable[[], float] = time.monotonic,
-) -> list[int]:
-    """One request/reply transaction on the bus. Raises an RtuError subclass on failure."""
-    conn.discard_input()  # a late reply to an earlier request must not pass for this one
+    *,
+    quiet: float = 0.05,
+) -> RtuReply:
+    """One request/reply transaction on the bus. Raises an RtuError subclass on failure.
+
+    Noise before, after or instead of the reply is skipped and counted in `skipped`.
+    Once bytes have come and none of them can still become the reply, the line gets
+    `quiet` seconds to bring more before the transaction is given up (so a corrupt
+    reply fails fast instead of waiting out the whole `reply_timeout`).
+    """
+    # A late reply to an earlier request must not pass for this one.
+    stray = conn.discard_input()
     conn.write(encode_read_request(unit, function, address, count))
     deadline = monotonic() + reply_timeout
     buf = bytearray()
+    dropped = 0
     while True:
-        need = expected_length(buf, function)
-        if need is not None and len(buf) >= need:
-            return decode_read_reply(bytes(buf[:need]), unit, function, count)
+        scan = _scan(buf, unit, function, count)
+        if scan.start is not None:
+            frame = bytes(buf[scan.start : scan.start + scan.length])
+            skipped = dropped + len(buf) - scan.length
+            try:
+                values = decode_read_reply(frame, unit, function, count)
+            except RtuError as exc:  # an exception response: valid, but no value
+                exc.skipped, exc.stray = skipped, stray
+                raise
+            return RtuReply(values, skipped, stray)
         left = deadline - monotonic()
-        if left <= 0:
-            if buf:
-                raise RtuError(f"unit {unit}: incomplete reply {buf.hex()} after {reply_timeout}s")
-            raise RtuTimeout(f"unit {unit}: no reply within {reply_timeout}s")
-        buf += await conn.read(left)
+        settled = bool(buf) and not scan.waiting
+        wait = min(left, quiet) if settled else left
+        data = await conn.read(wait) if wait > 0 else b""
+        if not data and (left <= 0 or settled):
+            failure = _failure(buf, scan, unit, function, count, reply_timeout)
+            failure.skipped, failure.stray = dropped + len(buf), stray
+            raise failure
+        buf += data
+        if len(buf) > _MAX_HUNT:
+            # A babbling bus must not grow memory; a reply is never this far back.
+            cut = len(buf) - _MAX_HUNT
+            dropped += cut
+            del buf[:cut]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +286,8 @@ class _UnitState:
     last_error: str | None = None
     counters: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
-            ("polls", "ok", "timeouts", "crc_errors", "exceptions", "frame_errors"), 0
+            ("polls", "ok", "timeouts", "crc_errors", "exceptions", "frame_errors", "noise_bytes"),
+            0,
         )
     )
 
@@ -222,6 +333,10 @@ class ModbusPoller:
         # Modbus RTU wants >= 3.5 character times of silence between frames
         # (11 bits per character; fixed 1.75 ms above 19200 baud).
         self.frame_gap = max(0.00175, 3.5 * 11 / baudrate)
+        # How long a line that brought only noise gets to bring the real reply. USB
+        # adapters deliver in bursts (an FTDI latency timer is 16 ms), so not 3.5 chars.
+        self.quiet = min(timeout, max(0.05, 20 * 11 / baudrate))
+        self.stray_bytes = 0  # bytes on the bus before a request: late replies, noise
         self._state = {(u.unit, u.register, u.function): _UnitState() for u in self.units}
         self._started: float | None = None
         self.callback_errors = 0
@@ -260,15 +375,20 @@ class ModbusPoller:
         for attempt in range(self.retries + 1):
             st.counters["polls"] += 1
             try:
-                (value,) = await read_registers(
-                    conn, u.unit, fc, u.register, 1, self.timeout, self.clock
+                reply = await read_registers(
+                    conn, u.unit, fc, u.register, 1, self.timeout, self.clock, quiet=self.quiet
                 )
             except RtuError as exc:
                 st.counters[exc.kind] += 1
+                st.counters["noise_bytes"] += exc.skipped
+                self.stray_bytes += exc.stray
                 st.last_error = str(exc)
                 log.debug("modbus %s attempt %d: %s", self.link.port, attempt + 1, exc)
                 await asyncio.sleep(self.frame_gap)
                 continue
+            (value,) = reply.values
+            st.counters["noise_bytes"] += reply.skipped
+            self.stray_bytes += reply.stray
             st.counters["ok"] += 1
             st.last_ok = self.clock()
             self.link.mark_healthy()
@@ -332,5 +452,6 @@ class ModbusPoller:
             "kind": "modbus",
             **self.link.health(),
             "callback_errors": self.callback_errors,
+            "stray_bytes": self.stray_bytes,
             "units": units,
         }

@@ -13,7 +13,9 @@ import datetime as dt
 import os
 import time
 import tty
+from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from drivers.modbus import FUNCTION_CODES, crc16
 
@@ -101,11 +103,35 @@ class _PtyDevice:
         """Bytes the driver wrote to the slave side."""
 
 
+@dataclass(frozen=True, slots=True)
+class LineFault:
+    """What RS-485 line noise does to one reply (applied in this order: truncate, inside, ...).
+
+    A long unterminated cable, a contactor switching next to it or a second master
+    produce exactly these: bytes before or after a frame, a frame cut short, or
+    bytes landing inside one.
+    """
+
+    before: bytes = b""  # garbage ahead of the reply
+    stutter: int = 0  # the first n bytes of the reply go out twice (a false start)
+    inside: tuple[int, bytes] | None = None  # these bytes inserted at this offset
+    truncate: int | None = None  # only the first n bytes of the reply go out
+    after: bytes = b""  # garbage right behind the reply
+
+    def apply(self, reply: bytes) -> bytes:
+        frame = reply[: self.truncate] if self.truncate is not None else reply
+        if self.inside is not None:
+            at, junk = self.inside
+            frame = frame[:at] + junk + frame[at:]
+        return self.before + reply[: self.stutter] + frame + self.after
+
+
 class SimModbusUnit(_PtyDevice):
     """Answers Modbus RTU function 3 (holding) and 4 (input) reads for one or more unit ids.
 
     `corrupt_crc` and `silent` hold unit ids that answer with a broken CRC or not
-    at all; `set_register` changes what a detector reports.
+    at all; `set_register` changes what a detector reports; `inject` puts line
+    noise on a unit's next replies and `write_noise` on the idle bus.
     """
 
     def __init__(self, link_path: str | None = None, units: Iterable[int] = (1,)) -> None:
@@ -116,10 +142,26 @@ class SimModbusUnit(_PtyDevice):
         self.silent: set[int] = set()
         self.requests = 0
         self.bad_requests = 0
+        self.faults_sent = 0
+        self._faults: dict[int, deque[LineFault]] = {}
         self._rx = bytearray()
 
     def set_register(self, unit: int, address: int, value: int, function: str = "holding") -> None:
         self.registers[(unit, FUNCTION_CODES[function], address)] = value & 0xFFFF
+
+    def inject(self, unit: int, fault: LineFault, times: int = 1) -> None:
+        """Mangle `unit`'s next `times` replies with `fault` (queued after earlier ones)."""
+        self._faults.setdefault(unit, deque()).extend([fault] * times)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def pending_faults(self, unit: int) -> int:
+        return len(self._faults.get(unit, ()))
+
+    def write_noise(self, data: bytes) -> None:
+        """Bytes on the bus that answer nobody (a babbling node, a switching spike)."""
+        self._write(data)
 
     def on_data(self, data: bytes) -> None:
         self._rx += data
@@ -152,7 +194,12 @@ class SimModbusUnit(_PtyDevice):
         crc = crc16(body)
         if unit in self.corrupt_crc:
             crc ^= 0x5A5A
-        self._write(body + crc.to_bytes(2, "little"))
+        reply = body + crc.to_bytes(2, "little")
+        queue = self._faults.get(unit)
+        if queue:
+            reply = queue.popleft().apply(reply)
+            self.faults_sent += 1
+        self._write(reply)
 
 
 def nmea_sentence(body: str) -> bytes:

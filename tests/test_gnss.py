@@ -1,9 +1,12 @@
-"""GNSS NMEA on a pseudo-terminal: fixes, clock offset, checksum and garbage counting, bounds."""
+"""GNSS NMEA on a pseudo-terminal: fixes, clock offset, checksum and garbage counting, bounds,
+the fix in Semtech `stat` terms."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -141,5 +144,60 @@ async def test_unplug_and_replug_resumes_fixes(tmp_path: Path) -> None:
             await wait_for(lambda: reader.counters["gga"] > before + 1)
             assert reader.fix.lat == pytest.approx(48.0)
             assert reader.health()["opens"] == 2 and reader.health()["disconnects"] == 1
+    finally:
+        await sim.close()
+
+
+def test_stat_gives_the_fix_in_semtech_terms() -> None:
+    now = [1306574870.0]  # 2011-05-28 09:27:50 UTC, the time in the sample sentences
+    r = GnssReader("/dev/null-not-opened", 9600, None, clock=lambda: now[0])
+    assert r.stat() is None  # nothing heard yet
+    r.feed(GGA + b"\r\n")
+    # GGA only: no date yet, so the time is the system clock when the fix came.
+    only_gga = r.stat()
+    assert only_gga is not None and only_gga["time"] == "2011-05-28 09:27:50 GMT"
+    assert only_gga["time_offset"] is None
+    now[0] += 3.0  # the system clock runs 3 s ahead of GNSS time
+    r.feed(RMC + b"\r\n")
+    # Field names, rounding and time format as lora_pkt_fwd writes its stat object.
+    assert r.stat() == {
+        "time": "2011-05-28 09:27:50 GMT",
+        "lati": 53.36134,
+        "long": -6.50562,
+        "alti": 62,
+        "fix_quality": 1,
+        "satellites": 8,
+        "hdop": 1.03,
+        "time_offset": -3.0,
+    }
+    now[0] += 11.0  # the receiver went quiet: an old position is not a current fix
+    assert r.stat() is None
+    assert r.stat(max_age=None) is not None and r.stat(max_age=20) is not None
+    r.feed(nmea_sentence("GPGGA,092802.000,,,,,0,00,99.9,,M,,M,,") + b"\r\n")
+    assert r.stat() is None  # fix lost
+
+
+async def test_stat_on_pty_follows_the_receiver(tmp_path: Path) -> None:
+    sim = SimNmeaReceiver(str(tmp_path / "ttyACM0"), interval=0.05, altitude=152.6)
+    sim.time_offset = 5.0
+    await sim.start()
+    reader = GnssReader(sim.port, 9600, None)
+    try:
+        async with running(reader):
+            await wait_for(lambda: reader.counters["rmc"] >= 2)
+            stat = reader.stat()
+            assert stat is not None
+            assert (stat["lati"], stat["long"], stat["alti"]) == (51.2562, 7.1508, 153)
+            assert stat["satellites"] == 9 and stat["fix_quality"] == 1
+            # `time` is GNSS time (5 s ahead of this machine), in the stat format.
+            gnss_time = dt.datetime.strptime(stat["time"], "%Y-%m-%d %H:%M:%S GMT")
+            ahead = gnss_time.replace(tzinfo=dt.UTC).timestamp() - time.time()
+            assert 3.5 <= ahead <= 5.5
+            assert stat["time_offset"] == pytest.approx(5.0, abs=0.2)
+            sim.quality = 0  # antenna covered
+            await wait_for(lambda: reader.fix.fix_quality == 0)
+            assert reader.stat() is None
+            sim.quality = 1
+            await wait_for(lambda: reader.stat() is not None)
     finally:
         await sim.close()

@@ -102,6 +102,7 @@ class Gateway:
             emit=self.accept, closed_spots=cfg.parking.closed_spots,
         )
         self.gnss_fix: dict[str, Any] | None = None
+        self.gnss_reader: Any = None  # drivers.gnss.GnssReader, when a receiver is configured
         self.sources: list[Any] = []
         self.deliveries: dict[str, DeliveryLoop] = {}
         self.forwarders: list[Any] = []
@@ -151,7 +152,7 @@ class Gateway:
                 bind=src.bind,
                 on_uplink=self.accept,
                 on_rxpk=self.parking.observe_rxpk,
-                on_stats=self.accept,
+                on_stats=self.accept_stats,
                 allowed_euis=set(src.allowed_euis) or None,
                 allowed_hosts=set(src.allowed_hosts) or None,
                 duty_cycle=duty_cycle,
@@ -167,7 +168,7 @@ class Gateway:
             conc = ConcentratordSource(
                 csrc.event_url, csrc.command_url,
                 on_uplink=self._record_maker("uplink", source, self.accept_uplink),
-                on_stats=self._record_maker("stats", source, self.accept),
+                on_stats=self._record_maker("stats", source, self.accept_stats),
                 duty_cycle=duty_cycle,
                 on_downlink_observed=self.parking.observe_downlink,
                 name=source,
@@ -192,6 +193,7 @@ class Gateway:
 
             reader = GnssReader(cfg.gnss.port, cfg.gnss.baudrate, on_fix=self._on_fix)
             reader.name = "gnss"  # type: ignore[attr-defined]
+            self.gnss_reader = reader
             self.sources.append(reader)
             out.append(Named("gnss", reader.run))
         return out
@@ -268,6 +270,7 @@ class Gateway:
             out.append(Named("sim:gnss", idle, start=receiver.start, stop=receiver.close))
             reader = GnssReader(receiver.port, 9600, on_fix=self._on_fix)
             reader.name = "gnss:demo"  # type: ignore[attr-defined]
+            self.gnss_reader = reader
             self.sources.append(reader)
             out.append(Named("gnss:demo", reader.run))
         return out
@@ -285,6 +288,19 @@ class Gateway:
         """Every record from every source enters here, once."""
         self.buffer.append(record)
         self.metrics.inc("records_received", kind=record.kind)
+
+    def accept_stats(self, record: Record) -> None:
+        """A concentrator's ``stat``: without a GPS of its own (the usual packet forwarder on a
+        lamp post), it gets the position of the gateway's GNSS receiver, so the network server
+        and the city's dashboards learn where the gateway is."""
+        stat = self.gnss_reader.stat() if self.gnss_reader is not None else None
+        if stat is not None:
+            body = record.decoded()
+            own = body.get("stat") if isinstance(body, dict) else None
+            if isinstance(own, dict) and own.get("lati") is None and own.get("long") is None:
+                own.update({k: stat[k] for k in ("lati", "long", "alti") if k in stat})
+                record = make_record(record.kind, record.source, body, received_us=record.received_us)
+        self.accept(record)
 
     def accept_uplink(self, record: Record) -> None:
         self.accept(record)
@@ -349,7 +365,10 @@ class Gateway:
             "buffer": self.buffer.stats(),
             "forwarders": forwarders,
             "parking": {"spots": self.parking.spots(), "devices": self.parking.health()},
-            "gnss": self.gnss_fix,
+            "gnss": None if self.gnss_fix is None else {
+                **self.gnss_fix,
+                "stat": self.gnss_reader.stat() if self.gnss_reader is not None else None,
+            },
             "components": {
                 n: {"running": s.running, "restarts": s.restarts, "last_error": s.last_error}
                 for n, s in self.supervisor.states.items()

@@ -201,3 +201,52 @@ async def test_stat_on_pty_follows_the_receiver(tmp_path: Path) -> None:
             await wait_for(lambda: reader.stat() is not None)
     finally:
         await sim.close()
+
+
+async def test_packet_forwarder_stat_gets_the_gateway_position(tmp_path: Path) -> None:
+    """The usual lamp-post packet forwarder has no GPS: its `stat` leaves the gateway with the
+    position of the gateway's own GNSS receiver (a pty), so the network server learns where
+    the gateway stands. A forwarder with its own GPS keeps its own position."""
+    import json
+    import socket
+    from importlib import resources
+
+    from gateway import frames
+    from gateway.config import load_config_text
+    from gateway.pipeline import Gateway
+
+    text = resources.files("gateway").joinpath("demo.toml").read_text("utf-8")
+    text = text.replace("{data_dir}", str(tmp_path)).replace("{web_port}", "0")
+    gw = Gateway(load_config_text(text))
+    task = asyncio.create_task(gw.serve(install_signals=False))
+    out = tmp_path / "forwarded.jsonl"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        await asyncio.wait_for(gw.supervisor.ready.wait(), 20)
+        await wait_for(lambda: gw.gnss_reader is not None and gw.gnss_reader.stat() is not None, 10)
+        fix = gw.gnss_reader.stat()
+        eui = 0xB827EBFFFE0000AA
+        plain = {"time": "2026-11-25 10:00:00 GMT", "rxnb": 3, "rxok": 3, "rxfw": 3, "ackr": 100.0}
+        own_gps = {**plain, "lati": 48.1, "long": 11.5, "alti": 520}
+        addr = gw.sources[0].bound_address
+        sock.sendto(frames.encode_push_data(1, eui, None, plain), addr)
+        sock.sendto(frames.encode_push_data(2, eui + 1, None, own_gps), addr)
+
+        def stats() -> list[dict[str, object]]:
+            if not out.exists():
+                return []
+            lines = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+            return [x["body"] for x in lines if x["kind"] == "stats"]
+
+        await wait_for(lambda: len(stats()) >= 2, 10)
+        by_eui = {b["gateway_eui"]: b["stat"] for b in stats()}
+        mine = by_eui[f"{eui:016x}"]
+        assert (mine["lati"], mine["long"], mine["alti"]) == (fix["lati"], fix["long"], fix["alti"])
+        assert mine["rxnb"] == 3 and mine["time"] == "2026-11-25 10:00:00 GMT"
+        theirs = by_eui[f"{eui + 1:016x}"]
+        assert (theirs["lati"], theirs["long"], theirs["alti"]) == (48.1, 11.5, 520)
+        assert gw.status()["gnss"]["stat"]["lati"] == fix["lati"]
+    finally:
+        sock.close()
+        gw.supervisor.request_stop()
+        await asyncio.wait_for(task, 20)

@@ -177,12 +177,15 @@ def parse_params(params: Mapping[str, Any] | None, keys: Mapping[str, bytes]) ->
 
 def _mac_commands(out: dict[str, Any], plain: bytes, uplink: bool) -> None:
     cmds, rest = L.split_mac_commands(plain, uplink=uplink)
-    out.setdefault("MACCommands", []).extend(
-        {"CID": c.cid, "Name": c.name, "Payload": c.payload.hex()} for c in cmds
-    )
+    listed = out.setdefault("MACCommands", [])
+    listed.extend({"CID": c.cid, "Name": c.name, "Payload": c.payload.hex()} for c in cmds)
     if rest:
-        # The length of an unknown command cannot be known, so the rest stays unsplit.
-        out["MACCommandsRest"] = out.get("MACCommandsRest", "") + rest.hex()
+        # A command's length is known only from its CID: an unknown CID (or a command cut
+        # short) ends the split, and everything after it is that command's Payload.
+        table = L.UPLINK_MAC if uplink else L.DOWNLINK_MAC
+        entry = table.get(rest[0])
+        name = entry[0] if entry is not None else "Unknown"
+        listed.append({"CID": rest[0], "Name": name, "Payload": rest[1:].hex()})
 
 
 def _mic_result(out: dict[str, Any], computed: bytes, mic: bytes) -> None:
@@ -264,9 +267,14 @@ def _decode_data(
                 key, uplink=uplink, dev_addr=addr, fcnt=fcnt, data=p.frm_payload
             )
             out["FRMPayloadPlain"] = frm_plain.hex()
+    # In 1.0 the MIC and the FPort-0 payload use the same key (NwkSKey) and counter: a
+    # failed MIC means what that key decrypted is noise, not MAC commands (MICValid false
+    # says so). FOpts are sent in clear in 1.0 and still count. In 1.1 the MIC has keys and
+    # params of its own (TxDr, TxCh, ConfFCnt), so a failed MIC proves nothing about them.
+    trusted = v11 or out.get("MICValid") is not False
     if fopts_plain:
         _mac_commands(out, fopts_plain, uplink)
-    if p.fport == 0 and frm_plain:
+    if p.fport == 0 and frm_plain and trusted:
         _mac_commands(out, frm_plain, uplink)
 
 
@@ -416,7 +424,11 @@ def decode_gwmp(data: str | bytes) -> dict[str, Any]:
         out["GatewayEUI"] = f"{pkt.gateway_eui:016x}"
     if pkt.body is not None:
         for name, value in pkt.body.items():
-            out.setdefault(name, value)
+            if name in out:  # the contract's shape has no room for both: never drop one
+                raise DecodeError(
+                    "bad_body", f"JSON body key {name!r} collides with the header field {name!r}"
+                )
+            out[name] = value
     if pkt.identifier == 0:
         push = decode_push_data(raw)
         originals = pkt.body.get("rxpk") if pkt.body else None

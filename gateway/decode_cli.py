@@ -159,7 +159,9 @@ def _field(obj: Mapping[str, Any], name: str) -> Any:
 
 
 def _mapping(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = obj.get(name) or {}
+    value = obj.get(name)
+    if value is None:  # absent or null: none given
+        return {}
     if not isinstance(value, dict):
         raise DecodeError("bad_input", f"{name!r} must be a JSON object")
     return value

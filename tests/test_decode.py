@@ -140,8 +140,62 @@ def test_unknown_cid_stops_split_and_rest_is_reported() -> None:
         app_s_key=h(LP_APPSKEY),
     )
     d = decode_phy(raw.hex())
-    assert d["MACCommands"] == [{"CID": 2, "Name": "LinkCheckReq", "Payload": ""}]
-    assert d["MACCommandsRest"] == "85aa"
+    # The contract's MACCommands shape only: the unsplittable rest is the last command
+    assert d["MACCommands"] == [
+        {"CID": 2, "Name": "LinkCheckReq", "Payload": ""},
+        {"CID": 0x85, "Name": "Unknown", "Payload": "aa"},
+    ]
+    assert "MACCommandsRest" not in d
+
+
+def test_command_cut_short_is_listed_with_what_there_is() -> None:
+    raw = L.build_data_uplink(
+        dev_addr=1,
+        fcnt=1,
+        fport=None,
+        payload=b"",
+        fopts=h("0206aa"),  # DevStatusAns needs two bytes, one is left
+        nwk_s_key=h(LP_NWKSKEY),
+        app_s_key=h(LP_APPSKEY),
+    )
+    d = decode_phy(raw.hex())
+    assert d["MACCommands"] == [
+        {"CID": 2, "Name": "LinkCheckReq", "Payload": ""},
+        {"CID": 6, "Name": "DevStatusAns", "Payload": "aa"},
+    ]
+    assert "MACCommandsRest" not in d
+
+
+def _fport0_uplink(fopts: bytes = b"", fport: int = 0) -> str:
+    return L.build_data_uplink(
+        dev_addr=0x01020304,
+        fcnt=7,
+        fport=fport,
+        payload=h("0206aabb"),  # LinkCheckReq, DevStatusAns(battery 0xaa, margin 0xbb)
+        fopts=fopts,
+        nwk_s_key=h(LP_NWKSKEY),
+        app_s_key=h(LP_APPSKEY),
+    ).hex()
+
+
+def test_fport0_mac_commands_only_with_a_key_that_passes_the_mic() -> None:
+    good = decode_phy(_fport0_uplink(), {"NwkSKey": LP_NWKSKEY})
+    assert good["MICValid"] is True and good["FRMPayloadPlain"] == "0206aabb"
+    assert good["MACCommands"] == [
+        {"CID": 2, "Name": "LinkCheckReq", "Payload": ""},
+        {"CID": 6, "Name": "DevStatusAns", "Payload": "aabb"},
+    ]
+    # A wrong key decrypts to noise: no MACCommands list (empty or garbage) pretends
+    # otherwise; MICValid false is the contract's word for it.
+    bad = decode_phy(_fport0_uplink(), {"NwkSKey": "00" * 16})
+    assert bad["MICValid"] is False and "MACCommands" not in bad
+    assert bad["FRMPayloadPlain"] != "0206aabb"
+    rc, out, _ = run(["phy", _fport0_uplink(), "--key", "NwkSKey=" + "00" * 16])
+    assert rc == 0 and "MACCommands" not in orjson.loads(out)
+    # 1.0 FOpts travel in clear: their commands hold whatever the key
+    clear = decode_phy(_fport0_uplink(fopts=h("02"), fport=1), {"NwkSKey": "00" * 16})
+    assert clear["MICValid"] is False
+    assert clear["MACCommands"] == [{"CID": 2, "Name": "LinkCheckReq", "Payload": ""}]
 
 
 def test_11_downlink_fopts_decrypted_and_mic_checked() -> None:
@@ -476,6 +530,30 @@ def test_phy_batch_in_order_with_errors_and_cli_defaults() -> None:
     assert out[7]["error"]["kind"] == "bad_param"
     assert out[8]["error"]["kind"] == "bad_hex" and "JoinEUI" in out[8]["error"]["detail"]
     assert all(set(o["error"]) == {"kind", "detail"} for o in out if "error" in o)
+
+
+def test_body_key_named_like_a_header_field_is_reported_not_dropped() -> None:
+    dgram = (h("02123400b827ebfffe000001") + b'{"rxpk":[],"Token":7,"vendor":{"x":1}}').hex()
+    with pytest.raises(DecodeError) as exc:
+        decode_gwmp(dgram)
+    assert exc.value.kind == "bad_body" and "Token" in exc.value.detail
+    rc, out, err = run(["gwmp", dgram])
+    assert rc == 2 and out == "" and err.count("\n") == 1 and "Token" in err
+    assert batch(["gwmp"], [{"gwmp": dgram}])[0]["error"]["kind"] == "bad_body"
+    # other body keys are printed unchanged, under their own names
+    fine = (h("02123400b827ebfffe000001") + b'{"rxpk":[],"vendor":{"x":1}}').hex()
+    assert decode_gwmp(fine)["vendor"] == {"x": 1} and decode_gwmp(fine)["Token"] == 0x3412
+
+
+@pytest.mark.parametrize("bad", [[], "", 0, False, [["NwkSKey", LP_NWKSKEY]]])
+def test_batch_keys_and_params_must_be_objects(bad: Any) -> None:
+    out = batch(
+        ["phy"],
+        [{"phy": LP_UP, "keys": bad}, {"phy": LP_UP, "params": bad}, {"phy": LP_UP, "keys": None}],
+    )
+    assert out[0]["error"]["kind"] == "bad_input" and "keys" in out[0]["error"]["detail"]
+    assert out[1]["error"]["kind"] == "bad_input" and "params" in out[1]["error"]["detail"]
+    assert out[2]["FCnt"] == 2  # null is as good as absent
 
 
 def test_gwmp_batch() -> None:

@@ -300,6 +300,10 @@ def test_fast_path_covers_what_forwarders_send() -> None:
         body = orjson.dumps({"rxpk": typical, "stat": {"rxnb": 1, "ackr": 100.0, "temp": 23.5}})
         if all(32 <= b < 127 for b in body) and b"\\" not in body:
             assert c._fast_scan(body) == orjson.loads(body)
+            # decode_push_data has its own fused scanner: it must not fall back either
+            before = c._push_data_fallbacks()
+            assert_same("decode_push_data", b"\x02\x01\x00\x00" + bytes(8) + body)
+            assert c._push_data_fallbacks() == before
 
     check()
 
@@ -323,6 +327,108 @@ def test_encoders_round_trip() -> None:
                 assert (back.identifier, back.token, back.version) == (ident, token, version)
             back = mod.parse_gwmp(mod.encode_pull_data(token, eui, version=version))
             assert (back.identifier, back.gateway_eui) == (2, eui)
+
+    check()
+
+
+def _dg(body: str) -> bytes:
+    return b"\x02\x12\x34\x00" + bytes.fromhex("aa555a0000000101") + body.encode()
+
+
+_DATA = "QAQDAgGAAQABpkLNpkLNpkLN"  # an UnconfirmedDataUp, 18 bytes
+# What the packet forwarders write (compact JSON, their own key orders and value kinds).
+_FORWARDER_DATAGRAMS = [
+    # lora_pkt_fwd (sx1301 HAL), protocol 1 layout
+    _dg('{"rxpk":[{"tmst":3512348611,"chan":2,"rfch":0,"freq":868.500000,"stat":1,"modu":"LORA",'
+        f'"datr":"SF7BW125","codr":"4/5","lsnr":9.5,"rssi":-35,"size":18,"data":"{_DATA}"}}]}}'),
+    # lora_pkt_fwd (sx1302 HAL, jver 1) with a CRC-failed sibling and an FSK frame
+    _dg('{"rxpk":[{"jver":1,"tmst":1190905300,"time":"2024-05-01T10:00:00.123456Z",'
+        '"tmms":1398592818123,"chan":0,"rfch":1,"freq":868.100000,"mid":8,"stat":1,'
+        '"modu":"LORA","datr":"SF12BW125","codr":"4/5","rssis":-118,"lsnr":-14.8,"foff":-2131,'
+        f'"rssi":-110,"size":18,"data":"{_DATA}"}},'
+        '{"jver":1,"tmst":1190905400,"chan":3,"rfch":0,"freq":867.100000,"mid":9,"stat":-1,'
+        '"modu":"LORA","datr":"SF9BW125","codr":"4/6","rssis":-120,"lsnr":-19.2,"foff":12,'
+        f'"rssi":-119,"size":18,"data":"{_DATA}"}},'
+        '{"jver":1,"tmst":1190906000,"chan":8,"rfch":1,"freq":868.800000,"mid":0,"stat":1,'
+        f'"modu":"FSK","datr":50000,"rssi":-60,"size":18,"data":"{_DATA}"}}],'
+        '"stat":{"time":"2024-05-01 10:00:00 UTC","rxnb":3,"rxok":2,"rxfw":2,"ackr":100.0,'
+        '"dwnb":0,"txnb":0,"temp":31.5}}'),
+    # sx1301 v2 with fine timestamps: one rsig object per antenna
+    _dg('{"rxpk":[{"jver":2,"tmst":3512348611,"time":"2024-05-01T10:00:00.000000Z","chan":7,'
+        '"rfch":1,"freq":867.900000,"brd":0,"aesk":0,"stat":1,"modu":"LORA","datr":"SF10BW125",'
+        '"codr":"4/5","rsig":[{"ant":0,"chan":7,"rssic":-95,"lsnr":6.2,"etime":"K8vD2nAgtyTJ",'
+        '"ftime":123456789,"foff":-312,"rssis":-97},{"ant":1,"chan":7,"rssic":-99,"lsnr":3.0}],'
+        f'"size":18,"data":"{_DATA}"}}]}}'),
+    # a stat-only datagram, an empty rxpk list, and eight frames in one datagram
+    _dg('{"stat":{"time":"2024-05-01 10:00:30 UTC","lati":51.25625,"long":7.15,"alti":140,'
+        '"rxnb":0,"rxok":0,"rxfw":0,"ackr":0.0,"dwnb":0,"txnb":0}}'),
+    _dg('{"rxpk":[]}'),
+    _dg('{"rxpk":['
+        + ",".join(
+            f'{{"tmst":{1000 + i},"chan":{i},"rfch":0,"freq":868.{i},"stat":1,"modu":"LORA",'
+            f'"datr":"SF{7 + i % 6}BW125","codr":"4/5","lsnr":{i - 4}.5,"rssi":-{60 + i},'
+            f'"size":18,"data":"{_DATA}"}}'
+            for i in range(8)
+        )
+        + "]}"),
+]
+# Valid JSON that forwarders do not write: the general parser takes these, same answers.
+_UNUSUAL_DATAGRAMS = [
+    _dg(f'{{"rxpk":[{{"lsnr":7.5e0,"rssi":-35,"data":"{_DATA}"}}]}}'),  # exponent
+    _dg(rf'{{"rxpk":[{{"modu":"LO\u0052A","data":"{_DATA}"}}]}}'),  # escaped string
+    _dg(f'{{"rxpk":[{{"time":"10:00 été","data":"{_DATA}"}}]}}'),  # non-ASCII
+    _dg(f'{{"rxpk":[{{"data":"{_DATA}"}}],"rxpk":[]}}'),  # a repeated key
+    _dg(f'{{"rxpk":[{{"tmst":123456789012345678901,"data":"{_DATA}"}}]}}'),  # a huge integer
+]
+
+
+def test_decode_push_data_scans_forwarder_traffic_without_the_general_parser() -> None:
+    """The fused scan decodes what forwarders send by itself; odd JSON falls back, same result.
+
+    If the scan gave up on everything (a bug that costs nothing but speed), every other test
+    would still pass: the fallback counter is what notices.
+    """
+    c = _compiled()
+    for dg in _FORWARDER_DATAGRAMS:
+        before = c._push_data_fallbacks()
+        assert_same("decode_push_data", dg)
+        assert c._push_data_fallbacks() == before, dg
+        assert_same("push_data_batch", [dg])
+        assert c._push_data_fallbacks() == before, dg
+    good = c.decode_push_data(_FORWARDER_DATAGRAMS[1])
+    assert [r.error is None for r in good.rxpk] == [True, True, True]
+    assert good.rxpk[1].fields["stat"] == -1 and good.rxpk[2].fields["datr"] == 50000
+    for dg in _UNUSUAL_DATAGRAMS:
+        before = c._push_data_fallbacks()
+        assert_same("decode_push_data", dg)
+        assert c._push_data_fallbacks() == before + 1, dg
+    assert twin._push_data_fallbacks() == 0  # the twin has only the general parser
+
+
+def test_downlink_encoders_round_trip() -> None:
+    """PULL_RESP and TX_ACK (the relayed downlink path): encode, parse back, same content."""
+
+    @QUICK
+    @given(
+        st.integers(0, 0xFFFF),
+        st.integers(0, 2**64 - 1),
+        st.dictionaries(st.text(max_size=6), json_values, max_size=8),
+        st.one_of(st.none(), st.dictionaries(st.text(max_size=6), json_values, max_size=4)),
+        st.sampled_from([1, 2]),
+    )
+    def check(
+        token: int, eui: int, txpk: dict[str, Any], ack: dict[str, Any] | None, version: int
+    ) -> None:
+        for enc in (twin, _compiled()):
+            for dec in (twin, _compiled()):
+                pkt = dec.parse_gwmp(enc.encode_pull_resp(token, txpk, version=version))
+                assert (pkt.identifier, pkt.version, pkt.token) == (3, version, token)
+                assert pkt.gateway_eui is None
+                assert pkt.body == {"txpk": txpk}
+                pkt = dec.parse_gwmp(enc.encode_tx_ack(token, eui, ack, version=version))
+                assert (pkt.identifier, pkt.version, pkt.token) == (5, version, token)
+                assert pkt.gateway_eui == eui
+                assert pkt.body == (None if ack is None else {"txpk_ack": ack})
 
     check()
 
@@ -457,10 +563,11 @@ def test_base64_extra_padding_agrees() -> None:
 
 
 def _digit_texts() -> list[str]:
-    """Numbers around the word-at-a-time path's limits: 1 to 9 integer and 0 to 9 fraction
-    digits, leading zeros, signs and exponents (the path takes up to 7 + 7, others fall back)."""
+    """Numbers around the word-at-a-time paths' limits: 1 to 17 integer and 0 to 9 fraction
+    digits, leading zeros, signs and exponents (the scan takes up to 7 + 7, the dict builder
+    also whole numbers of 8 to 15 digits; others take the byte loops or fall back)."""
     out = []
-    for ni in range(1, 10):
+    for ni in range(1, 18):
         for nf in range(10):
             whole = "".join(str((ni * 7 + i * 3) % 10) for i in range(ni))
             for head in ("1" + whole[1:], "9" * ni, "0" + whole[1:]):
@@ -480,6 +587,31 @@ def test_short_numbers_agree_in_values_and_batch_columns() -> None:
             dg = b"\x02\x01\x00\x00" + bytes(8) + f'{{"rxpk":[{{"{key}":{text}{tail}]}}'.encode()
             assert_same("decode_push_data", dg)
             assert_same("push_data_batch", [dg])
+
+
+def test_shared_number_objects_keep_each_value_and_type() -> None:
+    """The compiled builder hands out one object per repeated number: never a wrong one.
+
+    Values that share a cache slot (v and v + 1024), an int and a float of the same value,
+    0.0 and -0.0, and one value under several keys, across many rxpk.
+    """
+    values = [-95, -95 + 1024, -95 - 1024, 929, -2131, -2131 + 2048, 300, 1024, -1024]
+    floats = ["0.0", "-0.0", "868.1", "868.3", "9.5", "-9.5", "95.0"]
+    rxpk = []
+    for i in range(40):
+        v, w = values[i % len(values)], values[(i * 7 + 3) % len(values)]
+        f, g = floats[i % len(floats)], floats[(i * 3 + 1) % len(floats)]
+        rxpk.append(
+            f'{{"rssi":{v},"foff":{w},"rssis":{v},"lsnr":{f},"freq":{g},"x":{v}.0,'
+            f'"tmst":{abs(w)}{i:08d},"data":"{_DATA}"}}'
+        )
+    c = _compiled()
+    for _ in range(2):  # the second pass is served from the caches
+        dg = _dg('{"rxpk":[' + ",".join(rxpk) + "]}")
+        assert_same("decode_push_data", dg)
+        got = [r.fields for r in c.decode_push_data(dg).rxpk]
+        want = [r["rxpk"][0] for r in (orjson.loads("{\"rxpk\":[" + t + "]}") for t in rxpk)]
+        assert repr(got) == repr(want)
 
 
 def test_base64_every_ascii_character_at_every_place_agrees() -> None:

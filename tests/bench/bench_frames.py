@@ -210,6 +210,8 @@ def main() -> None:
         for name, ns in res.items():
             ratio = f"  {ns / base:6.1f}x the compiled time" if base and name != "cython" else ""
             print(f"  {name:18s} {ns:10.1f} ns{ratio}")
+    if c is not None:  # the corpus is what forwarders send: the fused scan must take it all
+        print(f"\ncompiled PUSH_DATA bodies that took the general parser: {c._push_data_fallbacks()}")
     if peer is None:
         print("\n(peer liblora not found: see the module docstring)")
 

@@ -8,6 +8,7 @@ sessions across a restart. Under CI=true a missing binary fails the test; otherw
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,10 +22,34 @@ import pytest
 MOSQUITTO = "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else (shutil.which("mosquitto") or "/usr/sbin/mosquitto")
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the kernel's ephemeral range.
+
+    The broker is stopped and restarted on the same port; a port from the ephemeral range
+    may meanwhile become some client's local port. A client reconnecting to the stopped
+    broker can even connect to itself (TCP simultaneous open, when the kernel hands it the
+    broker's port as its own) and then holds the port: a CI run once failed that way.
+    Ports below the range are never handed out to clients.
+    """
+    rng = random.Random()
+    top = min(_ephemeral_low(), 65536) - 1
+    for _ in range(200):
+        port = rng.randint(10000, max(10001, top))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class Mosquitto:

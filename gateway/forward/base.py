@@ -148,8 +148,9 @@ class DeliveryLoop:
     ) -> None:
         self.buffer = buffer
         self.forwarder = forwarder
-        if forwarder.data_dir is None:
-            forwarder.data_dir = buffer.path.parent
+        path = getattr(buffer, "path", None)  # stand-in buffers (fleet simulation) have none
+        if forwarder.data_dir is None and path is not None:
+            forwarder.data_dir = Path(path).parent
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
         self.backoff_base = backoff_base

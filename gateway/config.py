@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 # --------------------------------------------------------------------------- value types
@@ -262,8 +262,14 @@ class ForwardCommon:
 class GwmpForward(ForwardCommon):
     server: tuple[str, int] = field(default=("", 0), metadata=_conv(parse_hostport))
     gateway_eui: int | None = field(default=None, metadata=_conv(parse_eui))
+    # local packet forwarder's gateway EUI -> the EUI this server knows it by; unmapped gateways
+    # go out as `gateway_eui` if set, else under their own EUI
+    eui_map: dict[int, int] = field(default_factory=dict, metadata=_conv(parse_eui, each=True, key_conv=parse_eui))
     max_replay_age: float = field(default=300.0, metadata=_conv(parse_duration, zero_ok=True))
     keepalive: float = field(default=10.0, metadata=_conv(parse_duration))
+
+    #: Server-side gateway EUIs (one UDP socket each) per server; more go out as the fallback EUI.
+    MAX_GATEWAYS: ClassVar[int] = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +452,28 @@ class _Builder:
                 self.fail(path, f"{raw!r} must be more than zero")
                 return _MISSING
             return out
+        if origin is dict:
+            if not isinstance(raw, Mapping):
+                self.fail(path, f"expected a table, got {_show(raw, secret)}")
+                return _MISSING
+            key_conv = meta.get("key_conv")
+            table: dict[Any, Any] = {}
+            seen: dict[Any, str] = {}
+            for k, item in raw.items():
+                p = _join(path, k)
+                try:
+                    key = key_conv(k) if key_conv is not None else k
+                except ValueError as exc:
+                    self.fail(p, str(exc))
+                    continue
+                if key in seen:
+                    self.fail(p, f"{k!r} is the same key as {seen[key]!r}")
+                    continue
+                seen[key] = k
+                v = self.value(args[1], item, p, {**meta, "each": False})
+                if v is not _MISSING:
+                    table[key] = v
+            return table
         if origin is tuple:
             if not isinstance(raw, list):
                 self.fail(path, f"expected an array, got {_show(raw, secret)}")
@@ -537,6 +565,19 @@ def _check(cfg: Config, b: _Builder) -> None:
     for i, fwd in enumerate(cfg.forward.gwmp):
         if not fwd.server[0] or not fwd.server[1]:
             b.fail(f"forward.gwmp[{i}].server", "required key is missing (e.g. \"lns.example.org:1700\")")
+        targets: dict[int, int] = {}
+        for local, server_eui in fwd.eui_map.items():
+            p = f"forward.gwmp[{i}].eui_map.{local:016x}"
+            if server_eui in targets:
+                b.fail(p, f"\"{server_eui:016x}\" is already the server EUI of {targets[server_eui]:016x}; "
+                       "the server could not tell the two gateways apart")
+            elif server_eui == fwd.gateway_eui:
+                b.fail(p, f"\"{server_eui:016x}\" is this server's gateway_eui, which every unmapped "
+                       "gateway goes out as; map each gateway to an EUI of its own")
+            targets.setdefault(server_eui, local)
+        if len(fwd.eui_map) > GwmpForward.MAX_GATEWAYS:
+            b.fail(f"forward.gwmp[{i}].eui_map", f"{len(fwd.eui_map)} gateways, at most "
+                   f"{GwmpForward.MAX_GATEWAYS} per server (one UDP socket each)")
     spots: dict[str, str] = {}
     for i, dev in enumerate(cfg.parking.devices):
         p = f"parking.devices[{i}]"

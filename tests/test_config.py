@@ -248,3 +248,42 @@ def test_http_put_aside_file_cap() -> None:
     assert cfg.forward.http[0].dead_letter_max == 2**20
     assert load_config_text(MINIMAL + '[[forward.http]]\nname = "h"\nurl = "https://x.example/in"\n'
                             ).forward.http[0].dead_letter_max == 16 * 2**20
+
+
+GWMP_FWD = '[[forward.gwmp]]\nname = "lns"\nserver = "lns.example.org:1700"\n'
+
+
+def test_gwmp_eui_map_as_inline_or_sub_table_any_eui_spelling() -> None:
+    inline = load_config_text(MINIMAL + GWMP_FWD + 'eui_map = { "b827ebfffe000001" = "0016c001ff10a235", '
+                              '"B8:27:EB:FF:FE:00:00:02" = "00-16-C0-01-FF-10-A2-36" }\n')
+    table = load_config_text(MINIMAL + GWMP_FWD + '[forward.gwmp.eui_map]\nb827ebfffe000001 = "0016c001ff10a235"\n'
+                             '"b8-27-eb-ff-fe-00-00-02" = "0016c001ff10a236"\n')
+    expected = {0xB827EBFFFE000001: 0x0016C001FF10A235, 0xB827EBFFFE000002: 0x0016C001FF10A236}
+    assert inline.forward.gwmp[0].eui_map == table.forward.gwmp[0].eui_map == expected
+    assert load_config_text(MINIMAL + GWMP_FWD).forward.gwmp[0].eui_map == {}  # pass-through
+
+
+@pytest.mark.parametrize(("lines", "expected"), [
+    ('eui_map = { "b827ebfffe00001" = "0016c001ff10a235" }',
+     "forward.gwmp[0].eui_map.b827ebfffe00001: not an EUI-64: 'b827ebfffe00001'"),
+    ('eui_map = { "b827ebfffe000001" = "0016c001ff10a2zz" }',
+     "forward.gwmp[0].eui_map.b827ebfffe000001: not an EUI-64: '0016c001ff10a2zz'"),
+    ('eui_map = { "b827ebfffe000001" = 5 }',
+     "forward.gwmp[0].eui_map.b827ebfffe000001: expected a string, got an integer"),
+    ('eui_map = ["b827ebfffe000001"]', "forward.gwmp[0].eui_map: expected a table, got ['b827ebfffe000001']"),
+    ('eui_map = { "b827ebfffe000001" = "0016c001ff10a235", "b827ebfffe000002" = "0016C001FF10A235" }',
+     'forward.gwmp[0].eui_map.b827ebfffe000002: "0016c001ff10a235" is already the server EUI of b827ebfffe000001'),
+    ('eui_map = { "b827ebfffe000001" = "0016c001ff10a235", "B827EBFFFE000001" = "0016c001ff10a236" }',
+     "forward.gwmp[0].eui_map.B827EBFFFE000001: 'B827EBFFFE000001' is the same key as 'b827ebfffe000001'"),
+    ('gateway_eui = "0016c001ff10a235"\neui_map = { "b827ebfffe000001" = "0016c001ff10a235" }',
+     'forward.gwmp[0].eui_map.b827ebfffe000001: "0016c001ff10a235" is this server\'s gateway_eui'),
+])
+def test_bad_gwmp_eui_map_is_named(lines: str, expected: str) -> None:
+    found = problems(MINIMAL + GWMP_FWD + lines + "\n")
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_gwmp_eui_map_is_bounded_by_the_socket_cap() -> None:
+    entries = ", ".join(f'"b827ebfffe{i:06x}" = "0016c001ff{i:06x}"' for i in range(65))
+    assert any(p.startswith("forward.gwmp[0].eui_map: 65 gateways, at most 64")
+               for p in problems(MINIMAL + GWMP_FWD + f"eui_map = {{ {entries} }}\n"))

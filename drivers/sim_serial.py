@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from drivers.modbus import FUNCTION_CODES, crc16
+from drivers.modbus_rtu import FUNCTION_CODES, crc16
 
 
 class _PtyDevice:

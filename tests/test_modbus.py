@@ -14,14 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymodbus.framer.rtu import FramerRTU
 
-from drivers.modbus import (
-    ModbusPoller,
+from drivers.modbus import ModbusPoller, WiredReading, WiredUnit
+from drivers.modbus_rtu import (
     RtuCrcError,
     RtuError,
     RtuException,
     RtuTimeout,
-    WiredReading,
-    WiredUnit,
     crc16,
     decode_read_reply,
     encode_read_request,

@@ -21,10 +21,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from drivers.dutycycle import (
-    AirtimeError,
+    BAD_TXPK,
+    Booking,
+    DutyCycleRefused,
     GatewayDutyCycles,
-    txpk_bandwidth_hz,
-    txpk_time_on_air,
 )
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ _CODE_RATES: Final[dict[str, str]] = {
 #: Our own txpk_ack errors, the same names the GWMP server uses for the same situations.
 UNKNOWN_GATEWAY: Final = "UNKNOWN_GATEWAY"
 TIMEOUT: Final = "TIMEOUT"
-BAD_TXPK: Final = "BAD_TXPK"
 SEND_FAILED: Final = "SEND_FAILED"
 
 #: The HAL's other spellings of 4/6 and 4/8 (lora_pkt_fwd accepts both).
@@ -431,18 +430,12 @@ class ConcentratordSource:
             frame = txpk_to_downlink(gw, txpk, gateway_id, secrets.randbits(32))
         except ValueError as exc:
             return self._answer(BAD_TXPK, str(exc))
-        duty = None if self._duty is None else self._duty.for_gateway(eui)
-        booked: tuple[int, float, int] | None = None
-        if duty is not None:
-            freq_hz = frame.items[0].tx_info.frequency
+        booking: Booking | None = None
+        if self._duty is not None:
             try:
-                airtime, bandwidth = txpk_time_on_air(txpk), txpk_bandwidth_hz(txpk)
-            except AirtimeError as exc:
-                return self._answer(BAD_TXPK, f"txpk: {exc}")
-            verdict = duty.acquire(freq_hz, airtime, bandwidth)
-            if not verdict.ok:
-                return self._answer(verdict.error, f"gateway {gateway_id}: {verdict.detail}")
-            booked = (freq_hz, airtime, bandwidth)
+                booking = self._duty.book(eui, frame.items[0].tx_info.frequency, txpk)
+            except DutyCycleRefused as exc:
+                return self._answer(exc.error, exc.detail)
         try:
             reply = await self._command(gw.Command(send_downlink_frame=frame), wait)
         except TimeoutError as exc:
@@ -450,8 +443,8 @@ class ConcentratordSource:
             self._observed(eui, txpk)
             return self._answer(TIMEOUT, str(exc))
         except self._zmq.ZMQError as exc:
-            if booked is not None and duty is not None:
-                duty.release(*booked)
+            if booking is not None:
+                booking.release()
             return self._answer(SEND_FAILED, f"command to {self.command_url}: {exc}")
         try:
             ack = gw.DownlinkTxAck.FromString(reply)
@@ -464,8 +457,8 @@ class ConcentratordSource:
         self.counters["downlinks"] += 1
         if error != "NONE":
             self.counters["downlink_errors"] += 1
-            if booked is not None and duty is not None:
-                duty.release(*booked)  # concentratord refused it: nothing went on air
+            if booking is not None:
+                booking.release()  # concentratord refused it: nothing went on air
             return self._answer(error, f"concentratord answered {', '.join(statuses) or 'no items'}")
         self._observed(eui, txpk)
         return self._answer(error)

@@ -22,6 +22,8 @@ from typing import Any, Final
 OK: Final = "NONE"
 TX_FREQ: Final = "TX_FREQ"
 DUTY_CYCLE_OVERFLOW: Final = "DUTY_CYCLE_OVERFLOW"
+#: A txpk whose airtime cannot be computed (ours, as the GWMP server's other refusals).
+BAD_TXPK: Final = "BAD_TXPK"
 
 #: LoRa preamble of LoRaWAN (regional parameters) and FSK preamble/sync sizes
 #: that lora_pkt_fwd uses when a txpk gives none.
@@ -386,6 +388,41 @@ class GatewayDutyCycles:
             self._limiters[gateway_eui] = limiter
         return limiter
 
+    def book(self, gateway_eui: int, freq_hz: int, txpk: Mapping[str, Any]) -> Booking:
+        """Book a txpk's airtime on that gateway's budget, or raise :class:`DutyCycleRefused`
+        (BAD_TXPK, TX_FREQ, DUTY_CYCLE_OVERFLOW) with a detail for the operator."""
+        try:
+            airtime, bandwidth = txpk_time_on_air(txpk), txpk_bandwidth_hz(txpk)
+        except AirtimeError as exc:
+            raise DutyCycleRefused(BAD_TXPK, f"txpk: {exc}") from exc
+        limiter = self.for_gateway(gateway_eui)
+        verdict = limiter.acquire(freq_hz, airtime, bandwidth)
+        if not verdict.ok:
+            raise DutyCycleRefused(verdict.error, f"gateway {gateway_eui:016x}: {verdict.detail}")
+        return Booking(limiter, freq_hz, airtime, bandwidth)
+
     def usage(self) -> dict[str, list[dict[str, Any]]]:
         """Per gateway EUI (16 hex digits): its per-band usage, as :meth:`DutyCycleLimiter.usage`."""
         return {f"{eui:016x}": lim.usage() for eui, lim in sorted(self._limiters.items())}
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """Airtime booked for one downlink; ``release`` gives it back when the radio refused it."""
+
+    limiter: DutyCycleLimiter
+    freq_hz: int
+    airtime_s: float
+    bandwidth_hz: float
+
+    def release(self) -> None:
+        self.limiter.release(self.freq_hz, self.airtime_s, self.bandwidth_hz)
+
+
+class DutyCycleRefused(Exception):
+    """A downlink the duty-cycle check turned down: ``error`` is its TX_ACK-style name."""
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error = error
+        self.detail = detail

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 from drivers.dutycycle import (
+    BAD_TXPK,
     OK,
-    AirtimeError,
+    Booking,
+    DutyCycleRefused,
     GatewayDutyCycles,
-    txpk_bandwidth_hz,
-    txpk_time_on_air,
 )
 from gateway import frames
 from gateway.records import Record, make_record, now_us
@@ -37,7 +37,6 @@ DEFAULT_RCVBUF: Final = 4 * 1024 * 1024
 #: txpk_ack errors this server adds to the forwarder's own (TOO_LATE, TX_FREQ, ...).
 UNKNOWN_GATEWAY: Final = "UNKNOWN_GATEWAY"
 TIMEOUT: Final = "TIMEOUT"
-BAD_TXPK: Final = "BAD_TXPK"
 SEND_FAILED: Final = "SEND_FAILED"
 
 _STAT_TOTALS: Final = ("rxnb", "rxok", "rxfw", "dwnb", "txnb")
@@ -473,18 +472,12 @@ class GwmpServer(asyncio.DatagramProtocol):
         if not isinstance(freq, (int, float)) or isinstance(freq, bool):
             return self._refuse(BAD_TXPK, "txpk needs 'freq' in MHz")
         freq_hz = round(float(freq) * 1e6)
-        booked: tuple[int, float, int] | None = None
-        duty = None if self._duty is None else self._duty.for_gateway(eui)
-        if duty is not None:
+        booking: Booking | None = None
+        if self._duty is not None:
             try:
-                airtime = txpk_time_on_air(txpk)
-                bandwidth = txpk_bandwidth_hz(txpk)
-            except AirtimeError as exc:
-                return self._refuse(BAD_TXPK, f"txpk: {exc}")
-            verdict = duty.acquire(freq_hz, airtime, bandwidth)
-            if not verdict.ok:
-                return self._refuse(verdict.error, f"gateway {gw.gateway_eui}: {verdict.detail}")
-            booked = (freq_hz, airtime, bandwidth)
+                booking = self._duty.book(eui, freq_hz, txpk)
+            except DutyCycleRefused as exc:
+                return self._refuse(exc.error, exc.detail)
         token = secrets.randbits(16)
         while token in self._pending:
             token = secrets.randbits(16)
@@ -498,8 +491,8 @@ class GwmpServer(asyncio.DatagramProtocol):
             self._transport.sendto(datagram, gw.downlink_addr)
         except OSError as exc:
             self._pending.pop(token, None)
-            if booked is not None and duty is not None:
-                duty.release(*booked)
+            if booking is not None:
+                booking.release()
             return self._refuse(SEND_FAILED, f"sending PULL_RESP to {gw.downlink_addr}: {exc}")
         self._downlinks_sent += 1
         if self._on_downlink_observed is not None:
@@ -527,9 +520,9 @@ class GwmpServer(asyncio.DatagramProtocol):
             self._pending.pop(token, None)
         error = str(ack.get("error", OK))
         self._downlinks_acked[error] += 1
-        if error != OK and booked is not None and duty is not None and error != TIMEOUT:
+        if error != OK and booking is not None and error != TIMEOUT:
             # The forwarder refused it (TOO_LATE, TX_FREQ...): nothing went on air.
-            duty.release(*booked)
+            booking.release()
         return ack
 
     # ------------------------------------------------------------------ health

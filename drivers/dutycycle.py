@@ -375,7 +375,8 @@ class GatewayDutyCycles:
         window: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        DutyCycleLimiter(bands, window, clock)  # reject a bad window here, not at the first downlink
+        if window <= 0:  # here, not at the first downlink
+            raise ValueError(f"duty-cycle window {window} s must be positive")
         self._bands = tuple(bands)
         self._window = window
         self._clock = clock

@@ -14,6 +14,8 @@ import zlib
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from gateway.records import iso_us
+
 #: Semtech ``codr`` -> chirpstack ``common.CodeRate`` enum name.
 _CODE_RATES: Final[dict[str, str]] = {
     "4/5": "CR_4_5", "4/6": "CR_4_6", "2/3": "CR_4_6", "4/7": "CR_4_7", "4/8": "CR_4_8",
@@ -77,13 +79,6 @@ def uplink_id(received_us: int, data_b64: str) -> int:
     return zlib.crc32(f"{received_us}:{data_b64}".encode()) & 0xFFFFFFFF
 
 
-def _iso_us(us: int) -> str:
-    """RFC 3339 UTC with microseconds, as protobuf JSON writes a Timestamp."""
-    return datetime.fromtimestamp(us // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S") + (
-        f".{us % 1_000_000:06d}Z"
-    )
-
-
 def uplink_frame(body: dict[str, Any], received_us: int, *, replay: bool = False) -> dict[str, Any]:
     """An ``uplink`` record body -> the JSON form of ``gw.UplinkFrame``."""
     rxpk: dict[str, Any] = body["rxpk"]
@@ -98,7 +93,7 @@ def uplink_frame(body: dict[str, Any], received_us: int, *, replay: bool = False
     else:
         # lora_pkt_fwd writes "time" only with a GPS fix; without one the receive time on our
         # clock stands in (as concentratord does with the system clock).
-        rx["gwTime"] = _iso_us(received_us)
+        rx["gwTime"] = iso_us(received_us)
     tmms = rxpk.get("tmms")
     if isinstance(tmms, int | float) and not isinstance(tmms, bool):
         rx["timeSinceGpsEpoch"] = _duration(tmms)

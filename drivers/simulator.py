@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from drivers.dutycycle import lora_time_on_air
-from gateway import frames, lorawan
+from gateway import frames, lorawan, lorawan_build
 from gateway.parking.encode import encode_status
 from gateway.parking.registry import list_models
 
@@ -278,7 +278,7 @@ class Simulator:
             dev.dev_nonce = (dev.dev_nonce + 1) & 0xFFFF
             dev.joins += 1
             self.counters.joins += 1
-            phy = lorawan.build_join_request(
+            phy = lorawan_build.build_join_request(
                 dev.app_key, join_eui=JOIN_EUI, dev_eui=dev.dev_eui, dev_nonce=dev.dev_nonce
             )
             # No network server may be listening (demo, tests): accept locally as a
@@ -299,7 +299,7 @@ class Simulator:
             frame_counter=dev.fcnt,
         )
         assert dev.dev_addr is not None and dev.nwk_s_key is not None and dev.app_s_key is not None
-        phy = lorawan.build_data_uplink(
+        phy = lorawan_build.build_data_uplink(
             dev_addr=dev.dev_addr,
             fcnt=dev.fcnt,
             fport=fport,

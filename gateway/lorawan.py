@@ -7,7 +7,7 @@ no parsing of frame structure (that is frames.py) and never any logging: keys ar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
@@ -482,45 +482,3 @@ def split_mac_commands(data: bytes, *, uplink: bool) -> tuple[list[MacCommand], 
         out.append(MacCommand(data[i], name, data[i + 1 : i + 1 + size]))
         i += 1 + size
     return out, data[i:]
-
-
-# ---------------------------------------------------------------------------- builders
-
-# The frame builders live in gateway.lorawan_build (which imports this module). Older callers
-# reach them as ``gateway.lorawan.build_*``: mypy sees the re-exports below, and at run time
-# the module-level __getattr__ loads lorawan_build on first use, so either module may be
-# imported first and the receive path never loads the builders.
-_BUILD_NAMES: Final = frozenset(
-    {
-        "FCTRL_ACK",
-        "FCTRL_ADR",
-        "FCTRL_ADR_ACK_REQ",
-        "FCTRL_CLASS_B",
-        "FCTRL_FPENDING",
-        "build_data_frame",
-        "build_data_uplink",
-        "build_join_accept",
-        "build_join_request",
-        "encrypt_join_accept",
-    }
-)
-
-if TYPE_CHECKING:
-    from gateway.lorawan_build import FCTRL_ACK as FCTRL_ACK
-    from gateway.lorawan_build import FCTRL_ADR as FCTRL_ADR
-    from gateway.lorawan_build import FCTRL_ADR_ACK_REQ as FCTRL_ADR_ACK_REQ
-    from gateway.lorawan_build import FCTRL_CLASS_B as FCTRL_CLASS_B
-    from gateway.lorawan_build import FCTRL_FPENDING as FCTRL_FPENDING
-    from gateway.lorawan_build import build_data_frame as build_data_frame
-    from gateway.lorawan_build import build_data_uplink as build_data_uplink
-    from gateway.lorawan_build import build_join_accept as build_join_accept
-    from gateway.lorawan_build import build_join_request as build_join_request
-    from gateway.lorawan_build import encrypt_join_accept as encrypt_join_accept
-else:
-
-    def __getattr__(name: str) -> object:
-        if name in _BUILD_NAMES:
-            from gateway import lorawan_build
-
-            return getattr(lorawan_build, name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

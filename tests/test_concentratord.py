@@ -453,6 +453,7 @@ async def test_lns_join_accept_goes_out_via_concentratord_and_edge_decoding_star
 ) -> None:
     from gateway import frames
     from gateway import lorawan as L
+    from gateway import lorawan_build as B
     from gateway.config import load_config_text
     from gateway.parking.encode import encode_status
     from gateway.pipeline import Gateway
@@ -504,7 +505,7 @@ open_read_only = true
         # The join request reaches the network server; its accept (RX1, at the uplink's
         # counter + 5 s) comes down through the LNS forwarder to concentratord.
         await fake.publish_until(
-            [up(L.build_join_request(key, join_eui=JOIN_EUI, dev_eui=dev, dev_nonce=nonce))],
+            [up(B.build_join_request(key, join_eui=JOIN_EUI, dev_eui=dev, dev_nonce=nonce))],
             lambda: received() >= 1)
         await wait_for(lambda: bool(fake.downlinks()))
         df = fake.downlinks()[0]
@@ -525,7 +526,7 @@ open_read_only = true
         assert (device["join_accepts"], device["session_pending"]) == (1, True)
         keys = L.derive_session_keys_10(key, join_nonce=0x00C0DE, net_id=NET_ID, dev_nonce=nonce)
         fport, payload = encode_status("nwave/nps405", True, minutes=3)
-        data = L.build_data_uplink(dev_addr=addr, fcnt=0, fport=fport, payload=payload,
+        data = B.build_data_uplink(dev_addr=addr, fcnt=0, fport=fport, payload=payload,
                                    nwk_s_key=keys.nwk_s_key, app_s_key=keys.app_s_key)
         await fake.publish_until(
             [up(data)], lambda: gateway.parking.spots()[spot]["status"] == "occupied")

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from gateway import lorawan as L
+from gateway import lorawan_build as B
 from gateway.decode import DecodeError, decode_gwmp, decode_phy
 from gateway.decode_cli import MAX_LINE, add_decode_parser, build_parser, run_decode
 from gateway.frames import (
@@ -96,7 +97,7 @@ def test_wrong_key_reports_invalid_mic() -> None:
 
 
 def test_fcnt_high_param_enters_the_mic() -> None:
-    raw = L.build_data_uplink(
+    raw = B.build_data_uplink(
         dev_addr=0x26011BDA,
         fcnt=0x30002,
         fport=2,
@@ -130,7 +131,7 @@ def test_10_fopts_mac_commands_need_no_key() -> None:
 
 
 def test_unknown_cid_stops_split_and_rest_is_reported() -> None:
-    raw = L.build_data_uplink(
+    raw = B.build_data_uplink(
         dev_addr=1,
         fcnt=1,
         fport=None,
@@ -149,7 +150,7 @@ def test_unknown_cid_stops_split_and_rest_is_reported() -> None:
 
 
 def test_command_cut_short_is_listed_with_what_there_is() -> None:
-    raw = L.build_data_uplink(
+    raw = B.build_data_uplink(
         dev_addr=1,
         fcnt=1,
         fport=None,
@@ -167,7 +168,7 @@ def test_command_cut_short_is_listed_with_what_there_is() -> None:
 
 
 def _fport0_uplink(fopts: bytes = b"", fport: int = 0) -> str:
-    return L.build_data_uplink(
+    return B.build_data_uplink(
         dev_addr=0x01020304,
         fcnt=7,
         fport=fport,
@@ -229,12 +230,12 @@ def test_11_uplink_mic_needs_txch_and_fport0_uses_network_key() -> None:
 def test_11_conf_fcnt_counts_only_with_ack() -> None:
     f_int, s_int = h("11" * 16), h("22" * 16)
     hexkeys = {"FNwkSIntKey": "11" * 16, "SNwkSIntKey": "22" * 16}
-    acked = L.build_data_frame(
+    acked = B.build_data_frame(
         mtype=2,
         dev_addr=7,
         fcnt=3,
         fport=None,
-        fctrl_flags=L.FCTRL_ACK,
+        fctrl_flags=B.FCTRL_ACK,
         version="1.1",
         conf_fcnt=41,
         f_nwk_s_int_key=f_int,
@@ -242,7 +243,7 @@ def test_11_conf_fcnt_counts_only_with_ack() -> None:
     )
     assert decode_phy(acked.hex(), hexkeys)["MICValid"] is False
     assert decode_phy(acked.hex(), hexkeys, {"ConfFCnt": 41})["MICValid"] is True
-    plain = L.build_data_frame(
+    plain = B.build_data_frame(
         mtype=2,
         dev_addr=7,
         fcnt=3,
@@ -291,7 +292,7 @@ def test_join_accept_10_with_session_keys() -> None:
 def test_join_accept_11_opt_neg_with_cflist() -> None:
     nwk, app, js_int = h("aa" * 16), h("bb" * 16), h("cc" * 16)
     cflist = h("184f84e85684b85e84886684586e8400")
-    raw = L.build_join_accept(
+    raw = B.build_join_accept(
         nwk,
         join_nonce=7,
         net_id=0x000013,
@@ -326,7 +327,7 @@ def test_join_accept_wrong_key_fails_mic() -> None:
 
 def test_rejoin_answer_is_decrypted_with_js_enc_key() -> None:
     nwk, js_enc, js_int = h("aa" * 16), h("dd" * 16), h("cc" * 16)
-    raw = L.build_join_accept(
+    raw = B.build_join_accept(
         js_enc,
         join_nonce=8,
         net_id=0x13,
@@ -673,7 +674,7 @@ def test_batch_streams_1gb_in_bounded_memory() -> None:
     """1 GB of JSON Lines (a capture the size the issue names) through a pipe; RSS stays flat."""
     if not Path("/proc/self/status").exists():
         pytest.fail("needs /proc to measure RSS")
-    frame = L.build_data_uplink(
+    frame = B.build_data_uplink(
         dev_addr=0x26011BDA,
         fcnt=1,
         fport=1,

@@ -389,7 +389,7 @@ async def test_spot_without_location_updates_a_provisioned_entity_and_is_reporte
 
 async def test_location_and_site_from_device_config_reach_the_broker(broker, buffer: Buffer,
                                                                      tmp_path: Path) -> None:
-    from gateway import lorawan as L
+    from gateway import lorawan_build as B
     from gateway.config import ParkingDevice, load_config_text
     from gateway.frames import b64encode
     from gateway.parking.edge import EdgeParking
@@ -412,7 +412,7 @@ parking_site = "{SITE}"
     edge = EdgeParking([dev], tmp_path, 3600.0, False, buffer.append)
     fport, payload = encode_status(dev.model, True)
     assert dev.dev_addr is not None and dev.nwk_s_key and dev.app_s_key
-    phy = L.build_data_uplink(dev_addr=dev.dev_addr, fcnt=1, fport=fport, payload=payload,
+    phy = B.build_data_uplink(dev_addr=dev.dev_addr, fcnt=1, fport=fport, payload=payload,
                               nwk_s_key=dev.nwk_s_key, app_s_key=dev.app_s_key)
     b, url = broker
     fwd = NgsiForwarder(NgsiLdForward(name="cb", url=url, context=CTX, token=b.token))

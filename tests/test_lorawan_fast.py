@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import lorawan as L
+from gateway import lorawan_build as B
 from gateway.config import ParkingDevice
 from gateway.frames import parse_phy
 from gateway.parking import registry
@@ -150,7 +151,7 @@ def test_session_accepts_the_next_counters_and_rejects_replays(last: int, step: 
     session = table.devices[1].session
     assert session is not None
     session.fcnt_up = last
-    frame = L.build_data_uplink(dev_addr=ADDR, fcnt=nxt, fport=1, payload=b"\x05",
+    frame = B.build_data_uplink(dev_addr=ADDR, fcnt=nxt, fport=1, payload=b"\x05",
                                 nwk_s_key=NWK, app_s_key=APP)
     p = parse_phy(frame)
     assert p.dev_addr is not None and p.fcnt is not None and p.frm_payload is not None

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway import lorawan as L
+from gateway import lorawan_build as B
 from gateway.config import ParkingDevice
 from gateway.frames import b64encode
 from gateway.parking.edge import SESSIONS_FILE, SPOTS_FILE, EdgeParking
@@ -73,7 +74,7 @@ def abp_frame(fcnt: int, occupied: bool, *, heartbeat: bool = False,
               dev: ParkingDevice = ABP_DEV) -> bytes:
     fport, payload = encode_status(dev.model, occupied, heartbeat=heartbeat)
     assert dev.dev_addr is not None and dev.nwk_s_key and dev.app_s_key
-    return L.build_data_uplink(dev_addr=dev.dev_addr, fcnt=fcnt, fport=fport, payload=payload,
+    return B.build_data_uplink(dev_addr=dev.dev_addr, fcnt=fcnt, fport=fport, payload=payload,
                                nwk_s_key=dev.nwk_s_key, app_s_key=dev.app_s_key)
 
 
@@ -155,10 +156,10 @@ def test_uplink_without_occupancy_is_a_heartbeat(h: Harness) -> None:
 
 def test_otaa_join_watched_then_data_decoded_with_derived_keys(h: Harness) -> None:
     dev_nonce = 0x3A1F
-    jr = L.build_join_request(APP_KEY, join_eui=JOIN_EUI, dev_eui=OTAA_DEV.dev_eui,
+    jr = B.build_join_request(APP_KEY, join_eui=JOIN_EUI, dev_eui=OTAA_DEV.dev_eui,
                               dev_nonce=dev_nonce)
     h.edge.observe_uplink(uplink(jr, T0))
-    ja = L.build_join_accept(APP_KEY, join_nonce=0x00ABCD, net_id=0x000013,
+    ja = B.build_join_accept(APP_KEY, join_nonce=0x00ABCD, net_id=0x000013,
                              dev_addr=0x260B0001, cflist=bytes(16))
     txpk = {"imme": False, "tmst": 6_000_000, "freq": 868.1, "rfch": 0, "powe": 14,
             "modu": "LORA", "datr": "SF9BW125", "codr": "4/5", "ipol": True,
@@ -169,7 +170,7 @@ def test_otaa_join_watched_then_data_decoded_with_derived_keys(h: Harness) -> No
                                     dev_nonce=dev_nonce)
     for fcnt, occupied in ((0, True), (1, False)):
         fport, payload = encode_status(OTAA_DEV.model, occupied)
-        frame = L.build_data_uplink(dev_addr=0x260B0001, fcnt=fcnt, fport=fport,
+        frame = B.build_data_uplink(dev_addr=0x260B0001, fcnt=fcnt, fport=fport,
                                     payload=payload, nwk_s_key=keys.nwk_s_key,
                                     app_s_key=keys.app_s_key)
         h.edge.observe_uplink(uplink(frame, T0 + 10 + fcnt))
@@ -204,10 +205,10 @@ def test_fcnt_rollover_through_the_edge(h: Harness) -> None:
 
 
 def test_unknown_devices_are_counted_and_left_alone(h: Harness) -> None:
-    stranger = L.build_data_uplink(dev_addr=0x01020304, fcnt=1, fport=1, payload=b"\x01",
+    stranger = B.build_data_uplink(dev_addr=0x01020304, fcnt=1, fport=1, payload=b"\x01",
                                    nwk_s_key=bytes(16), app_s_key=bytes(16))
     h.edge.observe_uplink(uplink(stranger, T0))
-    jr = L.build_join_request(bytes(16), join_eui=1, dev_eui=0xDEAD, dev_nonce=1)
+    jr = B.build_join_request(bytes(16), join_eui=1, dev_eui=0xDEAD, dev_nonce=1)
     h.edge.observe_uplink(uplink(jr, T0))
     assert h.edge.health()["unknown_device"] == 2
     assert h.records == []
@@ -267,15 +268,15 @@ async def test_run_sweeps_and_saves_in_the_background(tmp_path: Path) -> None:
 
 async def test_restart_keeps_spots_and_sessions(tmp_path: Path) -> None:
     hx = Harness(tmp_path, [ABP_DEV, OTAA_DEV])
-    jr = L.build_join_request(APP_KEY, join_eui=JOIN_EUI, dev_eui=OTAA_DEV.dev_eui, dev_nonce=9)
+    jr = B.build_join_request(APP_KEY, join_eui=JOIN_EUI, dev_eui=OTAA_DEV.dev_eui, dev_nonce=9)
     hx.edge.observe_uplink(uplink(jr, T0))
-    ja = L.build_join_accept(APP_KEY, join_nonce=1, net_id=0x13, dev_addr=0x260B0002)
+    ja = B.build_join_accept(APP_KEY, join_nonce=1, net_id=0x13, dev_addr=0x260B0002)
     hx.edge.observe_downlink(GW, {"data": b64encode(ja)})
     keys = L.derive_session_keys_10(APP_KEY, join_nonce=1, net_id=0x13, dev_nonce=9)
 
     def otaa_frame(fcnt: int, occupied: bool) -> bytes:
         fport, payload = encode_status(OTAA_DEV.model, occupied)
-        return L.build_data_uplink(dev_addr=0x260B0002, fcnt=fcnt, fport=fport, payload=payload,
+        return B.build_data_uplink(dev_addr=0x260B0002, fcnt=fcnt, fport=fport, payload=payload,
                                    nwk_s_key=keys.nwk_s_key, app_s_key=keys.app_s_key)
 
     hx.edge.observe_uplink(uplink(otaa_frame(0, True), T0 + 5))
@@ -399,9 +400,9 @@ async def test_no_key_in_views_logs_or_spot_file(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     hx = Harness(tmp_path, [ABP_DEV, OTAA_DEV])
-    jr = L.build_join_request(APP_KEY, join_eui=JOIN_EUI, dev_eui=OTAA_DEV.dev_eui, dev_nonce=4)
+    jr = B.build_join_request(APP_KEY, join_eui=JOIN_EUI, dev_eui=OTAA_DEV.dev_eui, dev_nonce=4)
     hx.edge.observe_uplink(uplink(jr, T0))
-    ja = L.build_join_accept(APP_KEY, join_nonce=1, net_id=0x13, dev_addr=0x260B0003)
+    ja = B.build_join_accept(APP_KEY, join_nonce=1, net_id=0x13, dev_addr=0x260B0003)
     hx.edge.observe_downlink(GW, {"data": b64encode(ja)})
     hx.edge.observe_uplink(uplink(abp_frame(1, True), T0))
     bad = bytearray(abp_frame(2, True))
@@ -423,7 +424,7 @@ async def test_no_key_in_views_logs_or_spot_file(
 
 def test_genuine_frame_the_decoder_rejects_changes_nothing(h: Harness) -> None:
     h.edge.observe_uplink(uplink(abp_frame(1, True), T0))
-    odd = L.build_data_uplink(dev_addr=ABP_ADDR, fcnt=2, fport=77, payload=b"\x00",
+    odd = B.build_data_uplink(dev_addr=ABP_ADDR, fcnt=2, fport=77, payload=b"\x00",
                               nwk_s_key=ABP_NWK, app_s_key=ABP_APP)
     h.edge.observe_uplink(uplink(odd, T0 + 1))
     assert h.status(ABP_DEV.spot_id) == "occupied"

@@ -20,6 +20,7 @@ import aiohttp
 
 from gateway import frames
 from gateway import lorawan as L
+from gateway import lorawan_build as B
 from gateway.buffer import buffer_path
 from gateway.buffer_cli import export_rows
 from gateway.config import load_config_text
@@ -124,7 +125,7 @@ class NetworkServer(asyncio.DatagramProtocol):
             return
         app_key, dev_addr, join_nonce = self.answers[dev_eui]
         assert L.join_request_mic(app_key, phy[:-4]) == phy[-4:], "join request MIC"
-        accept = L.build_join_accept(app_key, join_nonce=join_nonce, net_id=NET_ID,
+        accept = B.build_join_accept(app_key, join_nonce=join_nonce, net_id=NET_ID,
                                      dev_addr=dev_addr)
         txpk = {"imme": False, "tmst": (rx["tmst"] + 5_000_000) & 0xFFFFFFFF,
                 "freq": rx["freq"], "rfch": 0, "powe": 14, "modu": "LORA",
@@ -209,7 +210,7 @@ async def _status_text(gw: Gateway) -> str:
 def _uplink(keys: L.SessionKeys10, dev_addr: int, fcnt: int, occupied: bool) -> tuple[bytes, dict[str, Any]]:
     """(PHYPayload, what the codec makes of it) of one NPS405 occupancy change."""
     fport, payload = encode_status(MODEL, occupied, minutes=12 + fcnt)
-    phy = L.build_data_uplink(dev_addr=dev_addr, fcnt=fcnt, fport=fport, payload=payload,
+    phy = B.build_data_uplink(dev_addr=dev_addr, fcnt=fcnt, fport=fport, payload=payload,
                               nwk_s_key=keys.nwk_s_key, app_s_key=keys.app_s_key)
     # Through JSON: how it comes back out of the buffer export.
     return phy, json.loads(json.dumps(decoder_for(MODEL)(fport, payload)))
@@ -238,7 +239,7 @@ async def test_otaa_join_through_the_downlink_path_then_frames_decoded_at_the_ed
 
         # 1. Join request up, through the gateway to the network server.
         nonce_a = 0x1F3A
-        await pf.push(L.build_join_request(KEY_A, join_eui=JOIN_EUI, dev_eui=DEV_A,
+        await pf.push(B.build_join_request(KEY_A, join_eui=JOIN_EUI, dev_eui=DEV_A,
                                            dev_nonce=nonce_a))
         # 2. The accept comes down: relayed by the LNS forwarder through the GWMP server.
         resp = await pf.downlink()
@@ -276,7 +277,7 @@ async def test_otaa_join_through_the_downlink_path_then_frames_decoded_at_the_ed
         # 5. Device B joins too, but its accept goes down through another gateway: frames
         # under its new session cannot be verified here and must not be guessed at.
         nonce_b = 0x0777
-        await pf.push(L.build_join_request(KEY_B, join_eui=JOIN_EUI, dev_eui=DEV_B,
+        await pf.push(B.build_join_request(KEY_B, join_eui=JOIN_EUI, dev_eui=DEV_B,
                                            dev_nonce=nonce_b))
         keys_b = L.derive_session_keys_10(KEY_B, join_nonce=0x000042, net_id=NET_ID,
                                           dev_nonce=nonce_b)

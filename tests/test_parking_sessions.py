@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway import lorawan as L
+from gateway import lorawan_build as B
 from gateway.config import ParkingDevice
 from gateway.frames import parse_phy
 from gateway.parking.sessions import SessionTable, UplinkResult, fcnt_candidates
@@ -37,13 +38,13 @@ def up(table: SessionTable, frame: bytes) -> UplinkResult:
 
 def data(fcnt: int, payload: bytes = b"\x01", *, dev_addr: int = 0x26011234,
          nwk: bytes = NWK, app: bytes = APP, fport: int = 1) -> bytes:
-    return L.build_data_uplink(dev_addr=dev_addr, fcnt=fcnt, fport=fport, payload=payload,
+    return B.build_data_uplink(dev_addr=dev_addr, fcnt=fcnt, fport=fport, payload=payload,
                                nwk_s_key=nwk, app_s_key=app)
 
 
 def join(table: SessionTable, dev_nonce: int, *, dev_eui: int = OTAA_EUI,
          app_key: bytes = APP_KEY) -> bool:
-    raw = L.build_join_request(app_key, join_eui=JOIN_EUI, dev_eui=dev_eui, dev_nonce=dev_nonce)
+    raw = B.build_join_request(app_key, join_eui=JOIN_EUI, dev_eui=dev_eui, dev_nonce=dev_nonce)
     p = parse_phy(raw)
     assert p.join_eui is not None and p.dev_eui is not None and p.dev_nonce is not None
     return table.join_request(raw, p.join_eui, p.dev_eui, p.dev_nonce)
@@ -51,7 +52,7 @@ def join(table: SessionTable, dev_nonce: int, *, dev_eui: int = OTAA_EUI,
 
 def accept(app_key: bytes = APP_KEY, *, dev_addr: int = 0x00ABCDEF, join_nonce: int = 0x123456,
            net_id: int = 0x000013, cflist: bytes | None = None) -> bytes:
-    return L.build_join_accept(app_key, join_nonce=join_nonce, net_id=net_id, dev_addr=dev_addr,
+    return B.build_join_accept(app_key, join_nonce=join_nonce, net_id=net_id, dev_addr=dev_addr,
                                cflist=cflist)
 
 
@@ -76,7 +77,7 @@ def test_abp_frame_is_verified_and_decrypted() -> None:
 
 def test_fport_zero_is_decrypted_with_the_network_key() -> None:
     table = SessionTable([abp()])
-    frame = L.build_data_frame(mtype=2, dev_addr=0x26011234, fcnt=1, fport=0, payload=b"\x02",
+    frame = B.build_data_frame(mtype=2, dev_addr=0x26011234, fcnt=1, fport=0, payload=b"\x02",
                                nwk_s_key=NWK, app_s_key=APP)
     r = up(table, frame)
     assert (r.verdict, r.plaintext) == ("ok", b"\x02")

@@ -12,7 +12,7 @@ import pytest
 
 from drivers.gwmp_server import GwmpServer
 from drivers.simulator import Simulator
-from gateway import frames, lorawan
+from gateway import frames, lorawan, lorawan_build
 from gateway.parking.registry import decode_uplink, list_models
 from gateway.records import Record
 from gateway.simulate_cli import main as simulate_main
@@ -127,7 +127,7 @@ async def test_simulator_answers_downlinks_with_tx_ack_and_takes_a_join_accept()
             await asyncio.sleep(0.02)
         dev = sim.devices()[0]
         app_key = bytes.fromhex(dev["app_key"])
-        accept = lorawan.build_join_accept(
+        accept = lorawan_build.build_join_accept(
             app_key, join_nonce=0x123456, net_id=0x13, dev_addr=0x26ABCDEF
         )
         txpk = {

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 
-from gateway import frames, lorawan  # noqa: E402
+from gateway import frames, lorawan_build  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 
 GW_EUI = 0xB827EBFFFE000001
@@ -191,7 +191,7 @@ class Frames:
         out = []
         for _ in range(count):
             dev, fcnt = divmod(self.n, 60000)
-            phy = lorawan.build_data_uplink(dev_addr=0x26010000 + dev % 4096 + (dev // 4096 << 12),
+            phy = lorawan_build.build_data_uplink(dev_addr=0x26010000 + dev % 4096 + (dev // 4096 << 12),
                                             fcnt=fcnt, fport=2, payload=bytes([1, self.n & 0xFF, 0x42]),
                                             nwk_s_key=NWK, app_s_key=APP)
             self.n += 1

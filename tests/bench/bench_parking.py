@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway import frames, lorawan
+from gateway import frames, lorawan, lorawan_build
 from gateway.config import ParkingDevice
 from gateway.parking import registry
 from gateway.parking.edge import EdgeParking
@@ -74,7 +74,7 @@ def build(change: bool) -> tuple[list[bytes], list[Record]]:
     phys = []
     for i in range(N):
         fport, payload = encode_status(MODEL, (i % 2 == 0) if change else True)
-        phys.append(lorawan.build_data_uplink(dev_addr=ADDR, fcnt=i + 1, fport=fport,
+        phys.append(lorawan_build.build_data_uplink(dev_addr=ADDR, fcnt=i + 1, fport=fport,
                                               payload=payload, nwk_s_key=NWK, app_s_key=APP))
     recs = [make_record("uplink", "gwmp:0", {"gateway_eui": "b827ebfffe000001", "rxpk": {
         "tmst": 1, "freq": 868.1, "stat": 1, "modu": "LORA", "datr": "SF7BW125", "rssi": -90,

@@ -16,7 +16,7 @@ from setuptools.command.build_ext import build_ext
 
 EXTENSIONS = [
     # (module inside gateway, source in ext/)
-    ("gateway._frames_c", "ext/_frames_c.pyx"),
+    ("gateway.frames._frames_c", "ext/_frames_c.pyx"),
 ]
 
 

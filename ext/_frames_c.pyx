@@ -20,7 +20,7 @@ cimport cython
 
 import numpy as np
 
-from gateway import _frames_py as _twin
+from gateway.frames import _frames_py as _twin
 
 cdef extern from "Python.h":
     object PyUnicode_New(Py_ssize_t size, unsigned int maxchar)

@@ -208,7 +208,7 @@ class Gateway:
 
     def _build_simulator(self) -> list[ParkingDevice]:
         """The demo's simulated packet forwarder, and edge decoding for its ABP sensors."""
-        from drivers.simulator import Simulator
+        from drivers.sim.packet_forwarder import Simulator
 
         sim_cfg = self.cfg.sources.simulator
         assert sim_cfg is not None
@@ -237,7 +237,7 @@ class Gateway:
 
         from drivers.gnss import GnssReader
         from drivers.modbus import ModbusPoller, WiredUnit
-        from drivers.sim_serial import SimModbusUnit, SimNmeaReceiver
+        from drivers.sim.serial_units import SimModbusUnit, SimNmeaReceiver
 
         out: list[Any] = []
         if sim_cfg.wired_spots:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.buffer import Buffer
-from gateway.buffer_cli import main
+from gateway.cli.buffer import main
 from gateway.records import make_record
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z

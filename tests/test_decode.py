@@ -1,7 +1,7 @@
 """`schwebe decode`: the JSON contract of CONTRACTS.md, single and batch modes, exit codes.
 
 Frames come from the published vectors in tests/test_lorawan.py (sources named there) or are
-built with gateway.lorawan's builders.
+built with gateway.frames.lorawan's builders.
 """
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway import lorawan as L
-from gateway import lorawan_build as B
-from gateway.decode import DecodeError, decode_gwmp, decode_phy
-from gateway.decode_cli import MAX_LINE, add_decode_parser, build_parser, run_decode
+from gateway.cli.decode import MAX_LINE, add_decode_parser, build_parser, run_decode
 from gateway.frames import (
     FrameError,
     encode_pull_data,
@@ -29,10 +26,13 @@ from gateway.frames import (
     encode_push_data,
     encode_tx_ack,
 )
+from gateway.frames import build as B
+from gateway.frames import lorawan as L
+from gateway.frames.decode import DecodeError, decode_gwmp, decode_phy
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-MAIN = "import sys; from gateway.decode_cli import main; sys.exit(main(sys.argv[1:]))"
+MAIN = "import sys; from gateway.cli.decode import main; sys.exit(main(sys.argv[1:]))"
 
 h = bytes.fromhex
 LP_UP = "40F17DBE4900020001954378762B11FF0D"  # lora-packet: "test", FCnt 2, FPort 1

@@ -389,9 +389,9 @@ async def test_spot_without_location_updates_a_provisioned_entity_and_is_reporte
 
 async def test_location_and_site_from_device_config_reach_the_broker(broker, buffer: Buffer,
                                                                      tmp_path: Path) -> None:
-    from gateway import lorawan_build as B
     from gateway.config import ParkingDevice, load_config_text
     from gateway.frames import b64encode
+    from gateway.frames import build as B
     from gateway.parking.edge import EdgeParking
     from gateway.parking.encode import encode_status
 

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 import pytest
 
-from gateway import _frames_py
+from gateway.frames import _frames_py
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "phy_structure.json").read_text())[
     "vectors"
@@ -31,7 +31,7 @@ UPLINK = bytes.fromhex("40F17DBE4900020001954378762B11FF0D")  # lora-packet's ex
 
 def _load_c() -> ModuleType | None:
     try:
-        return importlib.import_module("gateway._frames_c")
+        return importlib.import_module("gateway.frames._frames_c")
     except ImportError:
         return None
 
@@ -43,7 +43,7 @@ def impl(request: pytest.FixtureRequest) -> ModuleType:
     mod = _load_c()
     if mod is None:
         # test_compiled_extension_is_built fails in CI when this happens.
-        pytest.skip("gateway._frames_c is not built (python setup.py build_ext --inplace)")
+        pytest.skip("gateway.frames._frames_c is not built (python setup.py build_ext --inplace)")
     return mod
 
 
@@ -58,7 +58,7 @@ def test_compiled_extension_is_built() -> None:
     mod = _load_c()
     if mod is None and not _required():
         pytest.skip("compiled extension not built and not required here (CI=true requires it)")
-    assert mod is not None, "gateway._frames_c failed to import: CI must test the compiled path"
+    assert mod is not None, "gateway.frames._frames_c failed to import: CI must test the compiled path"
     assert mod.IMPLEMENTATION == "cython"
 
 
@@ -73,7 +73,7 @@ def test_dispatcher_switch_forces_twin() -> None:
         check=True,
         cwd=Path(__file__).parent.parent,
     ).stdout.split()
-    assert out == ["python", "gateway._frames_py"]
+    assert out == ["python", "gateway.frames._frames_py"]
 
 
 def test_dispatcher_prefers_compiled_when_built() -> None:

@@ -20,15 +20,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import _frames_py as twin
+from gateway.frames import _frames_py as twin
 
 
 def _compiled() -> ModuleType:
     try:
-        return importlib.import_module("gateway._frames_c")
+        return importlib.import_module("gateway.frames._frames_c")
     except ImportError:
         # test_frames.py::test_compiled_extension_is_built fails in CI when this happens.
-        pytest.skip("gateway._frames_c is not built")
+        pytest.skip("gateway.frames._frames_c is not built")
 
 
 QUICK = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))

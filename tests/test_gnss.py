@@ -14,7 +14,7 @@ import pytest
 
 from drivers.gnss import GnssFix, GnssReader, NmeaError, parse_sentence
 from drivers.serial_link import Backoff
-from drivers.sim_serial import SimNmeaReceiver, nmea_sentence
+from drivers.sim.serial_units import SimNmeaReceiver, nmea_sentence
 
 # Fixed sample sentences: their checksums are literal text, not computed by our code.
 GGA = b"$GPGGA,092750.000,5321.6802,N,00630.3372,W,1,8,1.03,61.7,M,55.2,M,,*76"

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import lorawan as L
-from gateway import lorawan_build as B
+from gateway.frames import build as B
+from gateway.frames import lorawan as L
 from gateway.frames import parse_phy
 
 h = bytes.fromhex

@@ -26,7 +26,7 @@ from drivers.modbus_rtu import (
     read_registers,
 )
 from drivers.serial_link import Backoff, SerialConnection
-from drivers.sim_serial import LineFault, SimModbusUnit
+from drivers.sim.serial_units import LineFault, SimModbusUnit
 
 UNITS = [
     WiredUnit(unit=1, spot_id="spot:0001", register=0),

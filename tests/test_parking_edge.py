@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import lorawan as L
-from gateway import lorawan_build as B
 from gateway.config import ParkingDevice
 from gateway.frames import b64encode
+from gateway.frames import build as B
+from gateway.frames import lorawan as L
 from gateway.parking.edge import SESSIONS_FILE, SPOTS_FILE, EdgeParking
 from gateway.parking.encode import encode_status
 from gateway.parking.spots import iso_us

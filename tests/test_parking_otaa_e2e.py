@@ -19,11 +19,11 @@ from typing import Any
 import aiohttp
 
 from gateway import frames
-from gateway import lorawan as L
-from gateway import lorawan_build as B
 from gateway.buffer import buffer_path
-from gateway.buffer_cli import export_rows
+from gateway.cli.buffer import export_rows
 from gateway.config import load_config_text
+from gateway.frames import build as B
+from gateway.frames import lorawan as L
 from gateway.parking.encode import encode_status
 from gateway.parking.registry import decoder_for
 from gateway.pipeline import Gateway

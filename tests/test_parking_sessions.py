@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import lorawan as L
-from gateway import lorawan_build as B
 from gateway.config import ParkingDevice
+from gateway.frames import build as B
+from gateway.frames import lorawan as L
 from gateway.frames import parse_phy
 from gateway.parking.sessions import SessionTable, UplinkResult, fcnt_candidates
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from drivers.serial_link import Backoff, SerialLink, SerialLinkLost
-from drivers.sim_serial import _PtyDevice
+from drivers.sim.serial_units import _PtyDevice
 
 
 def _open_fds_to(target: str) -> int:

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from drivers.gwmp_server import GwmpServer
-from drivers.simulator import Simulator
-from gateway import frames, lorawan, lorawan_build
+from drivers.sim.packet_forwarder import Simulator
+from gateway import frames
+from gateway.cli.simulate import main as simulate_main
+from gateway.frames import build as lorawan_build
+from gateway.frames import lorawan
 from gateway.parking.registry import decode_uplink, list_models
 from gateway.records import Record
-from gateway.simulate_cli import main as simulate_main
 
 EUI = 0xB827EBFFFE0000AA
 

@@ -1,7 +1,7 @@
 """LoRaWAN 1.0.x device sessions for the city's own sensors: who sent a frame, is it genuine, is it new.
 
 ABP sessions come from config; OTAA sessions are derived by watching a join request go up and
-its join accept come down. Crypto is gateway.lorawan's; this room never logs or exports a key
+its join accept come down. Crypto is gateway.frames.lorawan's; this room never logs or exports a key
 except into the 0600 state file its owner writes.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple
 
-from gateway import lorawan
 from gateway.config import ParkingDevice
+from gateway.frames import lorawan
 
 #: Join requests remembered per device: a device that hears no accept retries with a new
 #: DevNonce, and the network answers one of them; every remembered one yields a candidate.

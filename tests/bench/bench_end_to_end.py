@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 
-from gateway import frames, lorawan_build  # noqa: E402
+from gateway import frames  # noqa: E402
+from gateway.frames import build as lorawan_build  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 
 GW_EUI = 0xB827EBFFFE000001

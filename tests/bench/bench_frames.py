@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gateway import _frames_py as twin
+from gateway.frames import _frames_py as twin
 
 PEER_SCRIPT = r"""
 import sys, time
@@ -142,7 +142,7 @@ def main() -> None:
     frames = make_frames(args.frames, rng)
     dgs, n_rxpk = make_datagrams(frames, rng)
     try:
-        c: ModuleType | None = importlib.import_module("gateway._frames_c")
+        c: ModuleType | None = importlib.import_module("gateway.frames._frames_c")
     except ImportError:
         c = None
         print("compiled module not built: python setup.py build_ext --inplace")

@@ -17,8 +17,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway import frames, lorawan, lorawan_build
+from gateway import frames
 from gateway.config import ParkingDevice
+from gateway.frames import build as lorawan_build
+from gateway.frames import lorawan
 from gateway.parking import registry
 from gateway.parking.edge import EdgeParking
 from gateway.parking.encode import encode_status

@@ -1,4 +1,4 @@
-"""Frame codec entry point: the compiled ``gateway._frames_c`` when built, else the Python twin.
+"""Frame codec entry point: the compiled ``gateway.frames._frames_c`` when built, else the Python twin.
 
 Callers import from here only. ``SCHWEBE_NO_EXTENSIONS=1`` forces the twin (read once, here,
 like aio-libs' ``*_NO_EXTENSIONS`` switches) so a suspected compiled-path bug can be ruled out.
@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 from typing import Final
 
-from gateway import _frames_py
+from gateway.frames import _frames_py
 
 # The switch exists to debug the compiled path in the field; it is the one env read of the codec.
 _FORCE_PYTHON: Final = os.environ.get("SCHWEBE_NO_EXTENSIONS", "") == "1"
 
 if not _FORCE_PYTHON:
     try:
-        from gateway import _frames_c as _impl  # type: ignore[attr-defined,unused-ignore]
+        from gateway.frames import _frames_c as _impl  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         _impl = _frames_py
 else:

@@ -1,7 +1,7 @@
 """``schwebe simulate``: point a simulated packet forwarder and its sensors at a GWMP server.
 
 A technician's tool to exercise a real server (ours or an LNS) without radios. Parses
-arguments, runs drivers.simulator, prints a summary; nothing else.
+arguments, runs drivers.sim.packet_forwarder, prints a summary; nothing else.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from drivers.simulator import Simulator
+    from drivers.sim.packet_forwarder import Simulator
 
     try:
         sim = Simulator(

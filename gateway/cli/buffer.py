@@ -19,7 +19,7 @@ from typing import IO, Any
 import cbor2
 
 from gateway.buffer import buffer_path
-from gateway.buffer_store import KIND_CODE, Counters, Store
+from gateway.buffer.store import KIND_CODE, Counters, Store
 from gateway.records import KINDS
 
 

@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from drivers.dutycycle import lora_time_on_air
-from gateway import frames, lorawan, lorawan_build
+from gateway import frames
+from gateway.frames import build as lorawan_build
+from gateway.frames import lorawan
 from gateway.parking.encode import encode_status
 from gateway.parking.registry import list_models
 

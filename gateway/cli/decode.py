@@ -13,7 +13,7 @@ from typing import IO, Any, Final, NoReturn
 
 import orjson
 
-from gateway.decode import (
+from gateway.frames.decode import (
     DecodeError,
     decode_gwmp,
     decode_phy,

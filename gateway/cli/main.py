@@ -183,9 +183,9 @@ def _hash_password(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.buffer_cli import add_buffer_parser
-    from gateway.decode_cli import add_decode_parser
-    from gateway.simulate_cli import add_simulate_parser
+    from gateway.cli.buffer import add_buffer_parser
+    from gateway.cli.decode import add_decode_parser
+    from gateway.cli.simulate import add_simulate_parser
 
     parser = argparse.ArgumentParser(prog="schwebe", description="Edge gateway for city LoRaWAN and parking sensors.")
     parser.add_argument("--version", action="version", version=f"schwebe {__version__}")

@@ -37,8 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from gateway.buffer_cursor import Cursor, RangeSet
-from gateway.buffer_store import Counters, Store, move_aside, open_store, row_cost
+from gateway.buffer.cursor import Cursor, RangeSet
+from gateway.buffer.store import Counters, Store, move_aside, open_store, row_cost
 from gateway.records import KINDS, Record
 
 log = logging.getLogger(__name__)

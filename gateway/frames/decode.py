@@ -1,6 +1,6 @@
 """Builders of the `schwebe decode` JSON objects of CONTRACTS.md: PHYPayloads, Semtech UDP
 datagrams and parking-sensor payloads, as pure functions (no I/O, keys never logged).
-Structure comes from gateway.frames, crypto from gateway.lorawan; bad input raises, never prints.
+Structure comes from gateway.frames, crypto from gateway.frames.lorawan; bad input raises, never prints.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any, Final
 
 import orjson
 
-from gateway import lorawan as L
 from gateway.frames import FrameError, decode_push_data, parse_gwmp, parse_phy
+from gateway.frames import lorawan as L
 
 KEY_NAMES: Final = frozenset(
     {

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from gateway.lorawan import (
+from gateway.frames.lorawan import (
     JOIN_REQ_TYPE_JOIN,
     _u16,
     _u32,

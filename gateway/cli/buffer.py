@@ -20,6 +20,7 @@ import cbor2
 
 from gateway.buffer import buffer_path
 from gateway.buffer.store import KIND_CODE, Counters, Store
+from gateway.datadir import live_holder
 from gateway.records import KINDS
 
 
@@ -59,7 +60,7 @@ def inspect_store(path: Path, now: float | None = None) -> dict[str, Any]:
             "records": total,
             "records_by_kind": dict(c.count),
             "bytes": sum(c.nbytes.values()),
-            "file_bytes": path.stat().st_size,
+            "file_bytes": _bytes_on_disk(path),
             "oldest_age_s": oldest,
             "cursors": cursors,
             "drops": c.drops,
@@ -130,6 +131,17 @@ def export_rows(path: Path, kind: str | None = None, since_us: int | None = None
         con.close()
 
 
+def _bytes_on_disk(path: Path) -> int:
+    """The store with its WAL and shared-memory index: what it takes on the card."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            total += Path(str(path) + suffix).stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def _export_row(seq: int, k: int, prio: int, rx: int, source: str, body: bytes) -> dict[str, Any]:
     try:
         decoded: Any = _jsonable(cbor2.loads(body))
@@ -181,17 +193,33 @@ def _first_readable(con: sqlite3.Connection, start: int) -> int | None:
     return None if found is None or found is False else int(found)
 
 
+DEFAULT_CONFIG = Path("/etc/schwebe/schwebe.toml")
+
+
 def _store_path(args: argparse.Namespace) -> Path:
+    """The store to read, said on stderr (which store, and whether a daemon is writing it)."""
     if getattr(args, "file", None):
-        return Path(args.file)
+        path = Path(args.file)
+        print(f"schwebe buffer: reading {path}", file=sys.stderr)
+        return path
     data_dir = args.data_dir
-    if not data_dir and getattr(args, "config", None):
+    config = getattr(args, "config", None)
+    if not data_dir and not config:
+        if not DEFAULT_CONFIG.exists():
+            raise ValueError(f"no {DEFAULT_CONFIG}; give --data-dir DIR (the daemon's "
+                             "gateway.data_dir), --config FILE or --file STORE")
+        config = str(DEFAULT_CONFIG)
+    if not data_dir:
         from gateway.config import load_config
 
-        data_dir = load_config(Path(args.config)).gateway.data_dir
-    if not data_dir:
-        raise ValueError("give --data-dir DIR (the daemon's gateway.data_dir), --config FILE or --file STORE")
-    return buffer_path(Path(data_dir))
+        data_dir = load_config(Path(config)).gateway.data_dir
+    path = buffer_path(Path(data_dir))
+    source = f" (gateway.data_dir of {config})" if config and not args.data_dir else ""
+    pid = live_holder(Path(data_dir))
+    beside = (f"; a daemon (pid {pid}) is running on it: reading read-only, "
+              "it never writes or checkpoints the store") if pid else ""
+    print(f"schwebe buffer: reading {path}{source}{beside}", file=sys.stderr)
+    return path
 
 
 def _parse_since(text: str) -> int:
@@ -209,7 +237,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"store      {info['path']} ({info['file_bytes']} bytes on disk)")
+    print(f"store      {info['path']} ({info['file_bytes']} bytes on disk, WAL included)")
     print(f"records    {info['records']} ({info['bytes']} bytes counted) "
           + " ".join(f"{k}={n}" for k, n in info["records_by_kind"].items() if n))
     ages = {k: v for k, v in info["oldest_age_s"].items() if v is not None}
@@ -270,7 +298,8 @@ def add_buffer_parser(subparsers: Any) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help="the daemon's gateway.data_dir (store is buffer.sqlite3 in it)")
     common.add_argument("--file", help="a store file to read instead, e.g. a *.corrupt-* one")
-    common.add_argument("--config", help="configuration file (its gateway.data_dir is used)")
+    common.add_argument("--config", help="configuration file (its gateway.data_dir is used; "
+                        "default /etc/schwebe/schwebe.toml when no other option is given)")
     i = sub.add_parser("inspect", parents=[common], help="depth per cursor, oldest record, bytes, drops")
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
     i.set_defaults(func=_run(_cmd_inspect))

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from gateway import __version__
 
@@ -46,20 +47,48 @@ def _warn_if_readable(path: Path, cfg: object) -> None:
 
 
 def _serve(cfg: object, banner: str | None = None) -> int:
-    from gateway.app import ComponentStartError, describe_error
     from gateway.config import Config
+    from gateway.datadir import DataDirBusy, DataDirLock
     from gateway.logs import setup_logging
-    from gateway.pipeline import Gateway
     from gateway.sdnotify import Notifier
 
     assert isinstance(cfg, Config)
     setup_logging(cfg.log.level, cfg.log.format)
     notifier = Notifier(os.environ.get("NOTIFY_SOCKET"), os.environ.get("WATCHDOG_USEC"))
+    data_dir = cfg.gateway.data_dir
     try:
-        cfg.gateway.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    except OSError as exc:
-        print(f"schwebe: gateway.data_dir {cfg.gateway.data_dir}: {exc.strerror}", file=sys.stderr)
+        _make_data_dir(data_dir)
+        lock = DataDirLock(data_dir).acquire()
+    except (OSError, DataDirBusy) as exc:
+        cause = str(exc) if not isinstance(exc, OSError) or not exc.strerror else exc.strerror
+        print(f'schwebe: cannot start gateway (gateway.data_dir = "{data_dir}"): {cause}',
+              file=sys.stderr)
         return 1
+    try:
+        return _serve_locked(cfg, notifier, banner)
+    finally:
+        lock.release()
+
+
+def _make_data_dir(data_dir: Path) -> None:
+    """Create the data directory, or say in words why it cannot be one."""
+    if data_dir.is_symlink() and not data_dir.exists():
+        try:
+            target = os.readlink(data_dir)
+        except OSError:
+            target = "?"
+        raise OSError(f"a symlink to {target}, which does not exist (or loops)")
+    if data_dir.exists() and not data_dir.is_dir():
+        raise OSError("exists but is not a directory")
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+
+
+def _serve_locked(cfg: object, notifier: Any, banner: str | None) -> int:
+    from gateway.app import ComponentStartError, describe_error
+    from gateway.config import Config
+    from gateway.pipeline import Gateway
+
+    assert isinstance(cfg, Config)
     gw = Gateway(cfg, notifier=notifier)
 
     async def main() -> None:

@@ -452,9 +452,9 @@ async def test_lns_join_accept_goes_out_via_concentratord_and_edge_decoding_star
     fake: FakeConcentratord, tmp_path: Path
 ) -> None:
     from gateway import frames
-    from gateway.frames import lorawan as L
     from gateway.config import load_config_text
     from gateway.frames import build as B
+    from gateway.frames import lorawan as L
     from gateway.parking.encode import encode_status
     from gateway.pipeline import Gateway
     from tests.test_parking_otaa_e2e import JOIN_EUI, NET_ID, NetworkServer

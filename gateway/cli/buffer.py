@@ -202,8 +202,8 @@ def _store_path(args: argparse.Namespace) -> Path:
         path = Path(args.file)
         print(f"schwebe buffer: reading {path}", file=sys.stderr)
         return path
-    data_dir = args.data_dir
-    config = getattr(args, "config", None)
+    data_dir: str | Path | None = args.data_dir
+    config: str | None = getattr(args, "config", None)
     if not data_dir and not config:
         if not DEFAULT_CONFIG.exists():
             raise ValueError(f"no {DEFAULT_CONFIG}; give --data-dir DIR (the daemon's "
@@ -212,6 +212,7 @@ def _store_path(args: argparse.Namespace) -> Path:
     if not data_dir:
         from gateway.config import load_config
 
+        assert config is not None
         data_dir = load_config(Path(config)).gateway.data_dir
     path = buffer_path(Path(data_dir))
     source = f" (gateway.data_dir of {config})" if config and not args.data_dir else ""

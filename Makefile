@@ -43,15 +43,29 @@ $(PY):
 	  echo "make: could not install pip/setuptools/wheel into $(VENV) (removed it)." >&2; \
 	  exit 1; }
 
-$(STAMP): $(PY) $(SOURCES)
+# setuptools warns on every editable install of a flat layout ("be careful with folders named
+# like your package"): true and useless here, so the build backend's warnings are silenced.
+QUIET_PIP := PYTHONWARNINGS=ignore $(PIP) install -q
+
+# The demo needs the runtime dependencies only; the tests add their toolchain (Playwright,
+# mypy, ruff, ...) on top.
+RUNTIME_STAMP := $(VENV)/.installed
+
+$(RUNTIME_STAMP): $(PY) $(SOURCES)
 	@$(PY) -c '$(CHECK_BUILD_TOOLS)' >&2
-	$(PIP) install -q -e '.[test]'
+	$(QUIET_PIP) -e .
+	@touch $@
+
+$(STAMP): $(RUNTIME_STAMP)
+	$(QUIET_PIP) -e '.[test]'
 	@touch $@
 
 install: $(STAMP)
 
-demo: $(STAMP)
-	$(VENV)/bin/schwebe demo
+# make demo PORT=8090 when 8080 is taken.
+PORT ?= 8080
+demo: $(RUNTIME_STAMP)
+	@$(VENV)/bin/schwebe demo --port $(PORT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gateway drivers tests

@@ -107,6 +107,9 @@ class SimulatorSource:
     seed: int = 1
     wired_spots: int = 0  # simulated RS-485 detectors on a pseudo-terminal
     gnss: bool = False  # a simulated NMEA receiver on a pseudo-terminal
+    # A stand-in network server listening here (demo): it answers the OTAA sensors' joins, so
+    # they join through the gateway's downlink path; without it they are accepted locally.
+    network_server: tuple[str, int] | None = field(default=None, metadata=_conv(parse_hostport))
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,6 +576,15 @@ def _check_zmq_url(b: _Builder, path: str, url: str) -> None:
             parse_hostport(rest)
         except ValueError as exc:
             b.fail(path, str(exc))
+
+
+def demo_config_text(data_dir: str, web_port: int, network_server_port: int) -> str:
+    """`schwebe demo`'s embedded configuration with its data directory and ports filled in."""
+    from importlib import resources
+
+    text = resources.files("gateway").joinpath("demo.toml").read_text("utf-8")
+    return (text.replace("{data_dir}", data_dir).replace("{web_port}", str(web_port))
+            .replace("{lns_port}", str(network_server_port)))
 
 
 def load_config_text(text: str, *, source: str = "<config>") -> Config:

@@ -94,6 +94,7 @@ class Gateway:
             synchronous=cfg.buffer.synchronous.upper(),
         )
         self.simulator: Any = None
+        self.sim_network_server: Any = None  # the demo's stand-in network server
         devices = list(cfg.parking.devices)
         if cfg.sources.simulator is not None:
             devices += self._build_simulator()
@@ -108,6 +109,8 @@ class Gateway:
         self.forwarders: list[Any] = []
         cursors = [(f.name, f.start, f.order == "live_first") for f in cfg.forwarders]
         components: list[Any] = [BufferComponent(self.buffer, cursors), self.parking]
+        if self.sim_network_server is not None:
+            components.append(self.sim_network_server)
         source_components = self._build_sources()
         for fcfg in cfg.forwarders:
             from gateway.forward.registry import build_forwarder
@@ -212,19 +215,29 @@ class Gateway:
 
         sim_cfg = self.cfg.sources.simulator
         assert sim_cfg is not None
+        joins_answered = sim_cfg.network_server is not None
         self.simulator = Simulator(
             ("127.0.0.1", 0), sensors=sim_cfg.sensors, rate=sim_cfg.rate,
-            gateway_eui=self.cfg.gateway.eui, seed=sim_cfg.seed,
+            gateway_eui=self.cfg.gateway.eui, seed=sim_cfg.seed, local_join=not joins_answered,
         )
         devices = []
+        app_keys: dict[int, bytes] = {}
         for i, d in enumerate(self.simulator.devices()):
-            if "nwk_s_key" not in d or d["activation"] != "ABP":
-                continue  # OTAA sensors join a network server the demo does not have
-            devices.append(ParkingDevice(
-                dev_eui=int(d["dev_eui"], 16), model=d["model"],
-                spot_id=f"demo:parking:spot:{i:04d}", dev_addr=int(d["dev_addr"], 16),
-                nwk_s_key=bytes.fromhex(d["nwk_s_key"]), app_s_key=bytes.fromhex(d["app_s_key"]),
-            ))
+            common = {"dev_eui": int(d["dev_eui"], 16), "model": d["model"],
+                      "spot_id": f"demo:parking:spot:{i:04d}"}
+            if d["activation"] == "ABP":
+                devices.append(ParkingDevice(
+                    **common, dev_addr=int(d["dev_addr"], 16),
+                    nwk_s_key=bytes.fromhex(d["nwk_s_key"]), app_s_key=bytes.fromhex(d["app_s_key"]),
+                ))
+            elif joins_answered:  # OTAA: edge parking learns the session from the join accept
+                devices.append(ParkingDevice(**common, app_key=bytes.fromhex(d["app_key"])))
+                app_keys[common["dev_eui"]] = bytes.fromhex(d["app_key"])
+        if sim_cfg.network_server is not None:
+            from drivers.sim.network_server import SimNetworkServer
+
+            self.sim_network_server = SimNetworkServer(sim_cfg.network_server, app_keys,
+                                                       seed=sim_cfg.seed)
         return devices
 
     def _build_simulated_serial(self, data_dir: Path) -> list[Any]:
@@ -364,7 +377,8 @@ class Gateway:
                         for i, s in enumerate(self.sources)},
             "buffer": self.buffer.stats(),
             "forwarders": forwarders,
-            "parking": {"spots": self.parking.spots(), "devices": self.parking.health()},
+            "parking": {"spots": self.parking.spots(), "counters": self.parking.counters(),
+                        "devices": self.parking.health()},
             "gnss": None if self.gnss_fix is None else {
                 **self.gnss_fix,
                 "stat": self.gnss_reader.stat() if self.gnss_reader is not None else None,
@@ -376,6 +390,8 @@ class Gateway:
         }
         if self.simulator is not None:
             out["simulator"] = dataclasses.asdict(self.simulator.counters)
+        if self.sim_network_server is not None:
+            out["simulator"]["network_server"] = self.sim_network_server.counters.as_dict()
         return out
 
     async def serve(self, *, install_signals: bool = True) -> None:

@@ -62,6 +62,34 @@ def test_demo_shows_frames_flowing_and_stops_cleanly_on_ctrl_c() -> None:
             time.sleep(0.5)
             status = get_json(f"http://127.0.0.1:{port}/api/status")
         assert any(s["status"] in ("free", "occupied") for s in spots.values()), spots
+        # OTAA sensors really join (through the stand-in network server and the gateway's
+        # downlink path) and are decoded at the edge: no frame stays unknown_device
+        otaa = next(line for line in banner.splitlines() if "OTAA" in line)
+        n_otaa = int(otaa.split(" ABP, ")[1].split(" OTAA")[0])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            sim = status["simulator"]
+            if sim["join_accepts"] >= n_otaa and any(
+                    d["activation"] == "otaa" and d["decoded"] > 0
+                    for d in status["parking"]["devices"]["devices"].values()):
+                break
+            time.sleep(0.5)
+            status = get_json(f"http://127.0.0.1:{port}/api/status")
+        assert status["simulator"]["network_server"]["join_accepts"] >= n_otaa, status["simulator"]
+        assert status["simulator"]["join_accepts"] >= n_otaa
+        assert status["parking"]["devices"]["unknown_device"] == 0
+        assert any(d["activation"] == "otaa" and d["decoded"] > 0
+                   for d in status["parking"]["devices"]["devices"].values())
+        assert status["forwarders"]["demo-network-server"]["connected"] is True
+        # car counters are counters, never spots (so never an "unknown spot")
+        counters = status["parking"]["counters"]
+        assert counters and not set(counters) & set(status["parking"]["spots"])
+        assert all(c["model"] == "nwave/ncc405" for c in counters.values())
+        # the banner's buffer command works as printed, from the repository root
+        cmd = next(line for line in banner.splitlines() if "buffer inspect" in line).split()[1:]
+        assert cmd[0].endswith("schwebe"), cmd
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=30)
+        assert res.returncode == 0 and "records" in res.stdout, res.stderr
         assert get_json(f"http://127.0.0.1:{port}/healthz") == {"ok": True}
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             metrics = r.read().decode()
@@ -78,3 +106,21 @@ def test_demo_shows_frames_flowing_and_stops_cleanly_on_ctrl_c() -> None:
             raise
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+    data_dir = banner.split("--data-dir ")[1].split()[0]
+    assert f"deleted its temporary data directory {data_dir}" in err
+    assert not Path(data_dir).exists()
+
+
+def test_demo_on_a_busy_port_says_in_one_line_which_port_to_use() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = subprocess.run([sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
+                             capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert res.returncode == 1
+    assert res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert f'cannot start web (web.bind = "127.0.0.1:{port}")' in lines[0]
+    assert "schwebe demo --port 8090" in lines[0] and "make demo PORT=8090" in lines[0]

@@ -209,15 +209,16 @@ async def test_packet_forwarder_stat_gets_the_gateway_position(tmp_path: Path) -
     the gateway stands. A forwarder with its own GPS keeps its own position."""
     import json
     import socket
-    from importlib import resources
 
     from gateway import frames
-    from gateway.config import load_config_text
+    from gateway.config import demo_config_text, load_config_text
     from gateway.pipeline import Gateway
 
-    text = resources.files("gateway").joinpath("demo.toml").read_text("utf-8")
-    text = text.replace("{data_dir}", str(tmp_path)).replace("{web_port}", "0")
-    gw = Gateway(load_config_text(text))
+    lns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    lns.bind(("127.0.0.1", 0))
+    lns_port = lns.getsockname()[1]
+    lns.close()
+    gw = Gateway(load_config_text(demo_config_text(str(tmp_path), 0, lns_port)))
     task = asyncio.create_task(gw.serve(install_signals=False))
     out = tmp_path / "forwarded.jsonl"
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

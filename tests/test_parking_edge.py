@@ -145,13 +145,29 @@ def test_heartbeat_updates_battery_and_records_only_when_asked(tmp_path: Path) -
             assert hx.bodies()[1]["data"]["data"]["type"] == "heartbeat"
 
 
-def test_uplink_without_occupancy_is_a_heartbeat(h: Harness) -> None:
+def test_a_car_counter_is_a_counter_not_a_spot(h: Harness) -> None:
+    # never a spot, so never an "unknown" spot on the page
+    assert COUNTER_DEV.spot_id not in h.edge.spots()
+    assert h.edge.counters()[COUNTER_DEV.spot_id]["count"] is None
     h.edge.observe_uplink(uplink(abp_frame(1, False, heartbeat=True, dev=COUNTER_DEV), T0))
-    spot = h.edge.spots()[COUNTER_DEV.spot_id]
-    assert (spot["status"], spot["battery"]) == ("unknown", 3.52)
-    assert spot["last_heartbeat"] == iso_us(int(T0 * S))
-    assert h.records == []
+    counter = h.edge.counters()[COUNTER_DEV.spot_id]
+    assert (counter["count"], counter["battery"], counter["battery_unit"]) == (None, 3.52, "V")
+    assert counter["last_heard"] == iso_us(int(T0 * S))
+    assert h.records == []  # a heartbeat changes no count
     assert h.device(COUNTER_DEV)["decoded"] == 1
+    # a count update (encode_status puts `minutes` in the counter field) is an event record
+    fport, payload = encode_status(COUNTER_DEV.model, False, heartbeat=False, minutes=42)
+    assert COUNTER_DEV.dev_addr is not None and COUNTER_DEV.nwk_s_key and COUNTER_DEV.app_s_key
+    frame = B.build_data_uplink(dev_addr=COUNTER_DEV.dev_addr, fcnt=2, fport=fport,
+                                payload=payload, nwk_s_key=COUNTER_DEV.nwk_s_key,
+                                app_s_key=COUNTER_DEV.app_s_key)
+    h.edge.observe_uplink(uplink(frame, T0 + 60))
+    assert h.edge.counters()[COUNTER_DEV.spot_id]["count"] == 42
+    assert COUNTER_DEV.spot_id not in h.edge.spots()
+    [rec] = h.records
+    assert (rec.kind, rec.decoded()["event"]) == ("event", "car_counter")
+    assert rec.decoded()["detail"]["count"] == 42
+    assert rec.decoded()["detail"]["counter_id"] == COUNTER_DEV.spot_id
 
 
 def test_otaa_join_watched_then_data_decoded_with_derived_keys(h: Harness) -> None:

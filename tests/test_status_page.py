@@ -130,14 +130,16 @@ async def test_no_alerts_box_when_all_is_well(browser_page: Any) -> None:
 async def test_page_on_the_real_demo_gateway(browser_page: Any, tmp_path: Any) -> None:
     """The page against the real daemon's /api/status (not a hand-made one): shapes cannot drift."""
     import asyncio
-    from importlib import resources
+    import socket
 
-    from gateway.config import load_config_text
+    from gateway.config import demo_config_text, load_config_text
     from gateway.pipeline import Gateway
 
-    text = resources.files("gateway").joinpath("demo.toml").read_text("utf-8")
-    text = text.replace("{data_dir}", str(tmp_path)).replace("{web_port}", "0")
-    gw = Gateway(load_config_text(text))
+    lns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    lns.bind(("127.0.0.1", 0))
+    lns_port = lns.getsockname()[1]
+    lns.close()
+    gw = Gateway(load_config_text(demo_config_text(str(tmp_path), 0, lns_port)))
     task = asyncio.create_task(gw.serve(install_signals=False))
     try:
         await asyncio.wait_for(gw.supervisor.ready.wait(), 20)

@@ -186,6 +186,7 @@ class Simulator:
         stat_interval: float = 30.0,
         keepalive_interval: float = 10.0,
         device_duty_cycle: bool = True,
+        local_join: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         tick: float = 0.01,
@@ -206,6 +207,7 @@ class Simulator:
         self._stat_interval = stat_interval
         self._keepalive = keepalive_interval
         self._device_duty = device_duty_cycle
+        self._local_join = local_join
         self._clock = clock
         self._wall = wall_clock
         self._tick = tick
@@ -283,9 +285,11 @@ class Simulator:
             phy = lorawan_build.build_join_request(
                 dev.app_key, join_eui=JOIN_EUI, dev_eui=dev.dev_eui, dev_nonce=dev.dev_nonce
             )
-            # No network server may be listening (demo, tests): accept locally as a
-            # network server would; a real join-accept arriving later replaces it.
-            self._accept_locally(dev)
+            # Without a network server that answers joins (tests, a bare server), accept
+            # locally as one would; a real join-accept arriving later replaces it. With one
+            # (local_join=False), the device waits for it and asks again when next due.
+            if self._local_join:
+                self._accept_locally(dev)
             return phy
         heartbeat = self._rng.random() >= self._change_share
         if not heartbeat:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
-from importlib import resources
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ def _warn_if_readable(path: Path, cfg: object) -> None:
               f"run: chmod 600 {path}", file=sys.stderr)
 
 
-def _serve(cfg: object, banner: str | None = None) -> int:
+def _serve(cfg: object, banner: Callable[[Any], str] | None = None) -> int:
     from gateway.config import Config
     from gateway.datadir import DataDirBusy, DataDirLock
     from gateway.logs import setup_logging
@@ -83,7 +83,7 @@ def _make_data_dir(data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
 
 
-def _serve_locked(cfg: object, notifier: Any, banner: str | None) -> int:
+def _serve_locked(cfg: object, notifier: Any, banner: Callable[[Any], str] | None) -> int:
     from gateway.app import ComponentStartError, describe_error
     from gateway.config import Config
     from gateway.pipeline import Gateway
@@ -94,7 +94,7 @@ def _serve_locked(cfg: object, notifier: Any, banner: str | None) -> int:
     async def main() -> None:
         async def show_banner() -> None:
             if banner:
-                print(banner.format(web=gw.web.url.rstrip("/")), flush=True)
+                print(banner(gw), flush=True)
 
         gw.supervisor.on_ready = show_banner
         await gw.serve()
@@ -138,39 +138,104 @@ def _config_key_of(cfg: object, component: str) -> str:
 DEMO_BANNER = """
 Schwebe demo is running: the whole gateway on this machine, no hardware needed.
 
-  simulated packet forwarder -> UDP on loopback -> parser ({parser}) -> durable buffer -> local sink
-  {sensors} simulated LoRaWAN parking sensors (about {rate:g} frames/s), decoded at the edge
+  simulated packet forwarder -> UDP on loopback -> parser ({parser}) -> durable buffer
+      -> a local sink (JSON Lines) and a stand-in network server (Semtech UDP)
+  {sensors} simulated LoRaWAN sensors, about {rate:g} frames/s: {abp} ABP, {otaa} OTAA
+      (they join through the stand-in network server; edge decoding starts once the gateway
+      has seen their join accept); {counters} of them are car counters, shown as counts
   {wired} wired RS-485 bay detectors and a GNSS receiver, simulated on pseudo-terminals
 
-  status page   {{web}}/
-  JSON status   curl {{web}}/api/status
-  metrics       curl {{web}}/metrics
-  buffer        {data_dir}/buffer.sqlite3   (schwebe buffer inspect --data-dir {data_dir})
+  status page   {web}/
+  JSON status   curl {web}/api/status
+  metrics       curl {web}/metrics
+  buffer        {schwebe} buffer inspect --data-dir {data_dir}
   forwarded     {data_dir}/forwarded.jsonl  (what a backend would receive)
 
+{keep}
 Press Ctrl-C to stop.
 """
 
 
+def _schwebe_command() -> str:
+    """How to run this same schwebe from the user's shell, as short as it still works."""
+    import shutil
+
+    script = Path(sys.executable).parent / "schwebe"
+    if not script.exists():
+        return f"{sys.executable} -m gateway.cli"
+    found = shutil.which("schwebe")
+    if found and Path(found).resolve() == script.resolve():
+        return "schwebe"
+    rel = os.path.relpath(script)
+    return rel if not rel.startswith("..") else str(script)
+
+
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _demo(args: argparse.Namespace) -> int:
     from gateway import frames
-    from gateway.config import ConfigError, load_config_text
+    from gateway.config import ConfigError, demo_config_text, load_config_text
+    from gateway.parking.registry import is_counter
 
-    with tempfile.TemporaryDirectory(prefix="schwebe-demo-") as tmp:
-        text = resources.files("gateway").joinpath("demo.toml").read_text("utf-8")
-        text = text.replace("{data_dir}", tmp).replace("{web_port}", str(args.port))
+    busy = _port_busy(args.port)
+    if busy:
+        other = 8090 if args.port != 8090 else 8091
+        print(f'schwebe: cannot start web (web.bind = "127.0.0.1:{args.port}"): {busy}; '
+              f"try another port: schwebe demo --port {other} (or: make demo PORT={other})",
+              file=sys.stderr)
+        return 1
+    with contextlib.ExitStack() as stack:
+        if args.data_dir:
+            data_dir = str(Path(args.data_dir).resolve())
+            keep = f"Data is kept in {data_dir} after Ctrl-C."
+        else:
+            data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="schwebe-demo-"))
+            keep = ("Its data directory is temporary: Ctrl-C deletes it (buffer, forwarded.jsonl).\n"
+                    "To keep it: schwebe demo --data-dir DIR")
+        text = demo_config_text(data_dir, args.port, _free_udp_port())
         try:
             cfg = load_config_text(text, source="<demo>")
         except ConfigError as exc:  # e.g. --port 99999
             _print_config_errors(f"demo --port {args.port}", exc)
             return 2
-        sim = cfg.sources.simulator
-        assert sim is not None
-        banner = DEMO_BANNER.format(
-            parser=frames.IMPLEMENTATION, sensors=sim.sensors, rate=sim.rate, data_dir=tmp,
-            wired=sim.wired_spots
-        )
-        return _serve(cfg, banner=banner)
+
+        def banner(gw: Any) -> str:
+            devices = gw.simulator.devices()
+            otaa = sum(d["activation"] == "OTAA" for d in devices)
+            return DEMO_BANNER.format(
+                parser=frames.IMPLEMENTATION, sensors=len(devices), rate=cfg.sources.simulator.rate if cfg.sources.simulator else 0,
+                abp=len(devices) - otaa, otaa=otaa,
+                counters=sum(is_counter(d["model"]) for d in devices),
+                wired=cfg.sources.simulator.wired_spots if cfg.sources.simulator else 0,
+                web=gw.web.url.rstrip("/"), schwebe=_schwebe_command(), data_dir=data_dir,
+                keep=keep)
+
+        rc = _serve(cfg, banner=banner)
+        if not args.data_dir:
+            print(f"schwebe demo: stopped; deleted its temporary data directory {data_dir}",
+                  file=sys.stderr)
+        return rc
+
+
+def _port_busy(port: int) -> str | None:
+    """Why the demo's web port cannot be bound, checked before anything starts (or None)."""
+    import socket
+
+    if not 0 < port < 65536:
+        return None  # the config loader names the bad value
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return exc.strerror.lower() if exc.strerror else str(exc)
+    return None
 
 
 def _config_validate(args: argparse.Namespace) -> int:
@@ -220,18 +285,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"schwebe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run the gateway daemon")
-    p.add_argument("--config", "-c", required=True, help="configuration file (TOML)")
+    p = sub.add_parser(
+        "run", help="run the gateway daemon",
+        description="Run the gateway daemon on a configuration file, as systemd does "
+                    "(Type=notify: READY once sources are bound and the web port listens). "
+                    "Exit 2 on a bad configuration, 1 when a component cannot start.")
+    p.add_argument("--config", "-c", required=True, metavar="FILE", help="configuration file (TOML)")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("demo", help="run the whole gateway on simulated hardware")
+    p = sub.add_parser(
+        "demo", help="run the whole gateway on simulated hardware",
+        description="Run the whole gateway on this machine with simulated hardware: a packet "
+                    "forwarder with LoRaWAN parking sensors, a stand-in network server, wired "
+                    "RS-485 detectors and a GNSS receiver on pseudo-terminals, a durable buffer "
+                    "and a local JSON Lines sink. The page is served on 127.0.0.1 without a login.")
     p.add_argument("--port", type=int, default=8080, help="web page port on 127.0.0.1 (default 8080)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="keep the buffer and forwarded.jsonl in DIR (default: a temporary "
+                        "directory deleted on Ctrl-C)")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    v = csub.add_parser("validate", help="check a configuration file; exit 2 on problems")
-    v.add_argument("file")
+    v = csub.add_parser(
+        "validate", help="check a configuration file; exit 2 on problems",
+        description="Load FILE with the daemon's strict loader. Every problem is named by its "
+                    "key path (exit 2); settings that load but cannot work as meant are "
+                    "warnings (exit 0).")
+    v.add_argument("file", metavar="FILE", help="the configuration file (TOML) to check")
     v.set_defaults(func=_config_validate)
 
     p = sub.add_parser("web", help="web page tools")

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -46,6 +47,30 @@ class WiredReading(Protocol):
     def value(self) -> int | None: ...
     @property
     def observed_us(self) -> int: ...
+
+
+@dataclass(slots=True)
+class CarCounter:
+    """A car counter (nwave/ncc405): counts vehicles passing a point; not a spot."""
+
+    counter_id: str  # its [[parking.devices]] spot_id: the counting point's name
+    device: str  # DevEUI hex
+    model: str
+    count: int | None = None
+    count_changed_us: int | None = None
+    last_heard_us: int | None = None
+    battery: float | None = None
+    rssi: float | None = None
+    snr: float | None = None
+    battery_unit: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "device": self.device, "model": self.model, "count": self.count,
+            "count_changed_at": None if self.count_changed_us is None else iso_us(self.count_changed_us),
+            "last_heard": None if self.last_heard_us is None else iso_us(self.last_heard_us),
+            "battery": self.battery, "battery_unit": self.battery_unit, "rssi": self.rssi, "snr": self.snr,
+        }
 
 
 class EdgeParking:
@@ -90,6 +115,7 @@ class EdgeParking:
             int, tuple[ParkingDevice, registry.Decoder, registry.SpotReader, str, str | None]
         ] = {}
         self._place: dict[str, dict[str, Any]] = {}  # spot -> location/parking_site from config
+        self.car_counters: dict[str, CarCounter] = {}
         for cfg in devices:
             self._meta[cfg.dev_eui] = (
                 cfg,
@@ -98,6 +124,12 @@ class EdgeParking:
                 f"{cfg.dev_eui:016x}",
                 registry.battery_unit(cfg.model),
             )
+            if registry.is_counter(cfg.model):
+                # A car counter counts passes; it has no spot, so it never reads "unknown".
+                self.car_counters[cfg.spot_id] = CarCounter(
+                    cfg.spot_id, f"{cfg.dev_eui:016x}", cfg.model,
+                    battery_unit=registry.battery_unit(cfg.model))
+                continue
             self.spot_table.ensure(cfg.spot_id, category=cfg.category)
             place = {"location": None if cfg.location is None else list(cfg.location),
                      "parking_site": cfg.parking_site}
@@ -182,6 +214,10 @@ class EdgeParking:
             log.info("OTAA session confirmed by its first uplink",
                      extra={"fields": {"dev_eui": eui_hex}})
         rssi, snr = _signal(rxpk)
+        counter = self.car_counters.get(cfg.spot_id)
+        if counter is not None:
+            self._count(counter, cfg, decode, read_spot, fport, plaintext, received_us, rssi, snr)
+            return
         if fport is None or fport == 0:
             # MAC commands only: the sensor is alive, but nothing to decode.
             self.spot_table.report(cfg.spot_id, None, received_us, device=eui_hex,
@@ -203,6 +239,34 @@ class EdgeParking:
         )
         if changed or self.record_heartbeats:
             self._emit(self.spot_table.spots[cfg.spot_id], received_us, decoded)
+
+    def _count(self, counter: CarCounter, cfg: ParkingDevice, decode: registry.Decoder,
+               read_spot: registry.SpotReader, fport: int | None, plaintext: bytes,
+               received_us: int, rssi: float | None, snr: float | None) -> None:
+        """A car counter's uplink: its count (an event record when it moved), battery, signal."""
+        counter.last_heard_us, counter.rssi, counter.snr = received_us, rssi, snr
+        if fport is None or fport == 0:
+            return
+        try:
+            decoded = decode(fport, plaintext)
+        except Exception:
+            self.undecodable += 1
+            log.exception("decoder failed on a genuine uplink", extra={"fields": {
+                "dev_eui": counter.device, "model": cfg.model, "fport": fport}})
+            return
+        data = decoded.get("data")
+        if not isinstance(data, dict):
+            self.undecodable += 1
+            return
+        _, batt = read_spot(decoded)
+        if batt is not None:
+            counter.battery = batt
+        value = data.get("counter_value")
+        if isinstance(value, int) and value != counter.count:
+            counter.count, counter.count_changed_us = value, received_us
+            self.emit(make_record("event", RECORD_SOURCE, {"event": "car_counter", "detail": {
+                "counter_id": counter.counter_id, "device": counter.device, "count": value,
+                "observed_at": iso_us(received_us), "data": data}}, received_us=received_us))
 
     # ------------------------------------------------------------------ wired
 
@@ -282,6 +346,10 @@ class EdgeParking:
     def spots(self) -> dict[str, dict[str, Any]]:
         """Spot state for the status page and API (no keys, nothing secret)."""
         return self.spot_table.view()
+
+    def counters(self) -> dict[str, dict[str, Any]]:
+        """Car counters for the status page and API: the count, when it moved, last heard."""
+        return {c.counter_id: c.view() for c in self.car_counters.values()}
 
     def health(self) -> dict[str, Any]:
         """Counters per device and for the whole room; never a key."""

@@ -116,13 +116,22 @@ def _no_status(data: Mapping[str, Any]) -> str | None:
     return None  # a car counter counts passes; it has no spot
 
 
+def is_counter(model: str) -> bool:
+    """True for a device that counts passing cars (nwave/ncc405): it has no spot to report."""
+    decoder_for(model)
+    return model in _COUNTERS
+
+
+_COUNTERS: Final = frozenset({"nwave/ncc405"})
+
+
 def _status_function(
     model: str, occupied_below_mm: int | None
 ) -> Callable[[Mapping[str, Any]], str | None]:
     """The status rule for ``model``'s decoded ``data`` (raises UnknownModel)."""
     decoder_for(model)  # an unknown model is an error here too, not a silent None
     vendor = model.partition("/")[0]
-    if model == "nwave/ncc405":
+    if model in _COUNTERS:
         return _no_status
     if vendor in ("nwave", "bosch"):
         return _nwave_status

@@ -289,6 +289,24 @@ def test_join_accept_10_with_session_keys() -> None:
     assert d["SessionKeys"] == {"NwkSKey": k.nwk_s_key.hex(), "AppSKey": k.app_s_key.hex()}
 
 
+def test_join_accept_10_with_rfu_bit_7_set_still_gets_the_10_mic() -> None:
+    # Under LoRaWAN 1.0 DLSettings bit 7 is RFU: a 1.0 join server may set it; the 1.0 MIC
+    # (and the 1.0 session keys) still apply, so MICValid/MICComputed must come out.
+    key = h(CS_KEY)
+    mhdr = b"\x20"
+    body = (65793).to_bytes(3, "little") + (0x020202).to_bytes(3, "little") \
+        + (0x01020304).to_bytes(4, "little") + bytes((0x80, 1))
+    phy = mhdr + B.encrypt_join_accept(key, body + L.join_accept_mic_10(key, mhdr + body))
+    d = decode_phy(phy.hex(), {"AppKey": CS_KEY}, {"DevNonce": 258})
+    assert d["DLSettings"] == 0x80
+    assert d["MICValid"] is True and d["MICComputed"] == d["MIC"]
+    k = L.derive_session_keys_10(key, join_nonce=65793, net_id=0x020202, dev_nonce=258)
+    assert d["SessionKeys"] == {"NwkSKey": k.nwk_s_key.hex(), "AppSKey": k.app_s_key.hex()}
+    # the same frame read as 1.1 is an OptNeg accept and needs the 1.1 keys for its MIC
+    d11 = decode_phy(phy.hex(), {"NwkKey": CS_KEY}, {"LoRaWAN": "1.1", "DevNonce": 258})
+    assert d11["OptNeg"] is True and "MICValid" not in d11
+
+
 def test_join_accept_11_opt_neg_with_cflist() -> None:
     nwk, app, js_int = h("aa" * 16), h("bb" * 16), h("cc" * 16)
     cflist = h("184f84e85684b85e84886684586e8400")

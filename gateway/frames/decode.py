@@ -338,7 +338,8 @@ def _decode_join_accept(
     out["MIC"] = mic.hex()
     msg = p.raw[:1] + body
     join_eui, dev_nonce = prm["JoinEUI"], prm["DevNonce"]
-    if not opt_neg:
+    # Under LoRaWAN 1.0 bit 7 of DLSettings is RFU: whatever it holds, the 1.0 MIC and keys apply.
+    if not opt_neg or not v11:
         _mic_result(out, L.join_accept_mic_10(key, msg), mic)
         if dev_nonce is not None:
             k10 = L.derive_session_keys_10(

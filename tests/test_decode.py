@@ -28,7 +28,7 @@ from gateway.frames import (
 )
 from gateway.frames import build as B
 from gateway.frames import lorawan as L
-from gateway.frames.decode import DecodeError, decode_gwmp, decode_phy
+from gateway.frames.decode import DecodeError, decode_gwmp, decode_phy, decode_sensor
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -57,8 +57,10 @@ def run(argv: list[str], stdin: str = "") -> tuple[int, str, str]:
 def batch(argv: list[str], lines: list[Any]) -> list[dict[str, Any]]:
     text = "".join((x if isinstance(x, str) else orjson.dumps(x).decode()) + "\n" for x in lines)
     rc, out, err = run([*argv, "-"], text)
-    assert rc == 0 and err == ""
-    return [orjson.loads(line) for line in out.splitlines()]
+    results = [orjson.loads(line) for line in out.splitlines()]
+    # the exit status says whether any line failed
+    assert rc == (1 if any("error" in r for r in results) else 0) and err == ""
+    return results
 
 
 # ---------------------------------------------------------------------------- phy: data frames
@@ -540,11 +542,11 @@ def test_phy_batch_in_order_with_errors_and_cli_defaults() -> None:
     out = batch(["phy", "--key", f"NwkSKey={LP_NWKSKEY}"], lines)
     assert len(out) == len(lines)
     assert out[0]["MICValid"] is True and h(out[0]["FRMPayloadPlain"]) == b"test"
-    assert out[1]["error"]["kind"] == "bad_json"
+    assert out[1]["error"]["kind"] == "bad_hex"  # not JSON, so read as a bare hex line
     assert out[2]["error"]["kind"] == "too_short"
     assert out[3]["error"]["kind"] == "bad_input"
     assert out[4]["error"]["kind"] == "bad_json"
-    assert out[5]["error"]["kind"] == "bad_json"
+    assert out[5]["error"]["kind"] == "bad_input"
     assert out[6]["MICValid"] is False
     assert out[7]["error"]["kind"] == "bad_param"
     assert out[8]["error"]["kind"] == "bad_hex" and "JoinEUI" in out[8]["error"]["detail"]
@@ -673,9 +675,23 @@ def test_subprocess_batch_survives_non_utf8_line() -> None:
     proc = subprocess.run(
         [PYTHON, "-c", MAIN, "phy", "-"], cwd=ROOT, input=data, capture_output=True, timeout=60
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # a line failed
     out = [orjson.loads(x) for x in proc.stdout.splitlines()]
     assert [("error" in o) for o in out] == [False, True, False]
+
+
+def test_batch_takes_bare_hex_lines_and_exits_0_when_all_decode() -> None:
+    for what, good in (("phy", LP_UP), ("gwmp", "02123404")):
+        rc, out, err = run([what, "-"], f"{good}\n  {good}  \n")
+        assert (rc, err) == (0, "")
+        first, second = (orjson.loads(x) for x in out.splitlines())
+        assert "error" not in first and first == second
+        assert first == (decode_phy(good) if what == "phy" else decode_gwmp(good))
+    rc, out, _ = run(["sensor", "-"], "nwave/nps405 1 01\n")
+    assert rc == 0 and orjson.loads(out) == decode_sensor("nwave/nps405", "1", "01")
+    rc, out, _ = run(["phy", "-"], f"{LP_UP}\nnot-hex\n")
+    assert rc == 1
+    assert [("error" in orjson.loads(x)) for x in out.splitlines()] == [False, True]
 
 
 def _rss_kib(pid: int) -> int:

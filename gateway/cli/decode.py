@@ -33,6 +33,15 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
+_BATCH_HELP: Final = """\
+With - instead of the input, stdin is read line by line (a capture file) and one JSON
+line is printed per input line, in order. Each input line is either
+  a JSON object:  {obj}
+  or bare:        {bare}   ({what})
+A line that cannot be decoded prints {{"error": {{"kind": ..., "detail": ...}}}} and the batch
+goes on. Exit status: 0 when every line decoded, 1 when any line failed (2: bad arguments)."""
+
+
 def _key_value(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -44,7 +53,13 @@ def _configure(decode: argparse.ArgumentParser) -> None:
     sub = decode.add_subparsers(
         dest="decode_command", required=True, metavar="WHAT", parser_class=_OneLineParser
     )
-    p = sub.add_parser("phy", help="a LoRaWAN PHYPayload (hex, or - for JSON Lines on stdin)")
+    p = sub.add_parser(
+        "phy", help="a LoRaWAN PHYPayload (hex, or - for JSON Lines on stdin)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_BATCH_HELP.format(
+            obj='{"phy": "40...", "keys": {"NwkSKey": "..."}, "params": {"LoRaWAN": "1.0"}}',
+            bare="40f17dbe4900020001954378762b11ff0d", what="a PHYPayload in hex")
+        + "\n--key/--param given with - apply to every line (a line's own keys win).")
     p.add_argument("hex", metavar="HEX")
     p.add_argument(
         "--key",
@@ -62,9 +77,17 @@ def _configure(decode: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="LoRaWAN=1.1, FCntHigh, ConfFCnt, TxDr, TxCh, JoinReqType, JoinEUI, DevNonce, AFCntDown",
     )
-    g = sub.add_parser("gwmp", help="a Semtech UDP datagram (hex, or - for JSON Lines on stdin)")
+    g = sub.add_parser(
+        "gwmp", help="a Semtech UDP datagram (hex, or - for JSON Lines on stdin)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_BATCH_HELP.format(obj='{"gwmp": "0212340001..."}', bare="02123404",
+                                  what="a datagram in hex"))
     g.add_argument("hex", metavar="HEX")
-    s = sub.add_parser("sensor", help="a parking-sensor payload: MODEL FPORT HEX, or -, or --list")
+    s = sub.add_parser(
+        "sensor", help="a parking-sensor payload: MODEL FPORT HEX, or -, or --list",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_BATCH_HELP.format(obj='{"model": "nwave/nps405", "fPort": 1, "bytes": "01"}',
+                                  bare="nwave/nps405 1 01", what="MODEL FPORT HEX"))
     s.add_argument("--list", action="store_true", help="print the known models")
     s.add_argument("args", nargs="*", metavar="MODEL FPORT HEX")
 
@@ -131,25 +154,53 @@ def _lines(stdin: IO[str]) -> Iterator[str | None]:
 
 
 def _batch(
-    stdin: IO[str], stdout: IO[str], handle: Callable[[dict[str, Any]], dict[str, Any]]
+    stdin: IO[str], stdout: IO[str], handle: Callable[[dict[str, Any]], dict[str, Any]],
+    bare: Callable[[str], dict[str, Any]],
 ) -> int:
+    """One JSON line out per line in; exit status 1 when any line failed, else 0.
+
+    A line is a JSON object, or the bare form ``bare`` turns into one (hex for phy/gwmp,
+    ``MODEL FPORT HEX`` for sensor), so a plain list of captured frames works as it is.
+    """
+    failed = 0
     for line in _lines(stdin):
         try:
             if line is None:
                 raise DecodeError("line_too_long", f"input line longer than {MAX_LINE} characters")
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise DecodeError("bad_json", f"line is not JSON: {exc.msg}") from None
+            text = line.strip()
+            if text[:1] in ("{", "[", "\""):  # JSON (only an object is a valid line)
+                try:
+                    obj = orjson.loads(text)
+                except orjson.JSONDecodeError as exc:
+                    raise DecodeError("bad_json", f"line is not JSON: {exc.msg}") from None
+            elif not text:
+                raise DecodeError("bad_input", "empty line")
+            else:
+                obj = bare(text)
             if not isinstance(obj, dict):
                 raise DecodeError("bad_json", "each line must be a JSON object")
             result = handle(obj)
         except (ValueError, TypeError, OverflowError) as exc:  # FrameError, DecodeError too
             result = {"error": error_object(exc)}
+            failed += 1
         stdout.write(orjson.dumps(result).decode("utf-8"))
         stdout.write("\n")
         stdout.flush()  # a consumer reading a live capture sees each answer at once
-    return 0
+    return 1 if failed else 0
+
+
+def _bare_hex(field: str) -> Callable[[str], dict[str, Any]]:
+    def parse(text: str) -> dict[str, Any]:
+        return {field: text}
+
+    return parse
+
+
+def _bare_sensor(text: str) -> dict[str, Any]:
+    parts = text.split()
+    if len(parts) != 3:
+        raise DecodeError("bad_input", "a bare line is MODEL FPORT HEX (or give a JSON object)")
+    return {"model": parts[0], "fPort": parts[1], "bytes": parts[2]}
 
 
 def _field(obj: Mapping[str, Any], name: str) -> Any:
@@ -189,11 +240,13 @@ def run_decode(args: argparse.Namespace, stdin: IO[str], stdout: IO[str], stderr
                         {**keys, **_mapping(o, "keys")},
                         {**params, **_mapping(o, "params")},
                     ),
+                    _bare_hex("phy"),
                 )
             result = decode_phy(args.hex, keys, params)
         elif what == "gwmp":
             if args.hex == "-":
-                return _batch(stdin, stdout, lambda o: decode_gwmp(_field(o, "gwmp")))
+                return _batch(stdin, stdout, lambda o: decode_gwmp(_field(o, "gwmp")),
+                              _bare_hex("gwmp"))
             result = decode_gwmp(args.hex)
         elif what == "sensor":
             if args.list:
@@ -210,6 +263,7 @@ def run_decode(args: argparse.Namespace, stdin: IO[str], stdout: IO[str], stderr
                     lambda o: decode_sensor(
                         _field(o, "model"), _field(o, "fPort"), _field(o, "bytes")
                     ),
+                    _bare_sensor,
                 )
             if len(args.args) != 3:
                 raise DecodeError("bad_input", "expected MODEL FPORT HEX, or -, or --list")

@@ -181,8 +181,8 @@ class GwmpServer(asyncio.DatagramProtocol):
             sock.close()
             raise OSError(
                 exc.errno,
-                f"GWMP server cannot bind UDP {host}:{port}: {exc.strerror}; "
-                "is another packet-forwarder server running there? (sources.gwmp.bind)",
+                f"UDP {host}:{port}: {(exc.strerror or str(exc)).lower()}; "
+                "is another packet-forwarder server running there?",
             ) from exc
         self._closed = loop.create_future()
         transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)

@@ -45,8 +45,14 @@ class ComponentStartError(Exception):
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for a human: the message, or the exception's name when it has none."""
+    """One line for a human: the message, or the exception's name when it has none.
+
+    An OSError says its message without the "[Errno N]" prefix a technician cannot use."""
     text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.strerror:
+        text = " ".join(exc.strerror.split())
+        if exc.filename is not None:
+            text = f"{exc.filename}: {text}"
     return text or type(exc).__name__
 
 

@@ -160,6 +160,9 @@ def test_run_with_the_gwmp_port_taken_says_so_in_one_line(tmp_path: Path) -> Non
                                       web_port=free_port()))
         res = run_cli("run", "--config", str(cfg))
     assert_one_line_failure(res, f'cannot start gwmp:0 (sources.gwmp[0].bind = "127.0.0.1:{port}"): ')
+    # the key is named once, and no "[Errno N]" a technician cannot use
+    assert res.stderr.count("sources.gwmp") == 1 and "Errno" not in res.stderr
+    assert "address already in use" in res.stderr
 
 
 def test_demo_with_the_web_port_taken_says_so_in_one_line() -> None:

@@ -578,6 +578,24 @@ def _check_zmq_url(b: _Builder, path: str, url: str) -> None:
             b.fail(path, str(exc))
 
 
+def config_warnings(cfg: Config) -> list[str]:
+    """Settings that load but cannot work as meant, in the errors' key-path style."""
+    out: list[str] = []
+    if not cfg.gateway.data_dir.is_absolute():
+        out.append(f'gateway.data_dir = "{cfg.gateway.data_dir}": a relative path depends on the '
+                   "directory schwebe starts in (systemd starts it in /); give an absolute path")
+    if cfg.web.password_hash is None and not cfg.web.open_read_only:
+        out.append("web.password_hash: not set, so every page but /healthz answers 401 "
+                   "(no one can log in); make one with: schwebe web hash-password")
+    for i, dev in enumerate(cfg.parking.devices):
+        abp = dev.dev_addr is not None and dev.nwk_s_key is not None and dev.app_s_key is not None
+        if not abp and dev.app_key is None:
+            out.append(f"parking.devices[{i}] (dev_eui {dev.dev_eui:016x}): no keys, so its "
+                       "uplinks are forwarded but never decoded at the edge; give dev_addr, "
+                       "nwk_s_key and app_s_key (ABP) or app_key (OTAA)")
+    return out
+
+
 def demo_config_text(data_dir: str, web_port: int, network_server_port: int) -> str:
     """`schwebe demo`'s embedded configuration with its data directory and ports filled in."""
     from importlib import resources

@@ -287,3 +287,45 @@ def test_gwmp_eui_map_is_bounded_by_the_socket_cap() -> None:
     entries = ", ".join(f'"b827ebfffe{i:06x}" = "0016c001ff{i:06x}"' for i in range(65))
     assert any(p.startswith("forward.gwmp[0].eui_map: 65 gateways, at most 64")
                for p in problems(MINIMAL + GWMP_FWD + f"eui_map = {{ {entries} }}\n"))
+
+
+def test_validate_warns_about_configs_that_load_but_cannot_work(tmp_path: Path) -> None:
+
+    cfg = tmp_path / "schwebe.toml"
+    cfg.write_text("""
+[gateway]
+eui = "b827ebfffe000001"
+data_dir = "relative/data"
+[[parking.devices]]
+dev_eui = "70b3d5e75e000001"
+model = "nwave/nps405"
+spot_id = "city:spot:1"
+""")
+    res = subprocess.run([sys.executable, "-m", "gateway.cli", "config", "validate", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr  # it loads: warnings, not errors
+    warnings = [line for line in res.stderr.splitlines() if ": warning: " in line]
+    assert len(warnings) == 3, res.stderr
+    assert any('gateway.data_dir = "relative/data"' in w for w in warnings)
+    assert any("web.password_hash: not set" in w and "401" in w for w in warnings)
+    assert any("parking.devices[0] (dev_eui 70b3d5e75e000001): no keys" in w for w in warnings)
+    assert "3 warning(s)" in res.stdout
+    # the same file with everything set: no warning at all
+    cfg.write_text(cfg.read_text().replace('"relative/data"', f'"{tmp_path}/data"')
+                   + 'app_key = "000102030405060708090a0b0c0d0e0f"\n[web]\n'
+                     'password_hash = "' + _a_password_hash() + '"\n')
+    res = subprocess.run([sys.executable, "-m", "gateway.cli", "config", "validate", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stderr) == (0, ""), res.stderr
+    assert res.stdout.strip() == f"{cfg}: ok"
+
+
+def _a_password_hash() -> str:
+    from gateway.web.auth import hash_password
+
+    return hash_password("correct horse battery")
+
+
+def test_example_config_documents_log_and_open_read_only() -> None:
+    text = (Path(__file__).resolve().parent.parent / "deploy" / "schwebe.example.toml").read_text()
+    assert "[log]" in text and "open_read_only" in text

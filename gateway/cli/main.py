@@ -20,7 +20,7 @@ from gateway import __version__
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config
+    from gateway.config import ConfigError, config_warnings, load_config
 
     try:
         cfg = load_config(Path(args.config))
@@ -28,6 +28,8 @@ def _run(args: argparse.Namespace) -> int:
         _print_config_errors(args.config, exc)
         return 2
     _warn_if_readable(Path(args.config), cfg)
+    for w in config_warnings(cfg):
+        print(f"schwebe: {args.config}: warning: {w}", file=sys.stderr)
     return _serve(cfg)
 
 
@@ -239,14 +241,17 @@ def _port_busy(port: int) -> str | None:
 
 
 def _config_validate(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config
+    from gateway.config import ConfigError, config_warnings, load_config
 
     try:
-        load_config(Path(args.file))
+        cfg = load_config(Path(args.file))
     except ConfigError as exc:
         _print_config_errors(args.file, exc)
         return 2
-    print(f"{args.file}: ok")
+    warnings = config_warnings(cfg)
+    for w in warnings:
+        print(f"schwebe: {args.file}: warning: {w}", file=sys.stderr)
+    print(f"{args.file}: ok" + (f" ({len(warnings)} warning(s), above)" if warnings else ""))
     return 0
 
 

@@ -20,7 +20,7 @@ from gateway import __version__
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, config_warnings, load_config
+    from gateway.config import ConfigError, load_config
 
     try:
         cfg = load_config(Path(args.config))
@@ -28,8 +28,6 @@ def _run(args: argparse.Namespace) -> int:
         _print_config_errors(args.config, exc)
         return 2
     _warn_if_readable(Path(args.config), cfg)
-    for w in config_warnings(cfg):
-        print(f"schwebe: {args.config}: warning: {w}", file=sys.stderr)
     return _serve(cfg)
 
 

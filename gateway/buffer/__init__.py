@@ -59,6 +59,11 @@ class Batch:
     ranges: tuple[tuple[int, int], ...]
 
 
+#: An idle buffer looks for rows past their maximum age this often (seconds); a commit that
+#: writes anyway looks every time.
+IDLE_EXPIRY_CHECK: Final = 60.0
+
+
 @dataclass
 class _Snapshot:
     rows: list[tuple[int, Record]]
@@ -123,6 +128,8 @@ class Buffer:
         self._read_malformed = 0
         self._recover_requested: str | None = None
         self._last_commit: float | None = None
+        self._next_expiry = 0.0  # clock time when an idle buffer next looks for expired rows
+        self._oldest_stored: dict[str, int | None] = {}  # per kind, as of the last commit
         self._last_commit_s = 0.0
         self._lock = threading.Lock()
 
@@ -263,6 +270,9 @@ class Buffer:
             store = self._store
             if store is None:
                 return False
+            if self._nothing_to_write(snap):
+                return True  # an idle gateway writes nothing: not one page, not one fsync
+            self._next_expiry = snap.now + max(self.commit_interval, IDLE_EXPIRY_CHECK)
             t0 = time.monotonic()
             try:
                 try:
@@ -285,6 +295,15 @@ class Buffer:
             self._last_commit_s = time.monotonic() - t0
             self._view = copy.deepcopy(store.counters)
             return True
+
+    def _nothing_to_write(self, snap: _Snapshot) -> bool:
+        """True when a commit would change nothing on the card: no records, no cursor moved,
+        no drop to count, nothing to delete, and the age limits not due for a look yet."""
+        return (not snap.rows and not snap.cursors and not snap.forget
+                and snap.delete_through <= self._deleted_through
+                and not any(n for per in snap.mem_drops.values() for n in per.values())
+                # (a wall clock set back by NTP must not postpone the look for long)
+                and 0 < self._next_expiry - snap.now <= max(self.commit_interval, IDLE_EXPIRY_CHECK))
 
     def _body(self, store: Store, snap: _Snapshot, *, make_room: bool) -> None:
         c = store.counters
@@ -313,6 +332,12 @@ class Buffer:
         for name in snap.forget:
             store.delete_cursor(name)
         store.save_cursors(snap.cursors)
+        # The status page's "oldest record" ages, read here while the commit writes anyway:
+        # a status page polled on an idle gateway must not touch the store (its WAL index is
+        # a mapped file, so even a read dirties pages of the card).
+        held = c.count or {}
+        self._oldest_stored = {k: store.oldest_received(k, writer=True) if held.get(k) else None
+                               for k in KINDS}
 
     def _read_failed(self, exc: sqlite3.DatabaseError) -> None:
         text = str(exc)
@@ -481,11 +506,7 @@ class Buffer:
         cursors: dict[str, Any] = {}
         if self._store is not None:
             for k in KINDS:
-                try:
-                    rx = self._store.oldest_received(k) if v.count.get(k) else None
-                except sqlite3.DatabaseError as exc:  # the status must show, not crash
-                    self._read_failed(exc)
-                    rx = None
+                rx = self._oldest_stored.get(k) if v.count.get(k) else None
                 if rx is None:
                     rx = next((r.received_us for _, r in self._pending if r.kind == k), None)
                 oldest[k] = None if rx is None else round(max(0.0, now - rx / 1e6), 3)

@@ -171,6 +171,7 @@ class Store:
     def __init__(self, path: Path, synchronous: str) -> None:
         self.path = path
         self.synchronous = synchronous
+        self._saved_counters: str | None = None  # the counters row as last written
         self.w = _connect(path, synchronous)
         try:
             self.counters = self._load()
@@ -236,8 +237,10 @@ class Store:
         ).fetchone()
         return None if row is None else int(row[0])
 
-    def oldest_received(self, kind: str) -> int | None:
-        row = self.r.execute(
+    def oldest_received(self, kind: str, *, writer: bool = False) -> int | None:
+        """Receive time of the kind's oldest row; ``writer`` reads inside the writer's own
+        transaction (the committer's), so no reader touches the WAL index for it."""
+        row = (self.w if writer else self.r).execute(
             "SELECT received_us FROM records WHERE kind = ? ORDER BY seq LIMIT 1", (KIND_CODE[kind],)
         ).fetchone()
         return None if row is None else int(row[0])
@@ -361,7 +364,13 @@ class Store:
         self.w.execute("DELETE FROM meta WHERE key = ?", (CURSOR_KEY + name,))
 
     def save_counters(self) -> None:
-        self.w.execute("INSERT OR REPLACE INTO meta VALUES ('counters', ?)", (self.counters.to_json(),))
+        """Write the counters row, unless it would write what is there already (an idle
+        gateway's commit must not dirty a page of the card)."""
+        text = self.counters.to_json()
+        if text == self._saved_counters:
+            return
+        self.w.execute("INSERT OR REPLACE INTO meta VALUES ('counters', ?)", (text,))
+        self._saved_counters = text
 
     def transaction(self, body: Callable[[], None]) -> None:
         """Run ``body`` in one write transaction; on failure roll back counters too."""
@@ -380,6 +389,7 @@ class Store:
                 self.counters = Counters.from_json(row[0])
             except sqlite3.Error:
                 pass  # keep in-memory counters; the next successful commit rewrites them
+            self._saved_counters = None  # rolled back: write them again next time
             raise
 
 

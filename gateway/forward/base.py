@@ -23,9 +23,14 @@ from typing import Any, Final
 import cbor2
 
 from gateway.buffer import Batch, Buffer
+from gateway.forward.set_aside import SetAsideFile
 from gateway.records import Record
 
 log = logging.getLogger(__name__)
+
+#: What a forwarder raises on a record it cannot encode (orjson's JSONEncodeError is a
+#: TypeError, cbor2's errors are ValueErrors); never a connection failure.
+POISON_ERRORS: Final = (TypeError, ValueError, RecursionError, OverflowError)
 
 #: NwkID length in bits for each NetID type (LoRaWAN Backend Interfaces 1.0, DevAddr layout).
 _NWKID_BITS: Final = (6, 6, 9, 11, 12, 13, 15, 17)
@@ -168,6 +173,8 @@ class DeliveryLoop:
         self.last_ack: float | None = None
         self.connected_at = 0.0
         self.last_error: str | None = None
+        self.set_aside = 0  # records this forwarder can never send, kept aside (see _send)
+        self._set_aside_store: SetAsideFile | None = None
 
     def backoff_delay(self) -> float:
         """Full jitter: uniform over [0, min(cap, base * 2**attempt)], so a fleet spreads out."""
@@ -228,7 +235,7 @@ class DeliveryLoop:
                     batch = None
                     continue
                 try:
-                    result = await self.forwarder.send(wanted)
+                    result = await self._send(wanted)
                 except Exception as exc:
                     self._error(exc, "send")
                     self.buffer.release(name, batch)
@@ -257,6 +264,40 @@ class DeliveryLoop:
             if batch is not None:
                 self.buffer.release(name, batch)
             await self._disconnect()
+
+    async def _send(self, records: list[tuple[int, Record]]) -> SendResult:
+        """Send; a batch the forwarder cannot even encode is split until the bad record is
+        alone, and that one is set aside (kept in a file, counted) so it never blocks the
+        records behind it. Connection failures (ForwarderError, OSError...) propagate."""
+        try:
+            return await self.forwarder.send(records)
+        except POISON_ERRORS as exc:
+            if len(records) == 1:
+                seq, record = records[0]
+                reason = f"{type(exc).__name__}: {exc}"
+                await asyncio.to_thread(self._set_aside_file().add, seq, record, reason)
+                self.set_aside += 1
+                if self.set_aside & (self.set_aside - 1) == 0:  # 1st, 2nd, 4th...: no log flood
+                    log.error("forwarder %s: record %d (%s from %s) cannot be sent (%s); set "
+                              "aside in %s, delivery goes on (%d so far)", self.forwarder.name,
+                              seq, record.kind, record.source, reason,
+                              self._set_aside_file().path, self.set_aside)
+                return SendResult.all()
+        mid = len(records) // 2
+        first = await self._send(records[:mid])
+        second = await self._send(records[mid:])
+        if first.acked is None and second.acked is None:
+            return SendResult.all()
+        acked = {s for s, _ in records[:mid]} if first.acked is None else set(first.acked)
+        acked |= {s for s, _ in records[mid:]} if second.acked is None else set(second.acked)
+        return SendResult(frozenset(acked))
+
+    def _set_aside_file(self) -> SetAsideFile:
+        if self._set_aside_store is None:
+            directory = self.forwarder.data_dir
+            path = None if directory is None else Path(directory) / f"{self.forwarder.name}.set-aside.jsonl"
+            self._set_aside_store = SetAsideFile(path)
+        return self._set_aside_store
 
     async def _next_batch(self, name: str) -> Batch | None:
         """The next batch, or None when the forwarder reports its connection broken first."""
@@ -304,5 +345,6 @@ class DeliveryLoop:
             "acked": self.acked,
             "filtered": self.filtered,
             "connects": self.reconnects,
+            "set_aside": self.set_aside,
             **extra,
         }

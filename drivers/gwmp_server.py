@@ -95,6 +95,51 @@ class ConcentratorHealth:
         }
 
 
+#: What a packet forwarder's objects can need, with room to spare: rxpk and stat are flat
+#: (sx1302_hal's `rsig` list of objects is the deepest, at 3 levels), strings are short, and
+#: no LoRa frame exceeds 255 bytes. Anything beyond is hostile or broken, and once stored it
+#: could not be encoded by every backend: refused at the door, counted.
+MAX_DEPTH: Final = 4
+MAX_STRING: Final = 512
+MAX_ITEMS: Final = 64
+MAX_PHY: Final = 255
+#: Distinct gateway EUIs kept on the status page; spoofed EUIs beyond it are counted, not kept.
+MAX_GATEWAYS: Final = 256
+
+
+def out_of_bounds(obj: Any, depth: int = 0) -> str | None:
+    """Why a packet-forwarder object is too deep, too long or too large, or None when it fits."""
+    if depth > MAX_DEPTH:
+        return f"nested deeper than {MAX_DEPTH} levels"
+    if isinstance(obj, str):
+        return f"a string of {len(obj)} characters (at most {MAX_STRING})" if len(obj) > MAX_STRING else None
+    if isinstance(obj, dict):
+        if len(obj) > MAX_ITEMS:
+            return f"an object of {len(obj)} keys (at most {MAX_ITEMS})"
+        for k, v in obj.items():
+            if len(k) > MAX_STRING:
+                return f"a key of {len(k)} characters (at most {MAX_STRING})"
+            kind = type(v)
+            if kind is str:  # the usual cases inline: this runs for every rxpk
+                if len(v) > MAX_STRING:
+                    return f"a string of {len(v)} characters (at most {MAX_STRING})"
+                continue
+            if kind is int or kind is float or kind is bool or v is None:
+                continue
+            why = out_of_bounds(v, depth + 1)
+            if why is not None:
+                return why
+        return None
+    if isinstance(obj, list):
+        if len(obj) > MAX_ITEMS:
+            return f"a list of {len(obj)} items (at most {MAX_ITEMS})"
+        for v in obj:
+            why = out_of_bounds(v, depth + 1)
+            if why is not None:
+                return why
+    return None
+
+
 @dataclass(slots=True)
 class _Pending:
     gateway_eui: int
@@ -147,6 +192,7 @@ class GwmpServer(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._closed: asyncio.Future[None] | None = None
         self._gateways: dict[int, ConcentratorHealth] = {}
+        self._gateways_not_kept = 0  # datagrams from EUIs beyond MAX_GATEWAYS (none expired)
         self._pending: dict[int, _Pending] = {}
         # Every datagram ends in exactly one outcome, so sum(outcomes) == datagrams.
         self._datagrams = 0
@@ -319,8 +365,25 @@ class GwmpServer(asyncio.DatagramProtocol):
     def _gateway(self, eui: int) -> ConcentratorHealth:
         gw = self._gateways.get(eui)
         if gw is None:
-            gw = self._gateways[eui] = ConcentratorHealth(_eui_hex(eui))
+            gw = ConcentratorHealth(_eui_hex(eui))
+            if len(self._gateways) >= MAX_GATEWAYS and not self._expire_gateways():
+                # A flood of spoofed EUIs: serve the datagram, keep no state for it.
+                self._gateways_not_kept += 1
+                return gw
+            self._gateways[eui] = gw
         return gw
+
+    def _expire_gateways(self, silent_for: float = 3600.0) -> bool:
+        """Forget gateways not heard for ``silent_for`` seconds; True when room was made."""
+        now = self._clock()
+        stale = [e for e, g in self._gateways.items()
+                 if now - max(g.last_seen, g.last_pull) > silent_for and e not in self._pinned()]
+        for e in stale:
+            del self._gateways[e]
+        return bool(stale)
+
+    def _pinned(self) -> set[int]:
+        return {p.gateway_eui for p in self._pending.values()}
 
     def _push_data(self, data: bytes, addr: tuple[Any, int]) -> None:
         try:
@@ -348,8 +411,16 @@ class GwmpServer(asyncio.DatagramProtocol):
                 gw.rxpk_bad += 1
                 continue
             fields = rx.fields
+            if len(rx.phy) > MAX_PHY:
+                self._rxpk_bad["too_large"] += 1  # no LoRa frame is longer
+                gw.rxpk_bad += 1
+                continue
             # Records carry padded standard base64 whatever dialect the forwarder wrote.
             fields["data"] = frames.b64encode(rx.phy)
+            if out_of_bounds(fields) is not None:
+                self._rxpk_bad["out_of_bounds"] += 1
+                gw.rxpk_bad += 1
+                continue
             self._rxpk += 1
             gw.rxpk += 1
             self._emit(
@@ -362,7 +433,9 @@ class GwmpServer(asyncio.DatagramProtocol):
                     self._callback_errors += 1
                     if self._callback_errors == 1:
                         log.exception("GWMP rxpk consumer raised; further errors are only counted")
-        if push.stat is not None:
+        if push.stat is not None and out_of_bounds(push.stat) is not None:
+            self._malformed["stat_out_of_bounds"] += 1  # the rxpk above still count
+        elif push.stat is not None:
             self._stats += 1
             gw.stats_received += 1
             stat = push.stat
@@ -546,6 +619,7 @@ class GwmpServer(asyncio.DatagramProtocol):
             "rxpk_bad": dict(self._rxpk_bad),
             "stats": self._stats,
             "malformed": dict(self._malformed),
+            "gateways_not_kept": self._gateways_not_kept,
             "dropped": dict(self._dropped),
             "callback_errors": self._callback_errors,
             "socket_errors": self._socket_errors,

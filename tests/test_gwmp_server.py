@@ -524,3 +524,50 @@ async def test_load_5000_datagrams_per_second_for_60_seconds_all_accounted_for(
     tmp_path: Path,
 ) -> None:
     await _load(60.0, tmp_path)
+
+
+def _nested(depth: int) -> Any:
+    obj: Any = 1
+    for _ in range(depth):
+        obj = {"n": obj}
+    return obj
+
+
+async def test_hostile_objects_are_refused_at_the_door_and_the_rest_goes_on(
+        harness: Harness) -> None:
+    """A stat nested 300 deep, 30 KB strings, a 300-byte "frame": refused and counted; the
+    good rxpk of the same datagrams still become records, every record encodable by orjson."""
+    import orjson
+
+    fwd = await harness.forwarder()
+    # built with the stdlib's encoder: orjson itself refuses 300 levels, as a backend would
+    body = json.dumps({"rxpk": [rxpk()], "stat": {"rxnb": 1, "deep": _nested(300)}})
+    fwd.send(bytes((2, 0, 1, 0)) + EUI.to_bytes(8, "big") + body.encode())
+    fwd.send(frames.encode_push_data(2, EUI, [rxpk(), rxpk(note="x" * 30_000)],
+                                     {"rxnb": 1, "desc": "y" * 30_000}))
+    fwd.send(frames.encode_push_data(3, EUI, [rxpk(bytes(300)), rxpk()]))
+    for token in (0x100, 2, 3):
+        assert (await fwd.recv()).token == token  # every datagram still acked
+    await settle(lambda: len(harness.uplinks) == 3)
+    await asyncio.sleep(0.05)
+    assert len(harness.uplinks) == 3 and harness.stats == []
+    for rec in harness.uplinks:
+        orjson.dumps(rec.decoded())  # what every forwarder must be able to do
+    health = harness.server.health()
+    assert health["rxpk_bad"] == {"out_of_bounds": 1, "too_large": 1}
+    assert health["malformed"]["stat_out_of_bounds"] == 2
+
+
+async def test_spoofed_gateway_euis_do_not_grow_the_table_without_bound(harness: Harness) -> None:
+    from drivers.gwmp_server import MAX_GATEWAYS
+
+    fwd = await harness.forwarder()
+    n = MAX_GATEWAYS + 50
+    for i in range(n):
+        fwd.send(frames.encode_push_data(i & 0xFFFF, 0x0100000000000000 + i, [rxpk()]))
+        await fwd.recv()
+    health = harness.server.health()
+    assert len(health["gateways"]) == MAX_GATEWAYS
+    assert health["gateways_not_kept"] == 50
+    assert len(json.dumps(health)) < 2_000_000  # the status stays bounded
+    await settle(lambda: len(harness.uplinks) == n)  # their frames still go on

@@ -78,8 +78,11 @@ commit_interval = "1s"
 bind = "127.0.0.1:{web}"
 open_read_only = true
 """)
+    # No .pyc written by a late import: those bytes would be Python's, not the gateway's.
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env=env)
     try:
         deadline = time.monotonic() + 30
         while True:

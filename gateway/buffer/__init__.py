@@ -75,6 +75,9 @@ class _Snapshot:
     now: float
     disk_low: bool
     mem_drops: dict[str, dict[str, int]] = field(default_factory=dict)
+    taken: int = 0  # the pending prefix this commit covers (``rows``: the part still owed)
+    force: bool = False  # write even when every backend already has everything
+    skipped: bool = False  # set by the committer: nothing needed writing
 
 
 class Buffer:
@@ -166,7 +169,7 @@ class Buffer:
 
     def close(self) -> None:
         """Final commit, then close. Records that cannot be written are reported lost."""
-        self.commit()
+        self.commit(force=True)
         if self._store is None:
             if self._pending:
                 log.error("buffer closing without a store (%s): %d records lost",
@@ -228,16 +231,18 @@ class Buffer:
         self._pending = head + [x for i, x in enumerate(tail) if i not in drop]
 
     # ---- commit --------------------------------------------------------------------------
-    def commit(self) -> bool:
-        """Write everything pending in one transaction (blocking). True when it succeeded."""
+    def commit(self, force: bool = False) -> bool:
+        """Write what is pending and owed in one transaction (blocking). True when it
+        succeeded. ``force`` writes counters and cursors even when nothing is owed (a clean
+        shutdown leaves the store exactly current)."""
         if self._store is None and not self._try_open():
             return False
-        snap = self._prepare()
+        snap = self._prepare(force)
         ok = self._write_locked(snap)
         self._finish(snap, ok)
         return ok
 
-    def _prepare(self) -> _Snapshot:
+    def _prepare(self, force: bool = False) -> _Snapshot:
         self._committing = len(self._pending)
         cursors, versions = [], {}
         for name, cur in self._cursors.items():
@@ -248,16 +253,23 @@ class Buffer:
         for name in self._forget:
             self._persisted_lows.pop(name, None)
         through = min(self._persisted_lows.values(), default=0)
-        if through - self._deleted_through < DELETE_EVERY_ROWS:
+        if through - self._deleted_through < DELETE_EVERY_ROWS and through < self._committed_max:
+            # Delete in chunks, except when every forwarder is past all that is stored: then
+            # empty the store, so commits go back to writing nothing at all.
             through = self._deleted_through
         try:
             disk_low = self._disk_free(self.path.parent) < self.min_free_bytes
         except OSError:
             disk_low = False
+        # Records every forwarder's backend acknowledged before this commit are not written:
+        # the card sees only what is still owed to someone (no forwarder: everything is kept).
+        live = [c for c in self._cursors.values() if c.name not in self._forget]
+        rows = ([x for x in self._pending if not all(c.acked(x[0]) for c in live)]
+                if live else self._pending[:])
         snap = _Snapshot(
-            rows=self._pending[:], next_seq=self._next_seq, cursors=cursors, versions=versions,
+            rows=rows, next_seq=self._next_seq, cursors=cursors, versions=versions,
             forget=self._forget[:], delete_through=through, now=self.clock(), disk_low=disk_low,
-            mem_drops=copy.deepcopy(self._mem_drops),
+            mem_drops=copy.deepcopy(self._mem_drops), taken=len(self._pending), force=force,
         )
         return snap
 
@@ -270,7 +282,8 @@ class Buffer:
             store = self._store
             if store is None:
                 return False
-            if self._nothing_to_write(snap):
+            if not snap.force and (self._nothing_to_write(snap) or self._all_delivered(store, snap)):
+                snap.skipped = True  # nothing went to the card: cursors stay to be written
                 return True  # an idle gateway writes nothing: not one page, not one fsync
             self._next_expiry = snap.now + max(self.commit_interval, IDLE_EXPIRY_CHECK)
             t0 = time.monotonic()
@@ -304,6 +317,16 @@ class Buffer:
                 and not any(n for per in snap.mem_drops.values() for n in per.values())
                 # (a wall clock set back by NTP must not postpone the look for long)
                 and 0 < self._next_expiry - snap.now <= max(self.commit_interval, IDLE_EXPIRY_CHECK))
+
+    @staticmethod
+    def _all_delivered(store: Store, snap: _Snapshot) -> bool:
+        """True when the store holds no record and nothing new is owed: every backend has
+        everything, so neither records nor cursor progress need the card. (After a crash the
+        cursors persisted with the last write are consistent with what the store holds: the
+        records since were all acknowledged, and new ones get sequence numbers above them.)"""
+        held = sum((store.counters.count or {}).values())
+        return (held == 0 and not snap.rows and not snap.forget
+                and not any(n for per in snap.mem_drops.values() for n in per.values()))
 
     def _body(self, store: Store, snap: _Snapshot, *, make_room: bool) -> None:
         c = store.counters
@@ -397,12 +420,14 @@ class Buffer:
         self._committing = 0
         if not ok:
             return
-        n = len(snap.rows)
+        n = snap.taken
         done, self._pending = self._pending[:n], self._pending[n:]
         self._pending_bytes -= sum(row_cost(len(r.body), len(r.source)) for _, r in done)
         self._committed_max = max(self._committed_max, snap.next_seq - 1)
         self._deleted_through = max(self._deleted_through, snap.delete_through)
         for name, version in snap.versions.items():
+            if snap.skipped:
+                break  # not written: a cursor (even a new one) must reach the store later
             if name in self._cursors and self._versions.get(name) == version:
                 self._cursors[name].dirty = False
         for name in snap.forget:

@@ -41,6 +41,12 @@ class RangeSet:
     def size(self) -> int:
         return sum(b - a + 1 for a, b in self)
 
+    def __contains__(self, x: object) -> bool:
+        if not isinstance(x, int):
+            return False
+        i = bisect.bisect_right(self._starts, x) - 1
+        return i >= 0 and x <= self._ends[i]
+
     def add(self, a: int, b: int) -> None:
         if a > b:
             return
@@ -116,6 +122,10 @@ class Cursor:
     live_mark: int = 0
     dirty: bool = True  # persisted state changed since the last commit
     live_first: bool = True
+
+    def acked(self, seq: int) -> bool:
+        """Whether this forwarder's backend has acknowledged ``seq`` (or it was filtered)."""
+        return seq <= self.low or seq in self.done
 
     def covered(self) -> RangeSet:
         c = self.done.copy()

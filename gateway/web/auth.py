@@ -7,10 +7,11 @@ is no default password: with none configured, only /healthz answers.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import os
+import time
+from collections.abc import Callable
 
 _N, _R, _P = 2**14, 8, 1
 
@@ -40,7 +41,7 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
         return None
     try:
         user, sep, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # bad base64 (binascii.Error), non-ASCII text, bad UTF-8
         return None
     return (user, password) if sep else None
 
@@ -49,3 +50,45 @@ def bearer_ok(header: str | None, token: str | None) -> bool:
     if not token or not header or not header.startswith("Bearer "):
         return False
     return hmac.compare_digest(header[7:].encode(), token.encode())
+
+
+class Lockout:
+    """Failed logins per client and for the account, with a growing wait.
+
+    A client gets ``free`` attempts, then waits ``base`` seconds, doubling with each further
+    failure up to ``cap``; the account as a whole (every client together) locks the same way
+    after ``account_free`` failures, so a botnet of addresses gains nothing. A success clears
+    the client. Bounded: at most ``max_clients`` clients are remembered (the oldest forgotten).
+    """
+
+    def __init__(self, *, free: int = 5, base: float = 1.0, cap: float = 900.0,
+                 account_free: int = 50, max_clients: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.free, self.base, self.cap = free, base, cap
+        self.account_free, self.max_clients = account_free, max_clients
+        self.clock = clock
+        self._clients: dict[str, tuple[int, float]] = {}  # client -> (failures, locked until)
+        self._account: tuple[int, float] = (0, 0.0)
+
+    def retry_after(self, client: str) -> float:
+        """Seconds this client must wait before the next attempt (0: go ahead)."""
+        now = self.clock()
+        _, until = self._clients.get(client, (0, 0.0))
+        return max(0.0, until - now, self._account[1] - now)
+
+    def _wait(self, failures: int, free: int) -> float:
+        over = failures - free
+        return 0.0 if over < 0 else min(self.cap, self.base * 2.0 ** min(over, 30))
+
+    def failed(self, client: str) -> None:
+        now = self.clock()
+        n = self._clients.pop(client, (0, 0.0))[0] + 1
+        if len(self._clients) >= self.max_clients:
+            self._clients.pop(next(iter(self._clients)))
+        self._clients[client] = (n, now + self._wait(n, self.free))
+        a = self._account[0] + 1
+        self._account = (a, now + self._wait(a, self.account_free))
+
+    def succeeded(self, client: str) -> None:
+        self._clients.pop(client, None)
+        self._account = (0, 0.0)

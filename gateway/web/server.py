@@ -7,8 +7,11 @@ a bearer token; the demo may serve its read-only endpoints openly on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -17,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.metrics import Metrics
-from gateway.web.auth import bearer_ok, parse_basic, verify_password
+from gateway.web.auth import Lockout, bearer_ok, parse_basic, verify_password
 
 log = logging.getLogger("schwebe.web")
 
@@ -50,6 +53,8 @@ class WebServer:
         self._open = open_read_only
         self._runner: web.AppRunner | None = None
         self._verified: dict[bytes, float] = {}  # sha256(header) -> expiry; scrypt is slow
+        self._scrypt_slot = asyncio.Semaphore(1)
+        self._lockout = Lockout()
         self.bound_address: tuple[str, int] | None = None
         if not open_read_only and not (username and password_hash):
             log.warning(
@@ -83,8 +88,6 @@ class WebServer:
 
     async def run(self) -> None:
         # aiohttp serves from its own tasks; nothing to do until cancelled
-        import asyncio
-
         await asyncio.Event().wait()
 
     async def stop(self) -> None:
@@ -108,26 +111,42 @@ class WebServer:
                                      headers={"WWW-Authenticate": "Bearer"})
         if self._open and request.method in ("GET", "HEAD"):
             return await handler(request)
-        if self._login_ok(request.headers.get("Authorization")):
+        client = request.remote or "?"
+        wait = self._lockout.retry_after(client)
+        if wait > 0:
+            return web.json_response(
+                {"error": "too many failed logins; try again later"}, status=429,
+                headers={"Retry-After": str(math.ceil(wait))})
+        if await self._login_ok(request.headers.get("Authorization"), client):
             return await handler(request)
         return web.json_response(
             {"error": "login required"}, status=401,
             headers={"WWW-Authenticate": 'Basic realm="schwebe", charset="UTF-8"'},
         )
 
-    def _login_ok(self, header: str | None) -> bool:
+    async def _login_ok(self, header: str | None, client: str) -> bool:
         if not (self._username and self._password_hash and header):
             return False
-        key = hashlib.sha256(header.encode()).digest()
+        # A header that is not valid UTF-8 arrives with surrogate escapes: hash it as bytes.
+        key = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
         now = time.monotonic()
         if self._verified.get(key, 0) > now:
             return True
         creds = parse_basic(header)
-        if creds is None or creds[0] != self._username:
+        if creds is None:
+            self._lockout.failed(client)
             return False
-        if not verify_password(creds[1], self._password_hash):
-            log.warning("failed web login", extra={"fields": {"user": creds[0][:64]}})
+        user_ok = hmac.compare_digest(creds[0].encode("utf-8", "surrogateescape"),
+                                      self._username.encode())
+        # scrypt runs for a wrong user too (no user enumeration by timing), one at a time and
+        # off the event loop (a login storm must never delay the radio path).
+        async with self._scrypt_slot:
+            password_ok = await asyncio.to_thread(verify_password, creds[1], self._password_hash)
+        if not (user_ok and password_ok):
+            self._lockout.failed(client)
+            log.warning("failed web login", extra={"fields": {"user": creds[0][:64], "client": client}})
             return False
+        self._lockout.succeeded(client)
         if len(self._verified) > 32:
             self._verified.clear()
         self._verified[key] = now + 300

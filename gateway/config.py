@@ -28,6 +28,7 @@ from gateway.config_values import parse_key as parse_key
 from gateway.config_values import parse_net_id as parse_net_id
 from gateway.config_values import parse_prefix as parse_prefix
 from gateway.config_values import parse_size as parse_size
+from gateway.config_values import safe_url
 
 # --------------------------------------------------------------------------- value types
 
@@ -457,9 +458,12 @@ def _check(cfg: Config, b: _Builder) -> None:
                            "ngsi_ld": ("http://", "https://")}[kind]
                 if not url.startswith(schemes):
                     b.fail(f"forward.{kind}[{i}].url",
-                           f"{url!r} must start with {' or '.join(schemes)}")
+                           f"{safe_url(url)!r} must start with {' or '.join(schemes)}")
                 else:
                     _check_url_host(b, f"forward.{kind}[{i}].url", url)
+                if "@" in url.partition("://")[2].partition("/")[0] and getattr(fw, "token", None):
+                    b.fail(f"forward.{kind}[{i}].url", "credentials in the URL and a token: the "
+                           "two would contradict each other at every request; give one of them")
     for i, fwd in enumerate(cfg.forward.gwmp):
         if not fwd.server[0] or not fwd.server[1]:
             b.fail(f"forward.gwmp[{i}].server", "required key is missing (e.g. \"lns.example.org:1700\")")
@@ -554,15 +558,15 @@ def _check_url_host(b: _Builder, path: str, url: str) -> None:
         parts = urlsplit(url)
         port = parts.port  # raises on a bad port
     except ValueError as exc:
-        b.fail(path, f"{url!r}: {exc}")
+        b.fail(path, f"{safe_url(url)!r}: {exc}")
         return
     host = parts.hostname
     if not host:
-        b.fail(path, f"{url!r} has no host (e.g. \"{parts.scheme}://broker.example.org\")")
+        b.fail(path, f"{safe_url(url)!r} has no host (e.g. \"{parts.scheme}://broker.example.org\")")
     elif not is_valid_host(host):
-        b.fail(path, f"{url!r}: {host!r} is neither an IP address nor a host name")
+        b.fail(path, f"{safe_url(url)!r}: {host!r} is neither an IP address nor a host name")
     elif port == 0:
-        b.fail(path, f"{url!r}: port 0")
+        b.fail(path, f"{safe_url(url)!r}: port 0")
 
 
 def _check_zmq_url(b: _Builder, path: str, url: str) -> None:

@@ -122,3 +122,22 @@ def parse_prefix(text: str) -> tuple[int, int]:
     if not sep or not bits.isdigit() or not 0 <= int(bits) <= 32:
         raise ValueError(f"not a DevAddr prefix: {text!r} (use e.g. \"26000000/7\")")
     return parse_devaddr(addr), int(bits)
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for logs and the status page: credentials in it (``user:pass@``) and query
+    values (``?api_key=...``) are secrets, shown as ``***``; scheme, host, port and path stay."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in netloc and not parts.query and not parts.fragment:
+        return url  # nothing secret in it: shown exactly as written
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(f"{q.partition('=')[0]}=***" if "=" in q else "***"
+                     for q in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

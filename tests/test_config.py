@@ -329,3 +329,24 @@ def _a_password_hash() -> str:
 def test_example_config_documents_log_and_open_read_only() -> None:
     text = (Path(__file__).resolve().parent.parent / "deploy" / "schwebe.example.toml").read_text()
     assert "[log]" in text and "open_read_only" in text
+
+
+def test_url_credentials_never_echoed_and_not_beside_a_token() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config_text("""
+[gateway]
+eui = "b827ebfffe000001"
+data_dir = "/tmp/x"
+[[forward.http]]
+name = "p"
+url = "https://city:hunter2@platform.example.org/ingest?api_key=SECRETKEY"
+token = "abc"
+[[forward.http]]
+name = "q"
+url = "ftp://me:pw@platform.example.org/?k=TOPSECRET"
+""")
+    text = "\\n".join(exc.value.problems)
+    assert "credentials in the URL and a token" in text
+    assert "must start with" in text
+    assert "hunter2" not in text and "SECRETKEY" not in text and "TOPSECRET" not in text
+    assert ":pw@" not in text

@@ -243,3 +243,20 @@ async def test_put_aside_records_are_kept_in_a_private_capped_file_after_the_cur
     await again.connect()
     await again.close()
     assert again.health()["put_aside_file"]["records"] == len(kept)
+
+
+def test_url_credentials_and_query_never_reach_status_or_errors() -> None:
+    from gateway.config import HttpForward, NgsiLdForward
+    from gateway.config_values import safe_url
+    from gateway.forward.http import HttpForwarder
+    from gateway.forward.ngsi import NgsiForwarder
+
+    url = "https://city:hunter2@platform.example.org:8443/ingest?api_key=SECRETKEY&v=2"
+    assert safe_url(url) == "https://***@platform.example.org:8443/ingest?api_key=***&v=***"
+    fwd = HttpForwarder(HttpForward(name="p", url=url), gateway_eui=1)
+    shown = repr(fwd.health())
+    assert "hunter2" not in shown and "SECRETKEY" not in shown and "city:" not in shown
+    assert "platform.example.org:8443/ingest" in shown
+    ngsi = NgsiForwarder(NgsiLdForward(name="n", url="https://u:pw@broker.example.org/?token=T0K"))
+    shown = repr(ngsi.health())
+    assert ":pw@" not in shown and "T0K" not in shown and "broker.example.org" in shown

@@ -28,6 +28,7 @@ import cbor2
 import orjson
 
 from gateway.config import HttpForward
+from gateway.config_values import safe_url
 from gateway.forward.base import Forwarder, ForwarderError, SendResult
 from gateway.forward.file import record_json, record_line
 from gateway.forward.tls import client_tls_context, describe_tls_error
@@ -93,6 +94,7 @@ class HttpForwarder(Forwarder):
                          net_ids=cfg.net_ids)
         self.cfg = cfg
         self.gateway_eui = f"{gateway_eui:016x}"
+        self._shown_url = safe_url(cfg.url)  # for logs and status: no credentials
         self._session: aiohttp.ClientSession | None = None
         self.counters: dict[str, int] = {"batches": 0, "records": 0, "retried_requests": 0}
         self.rejected_by_status: dict[str, int] = {}
@@ -194,14 +196,14 @@ class HttpForwarder(Forwarder):
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
         except TimeoutError as exc:
             self._count(self.errors, "timeout")
-            raise ForwarderError("timeout", f"HTTP {self.name}: no answer from {self.cfg.url} "
+            raise ForwarderError("timeout", f"HTTP {self.name}: no answer from {self._shown_url} "
                                  f"within {self.cfg.timeout:g}s (batch {bid})") from exc
         except aiohttp.ClientError as exc:
             tls_exc = _ssl_cause(exc)
             if tls_exc is not None:
                 # A certificate problem, not a network one: the operator fixes files, not cables.
                 self._count(self.errors, "tls")
-                raise ForwarderError("tls", f"HTTP {self.name}: {self.cfg.url}: "
+                raise ForwarderError("tls", f"HTTP {self.name}: {self._shown_url}: "
                                      f"{describe_tls_error(tls_exc)}") from exc
             self._count(self.errors, "connection")
             hint = ""
@@ -209,7 +211,7 @@ class HttpForwarder(Forwarder):
                     and isinstance(exc, OSError) and exc.errno == errno.ECONNRESET):
                 # A TLS 1.3 server refusing a client without certificate often just resets.
                 hint = " (if the server requires a client certificate, set cert_file and key_file)"
-            raise ForwarderError("connection", f"HTTP {self.name}: {self.cfg.url}: {exc}{hint}") from exc
+            raise ForwarderError("connection", f"HTTP {self.name}: {self._shown_url}: {exc}{hint}") from exc
         records = attempt.records
         if 200 <= status < 300:
             self.counters["batches"] += 1
@@ -219,13 +221,13 @@ class HttpForwarder(Forwarder):
             self._count(self.errors, f"http_{status}")
             if retry_after:
                 await asyncio.sleep(retry_after)  # the server said when; the loop's backoff adds jitter
-            raise ForwarderError(f"http_{status}", f"HTTP {self.name}: {self.cfg.url} answered {status} "
+            raise ForwarderError(f"http_{status}", f"HTTP {self.name}: {self._shown_url} answered {status} "
                                  f"for batch {bid}; will retry: {text[:200]}")
         self._count(self.rejected_by_status, str(status))
         self.rejected.append({"batch_id": bid, "status": status, "records": len(records),
                               "first_seq": records[0][0], "last_seq": records[-1][0], "response": text})
         log.warning("forwarder %s: %s answered %d for batch %s (%d records): put aside in %s",
-                    self.name, self.cfg.url, status, bid, len(records), self.dead_letter_path)
+                    self.name, self._shown_url, status, bid, len(records), self.dead_letter_path)
         await asyncio.to_thread(self._put_aside, bid, status, text, records)
 
     def _put_aside(self, bid: str, status: int, text: str, records: tuple[tuple[int, Record], ...]) -> None:
@@ -291,7 +293,7 @@ class HttpForwarder(Forwarder):
 
     def health(self) -> dict[str, Any]:
         path = self.dead_letter_path
-        return {"url": self.cfg.url, "format": self.cfg.format, **self.counters,
+        return {"url": self._shown_url, "format": self.cfg.format, **self.counters,
                 "retry_pending": None if self.pending is None else {
                     "batch_id": self.pending.bid, "records": len(self.pending.records)},
                 "rejected_by_status": dict(self.rejected_by_status),

@@ -22,6 +22,7 @@ import cbor2
 import orjson
 
 from gateway.config import NgsiLdForward
+from gateway.config_values import safe_url
 from gateway.forward.base import Forwarder, ForwarderError, SendResult
 from gateway.records import Record
 
@@ -134,6 +135,7 @@ class NgsiForwarder(Forwarder):
         base = cfg.url.rstrip("/")
         self.endpoint = (f"{base}/ngsi-ld/v1/entityOperations/upsert?options=update"
                          if cfg.api == "ngsi-ld" else f"{base}/v2/op/update")
+        self._shown_endpoint = safe_url(self.endpoint)  # for logs and status: no credentials
         self._session: aiohttp.ClientSession | None = None
         self.newest = NewestPerSpot()
         self.counters: dict[str, int] = {"entities_sent": 0, "stale_skipped": 0, "batches": 0}
@@ -231,18 +233,18 @@ class NgsiForwarder(Forwarder):
                 status = resp.status
         except TimeoutError as exc:
             self._count(self.errors, "timeout")
-            raise ForwarderError("timeout", f"NGSI {self.name}: no answer from {self.endpoint} "
+            raise ForwarderError("timeout", f"NGSI {self.name}: no answer from {self._shown_endpoint} "
                                  f"within {self.cfg.timeout:g}s") from exc
         except aiohttp.ClientError as exc:
             self._count(self.errors, "connection")
-            raise ForwarderError("connection", f"NGSI {self.name}: {self.endpoint}: {exc}") from exc
+            raise ForwarderError("connection", f"NGSI {self.name}: {self._shown_endpoint}: {exc}") from exc
         if status in (200, 201, 204):
             return set()
         if status == 207:
             return self._partial(text)
         if status == 429 or status >= 500:
             self._count(self.errors, f"http_{status}")
-            raise ForwarderError(f"http_{status}", f"NGSI {self.name}: {self.endpoint} answered "
+            raise ForwarderError(f"http_{status}", f"NGSI {self.name}: {self._shown_endpoint} answered "
                                  f"{status}: {text[:200]}")
         # Any other 4xx will not get better by repeating it: put the batch aside, counted.
         self._count(self.put_aside, f"http_{status}")
@@ -270,7 +272,7 @@ class NgsiForwarder(Forwarder):
         return retry
 
     def health(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "api": self.cfg.api, **self.counters,
+        return {"endpoint": self._shown_endpoint, "api": self.cfg.api, **self.counters,
                 "put_aside": dict(self.put_aside), "errors": dict(self.errors),
                 "last_rejection": self.last_rejection,
                 "spots_without_model_attrs": dict(self.incomplete)}

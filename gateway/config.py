@@ -480,6 +480,10 @@ def _check(cfg: Config, b: _Builder) -> None:
         if len(fwd.eui_map) > GwmpForward.MAX_GATEWAYS:
             b.fail(f"forward.gwmp[{i}].eui_map", f"{len(fwd.eui_map)} gateways, at most "
                    f"{GwmpForward.MAX_GATEWAYS} per server (one UDP socket each)")
+    if cfg.web.password_hash is not None:
+        why = _weak_password_hash(cfg.web.password_hash)
+        if why:  # never echo the value: it may be the password itself
+            b.fail("web.password_hash", f"{why}; make one with: schwebe web hash-password")
     spots: dict[str, str] = {}
     for i, dev in enumerate(cfg.parking.devices):
         p = f"parking.devices[{i}]"
@@ -551,6 +555,23 @@ STANDARD_BAUDRATES = (
 def _check_baudrate(b: _Builder, path: str, rate: int) -> None:
     if rate not in STANDARD_BAUDRATES:
         b.fail(path, f"{rate} is not a standard baud rate (e.g. 9600, 19200, 38400, 115200)")
+
+
+def _weak_password_hash(value: str) -> str | None:
+    """Why ``value`` is not a usable scrypt hash (a plain password, weak parameters), or None."""
+    parts = value.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        return "not a scrypt hash (a plain password is never accepted)"
+    try:
+        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+        salt, digest = bytes.fromhex(parts[4]), bytes.fromhex(parts[5])
+    except ValueError:
+        return "not a scrypt hash (its parameters or hex fields do not parse)"
+    if n < 2**14 or r < 8 or p < 1 or n & (n - 1):
+        return f"scrypt parameters N={n}, r={r}, p={p} are too weak (at least N=16384, r=8, p=1)"
+    if len(salt) < 16 or len(digest) < 32:
+        return "scrypt salt or digest too short (16 and 32 bytes at least)"
+    return None
 
 
 def _check_url_host(b: _Builder, path: str, url: str) -> None:

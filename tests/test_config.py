@@ -350,3 +350,32 @@ url = "ftp://me:pw@platform.example.org/?k=TOPSECRET"
     assert "must start with" in text
     assert "hunter2" not in text and "SECRETKEY" not in text and "TOPSECRET" not in text
     assert ":pw@" not in text
+
+
+@pytest.mark.parametrize("value", ["correct horse battery staple",
+                                   "scrypt$1024$8$1$" + "00" * 16 + "$" + "11" * 32,
+                                   "scrypt$16384$8$1$zz$11"])
+def test_password_hash_must_be_a_strong_scrypt_hash_and_is_never_echoed(value: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(f"""
+[gateway]
+eui = "b827ebfffe000001"
+data_dir = "/tmp/x"
+[web]
+password_hash = "{value}"
+""")
+    text = "\\n".join(exc.value.problems)
+    assert text.startswith("web.password_hash: ") and "hash-password" in text
+    assert value not in text
+
+
+def test_a_real_password_hash_passes() -> None:
+    from gateway.web.auth import hash_password
+
+    load_config_text(f"""
+[gateway]
+eui = "b827ebfffe000001"
+data_dir = "/tmp/x"
+[web]
+password_hash = "{hash_password('correct horse battery')}"
+""")

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import urlsplit
 
 from gateway.config_values import is_valid_host as is_valid_host
@@ -295,6 +295,10 @@ class Config:
 _MISSING = object()
 
 
+#: Longest problem message shown (characters); longer ones are cut.
+MAX_PROBLEM: Final = 300
+
+
 class _Builder:
     """Walks the TOML tree against the dataclasses, collecting every problem."""
 
@@ -302,6 +306,9 @@ class _Builder:
         self.problems: list[str] = []
 
     def fail(self, path: str, msg: str) -> None:
+        # A problem is one readable line: a value pasted by mistake (megabytes) is cut.
+        if len(msg) > MAX_PROBLEM:
+            msg = f"{msg[:MAX_PROBLEM]}... ({len(msg)} characters, cut)"
         self.problems.append(f"{path}: {msg}")
 
     def build(self, cls: type[Any], data: Any, path: str) -> Any:

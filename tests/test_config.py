@@ -379,3 +379,10 @@ data_dir = "/tmp/x"
 [web]
 password_hash = "{hash_password('correct horse battery')}"
 """)
+
+
+def test_a_huge_invalid_value_is_cut_in_the_error() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config_text('[gateway]\neui = "' + "x" * 10_000_000 + '"\ndata_dir = "/tmp/x"\n')
+    [problem] = exc.value.problems
+    assert problem.startswith("gateway.eui: ") and len(problem) < 400 and "cut" in problem

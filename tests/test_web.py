@@ -195,3 +195,17 @@ async def test_a_login_storm_does_not_stall_the_event_loop(session: aiohttp.Clie
         assert max(gaps) < 0.04, f"event loop stalled {max(gaps) * 1000:.0f} ms"
     finally:
         await server.stop()
+
+
+async def test_answers_carry_security_headers_and_no_versions(session: aiohttp.ClientSession) -> None:
+    server = await started(username="tech", password_hash=hash_password(PASSWORD))
+    base = server.url.rstrip("/")
+    try:
+        for path in ("/healthz", "/api/status"):
+            async with session.get(base + path) as r:
+                assert r.headers["X-Content-Type-Options"] == "nosniff"
+                assert r.headers["X-Frame-Options"] == "DENY"
+                assert r.headers["Server"] == "schwebe"
+                assert "aiohttp" not in r.headers["Server"] and "Python" not in r.headers["Server"]
+    finally:
+        await server.stop()

@@ -28,6 +28,14 @@ StatusFn = Callable[[], dict[str, Any]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer: no MIME sniffing, no framing by another site, no software versions."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Server"] = "schwebe"
+
+
 class WebServer:
     name = "web"
 
@@ -68,6 +76,7 @@ class WebServer:
         app.router.add_get("/api/status", self._api_status)
         app.router.add_get("/metrics", self._prometheus)
         app.router.add_get("/", self._index)
+        app.on_response_prepare.append(_security_headers)
         return app
 
     async def start(self) -> None:

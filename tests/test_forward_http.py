@@ -260,3 +260,39 @@ def test_url_credentials_and_query_never_reach_status_or_errors() -> None:
     ngsi = NgsiForwarder(NgsiLdForward(name="n", url="https://u:pw@broker.example.org/?token=T0K"))
     shown = repr(ngsi.health())
     assert ":pw@" not in shown and "T0K" not in shown and "broker.example.org" in shown
+
+
+async def test_http_forwarder_is_not_connected_until_the_backend_answers(tmp_path: Any) -> None:
+    """The status page said "connected" for an HTTP backend with nothing listening."""
+    import asyncio
+    import socket
+
+    from gateway.buffer import Buffer
+    from gateway.config import HttpForward
+    from gateway.forward.base import DeliveryLoop
+    from gateway.forward.http import HttpForwarder
+    from gateway.records import make_record
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # closed again: nothing listens there
+    buf = Buffer(tmp_path / "buffer.sqlite3", max_bytes=1 << 20)
+    buf.open()
+    fwd = HttpForwarder(HttpForward(name="p", url=f"http://127.0.0.1:{dead}/ingest"), gateway_eui=1)
+    loop = DeliveryLoop(buf, fwd, backoff_base=0.05, backoff_cap=0.1)
+    buf.register("p", start="oldest")
+    task = asyncio.create_task(loop.run())
+    try:
+        assert loop.health()["connected"] is False  # before anything
+        buf.append(make_record("uplink", "gwmp:0", {"gateway_eui": "01", "rxpk": {"data": "QA=="}}))
+        deadline = asyncio.get_running_loop().time() + 5
+        while not (loop.errors and loop.connected):  # failed once, session open again
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.001)
+        health = loop.health()
+        assert health["connection_open"] is True
+        assert health["connected"] is False  # a session is not an answer
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        buf.close()

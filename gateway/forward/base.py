@@ -97,6 +97,10 @@ class Forwarder(abc.ABC):
 
     broken: asyncio.Event | None = None
     data_dir: Path | None = None
+    #: True when ``connect`` returns only after the backend answered (a CONNACK, a PULL_ACK,
+    #: an open file). HTTP-style forwarders connect without a word from the backend: they
+    #: count as connected only once a request was answered.
+    connect_confirms: bool = True
 
     def __init__(
         self,
@@ -164,6 +168,7 @@ class DeliveryLoop:
         self.clock = clock
         self.sleep = sleep
         self.connected = False
+        self.answered = False  # the backend has answered since the last connect
         self.attempt = 0
         self.errors: dict[str, int] = {}
         self.sent = 0
@@ -188,6 +193,7 @@ class DeliveryLoop:
 
     async def _disconnect(self) -> None:
         self.connected = False
+        self.answered = False
         with contextlib.suppress(Exception):
             await self.forwarder.close()
 
@@ -208,6 +214,7 @@ class DeliveryLoop:
                         await self.sleep(delay)
                         continue
                     self.connected = True
+                    self.answered = self.forwarder.connect_confirms
                     self.connected_at = self.clock()
                     self.reconnects += 1
                 batch = await self._next_batch(name)
@@ -245,6 +252,7 @@ class DeliveryLoop:
                     self.attempt += 1
                     await self.sleep(delay)
                     continue
+                self.answered = True  # the backend answered this request
                 acked = [s for s, _ in wanted] if result.acked is None else [s for s, _ in wanted if s in result.acked]
                 self.buffer.ack(name, batch, [*acked, *skipped])
                 batch = None
@@ -335,7 +343,9 @@ class DeliveryLoop:
         extra = {"backend": backend()} if callable(backend) else {}
         return {
             "name": self.forwarder.name,
-            "connected": self.connected,
+            # "connected" only once the backend answered, never on a socket or session alone
+            "connected": self.connected and self.answered,
+            "connection_open": self.connected,
             "last_ack_age_s": None if self.last_ack is None else round(self.clock() - self.last_ack, 3),
             "lag_records": lag_records,
             "lag_s": lag_s,

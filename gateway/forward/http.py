@@ -89,6 +89,8 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
 
 
 class HttpForwarder(Forwarder):
+    connect_confirms = False  # a session is not an answer: the first request is
+
     def __init__(self, cfg: HttpForward, *, gateway_eui: int) -> None:
         super().__init__(cfg.name, kinds=cfg.kinds or None, dev_addr_prefixes=cfg.dev_addr_prefixes,
                          net_ids=cfg.net_ids)

@@ -128,6 +128,8 @@ def v2_entity(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class NgsiForwarder(Forwarder):
+    connect_confirms = False  # a session is not an answer: the first request is
+
     def __init__(self, cfg: NgsiLdForward) -> None:
         super().__init__(cfg.name, kinds=cfg.kinds or NATURAL_KINDS, dev_addr_prefixes=cfg.dev_addr_prefixes,
                          net_ids=cfg.net_ids)

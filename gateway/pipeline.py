@@ -24,6 +24,7 @@ from gateway.metrics import Metrics
 from gateway.parking.edge import EdgeParking
 from gateway.records import Record, make_record
 from gateway.sdnotify import Notifier
+from gateway.verdict import STATES, verdict
 from gateway.web.server import WebServer
 
 log = logging.getLogger("schwebe.pipeline")
@@ -353,6 +354,8 @@ class Gateway:
         for state in self.supervisor.states.values():
             out.append(("component_restarts_total", (("component", state.name),),
                         float(state.restarts)))
+        # 0 ok, 1 degraded, 2 failing: the page's verdict, for alerting
+        out.append(("health_state", (), float(STATES.index(self.status()["verdict"]["state"]))))
         return out
 
     def healthy(self) -> bool:
@@ -370,7 +373,7 @@ class Gateway:
                 "parser": frames.IMPLEMENTATION,
                 "pid": os.getpid(),
             },
-            "healthy": self.healthy(),
+            "healthy": None,  # filled in below from the verdict
             "counters": {"received": received, "forwarded": forwarded,
                          **self.metrics.snapshot()},
             "sources": {getattr(s, "name", f"source{i}"): s.health()
@@ -388,6 +391,10 @@ class Gateway:
                 for n, s in self.supervisor.states.items()
             },
         }
+        # Readiness for a technician: "ok" only when data flows end to end (gateway/verdict.py);
+        # "healthy" in the JSON means exactly that. Liveness for systemd is /healthz.
+        out["verdict"] = verdict(out)
+        out["healthy"] = out["verdict"]["state"] == "ok"
         if self.simulator is not None:
             out["simulator"] = dataclasses.asdict(self.simulator.counters)
         if self.sim_network_server is not None:

@@ -97,6 +97,9 @@ def test_demo_shows_frames_flowing_and_stops_cleanly_on_ctrl_c() -> None:
                  if line.startswith('schwebe_forwarder_acked_total{forwarder="local-sink"}')]
         assert acked and float(acked[0].split()[-1]) > 0, metrics
         assert "# TYPE schwebe_buffer_records gauge" in metrics
+        # the verdict as a gauge for alerting: 0 ok (everything flows in the demo)
+        assert status["verdict"] == {"state": "ok", "reasons": []}, status["verdict"]
+        assert "schwebe_health_state 0" in metrics
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,10 @@ from gateway.metrics import Metrics
 from gateway.web.server import WebServer
 
 pytestmark = pytest.mark.browser
+
+#: Screenshots a reviewer can look at after a run (ignored by git).
+ARTEFACTS = Path(__file__).resolve().parent.parent / "test-artefacts"
+ARTEFACTS.mkdir(exist_ok=True)
 
 
 def status() -> dict[str, Any]:
@@ -147,6 +152,7 @@ async def test_page_on_the_real_demo_gateway(browser_page: Any, tmp_path: Any) -
         await page.goto(gw.web.url)
         await expect(page.locator("#eui")).to_have_text("b827ebfffe000001")
         await expect(page.locator("#summary")).to_contain_text("healthy")
+        await expect(page.locator("#verdict")).to_contain_text("OK: data flows")
         await expect(page.locator("#gnss")).to_contain_text("satellites", timeout=10000)
         await expect(page.locator("#spots")).to_contain_text("demo:parking:", timeout=10000)
         await expect(page.locator("#forwarders")).to_contain_text("local-sink")
@@ -161,3 +167,32 @@ async def test_page_on_the_real_demo_gateway(browser_page: Any, tmp_path: Any) -
     finally:
         gw.supervisor.request_stop()
         await asyncio.wait_for(task, 20)
+
+
+async def test_verdict_and_its_reasons_show_first_on_a_phone(browser_page: Any) -> None:
+    """The verdict is computed by the daemon (gateway/verdict.py) from the same status; the
+    page shows it and each reason with its action above the fold of a 390x844 phone."""
+    from gateway.verdict import verdict
+
+    s = troubled_status()
+    s["sources"]["modbus:0"] = {"kind": "modbus", "port": "/dev/ttyUSB0", "connected": False,
+                                "last_error": "could not open port /dev/ttyUSB0", "units": []}
+    s["verdict"] = verdict(s)
+    s["healthy"] = False
+    server = WebServer(bind=("127.0.0.1", 0), status=lambda: s, metrics=Metrics(),
+                       healthy=lambda: True, open_read_only=True)
+    await server.start()
+    try:
+        page = browser_page
+        await page.goto(server.url)
+        await expect(page.locator("#verdict")).to_contain_text("FAILING")
+        reasons = page.locator("#verdict-reasons")
+        await expect(reasons).to_contain_text("RS-485 adapter /dev/ttyUSB0 missing")
+        await expect(reasons).to_contain_text("check the USB cable")
+        await expect(reasons).to_contain_text("cannot write the buffer: database or disk is full")
+        box = await page.locator("#verdict").bounding_box()
+        assert box is not None and box["y"] + box["height"] < 844  # no scrolling needed
+        await expect(page.locator("#summary")).to_contain_text("failing")
+        await page.screenshot(path=str(ARTEFACTS / "verdict-failing.png"))
+    finally:
+        await server.stop()

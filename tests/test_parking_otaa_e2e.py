@@ -62,6 +62,14 @@ name = "lns"
 server = "127.0.0.1:{lns_port}"
 start = "oldest"
 
+# A data platform that is down: the parking records are owed to it, so they stay in the
+# buffer (records every backend has are never written), where step 7 reads them.
+[[forward.http]]
+name = "platform"
+url = "http://127.0.0.1:9/ingest"
+kinds = ["parking"]
+start = "oldest"
+
 [[parking.devices]]
 dev_eui = "{DEV_A:016x}"
 model = "{MODEL}"

@@ -36,7 +36,7 @@ def test_demo_shows_frames_flowing_and_stops_cleanly_on_ctrl_c() -> None:
     try:
         banner = ""
         deadline = time.monotonic() + 30
-        while "Ctrl-C" not in banner and time.monotonic() < deadline:
+        while "Press Ctrl-C to stop" not in banner and time.monotonic() < deadline:
             line = proc.stdout.readline()  # type: ignore[union-attr]
             if not line:
                 break
@@ -111,6 +111,10 @@ def test_demo_shows_frames_flowing_and_stops_cleanly_on_ctrl_c() -> None:
     assert "Traceback" not in err
     data_dir = banner.split("--data-dir ")[1].split()[0]
     assert f"deleted its temporary data directory {data_dir}" in err
+    keep = next(line for line in banner.splitlines() if line.startswith("To keep it: "))
+    assert keep.split()[3].endswith("schwebe") and keep.endswith("demo --data-dir DIR"), keep
+    # the demo logs only what needs a look: no flood of info lines under the banner
+    assert '"level": "info"' not in err and "join request seen" not in err
     assert not Path(data_dir).exists()
 
 
@@ -126,4 +130,10 @@ def test_demo_on_a_busy_port_says_in_one_line_which_port_to_use() -> None:
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
     assert f'cannot start web (web.bind = "127.0.0.1:{port}")' in lines[0]
-    assert "schwebe demo --port 8090" in lines[0] and "make demo PORT=8090" in lines[0]
+    assert "make demo PORT=8090" in lines[0]
+    # the command it suggests works as printed (the venv's schwebe, from the repository root)
+    cmd = lines[0].split("try another port: ")[1].split(" (or:")[0].split()
+    assert cmd[-3:] == ["demo", "--port", "8090"] and cmd[0].endswith("schwebe"), cmd
+    res = subprocess.run([*cmd[:-3], "--help"], capture_output=True, text=True, cwd=REPO,
+                         timeout=30)
+    assert res.returncode == 0 and "demo" in res.stdout

@@ -3,6 +3,9 @@
 Appends never touch the disk; ``run()`` commits the pending records once per interval in one
 transaction, off the event loop. Forwarders read live records before they are committed and
 the backlog from disk, each through its own cursor. Must never block a producer on I/O.
+To spare the flash, a commit writes only what some forwarder still owes: records every
+backend acknowledged before their commit are never written, and a commit with nothing to
+write (idle, or every backend current and the store empty) does not touch the store at all.
 
 Durability promise (WAL journal; a commit = one transaction every ``commit_interval``):
 

@@ -187,8 +187,8 @@ def _demo(args: argparse.Namespace) -> int:
     if busy:
         other = 8090 if args.port != 8090 else 8091
         print(f'schwebe: cannot start web (web.bind = "127.0.0.1:{args.port}"): {busy}; '
-              f"try another port: schwebe demo --port {other} (or: make demo PORT={other})",
-              file=sys.stderr)
+              f"try another port: {_schwebe_command()} demo --port {other} "
+              f"(or: make demo PORT={other})", file=sys.stderr)
         return 1
     with contextlib.ExitStack() as stack:
         if args.data_dir:
@@ -197,7 +197,7 @@ def _demo(args: argparse.Namespace) -> int:
         else:
             data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="schwebe-demo-"))
             keep = ("Its data directory is temporary: Ctrl-C deletes it (buffer, forwarded.jsonl).\n"
-                    "To keep it: schwebe demo --data-dir DIR")
+                    f"To keep it: {_schwebe_command()} demo --data-dir DIR")
         text = demo_config_text(data_dir, args.port, _free_udp_port())
         try:
             cfg = load_config_text(text, source="<demo>")

@@ -1,0 +1,71 @@
+"""What `fleet set-config` checks before a config becomes a target.
+
+The gateway's own strict loader decides (``load_config(..., sealed_ok=True)``), so a
+config that a gateway would refuse is never published. Secrets must be sealed to the
+gateway's key (``schwebe fleet seal``): the repository, its web server and the broker
+then carry only ciphertext.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from gateway.config import ConfigError, load_config
+from gateway.fleet import FleetError
+from gateway.fleet.repo import MAX_TARGET, Repository, config_target
+from gateway.remote.sealed import is_sealed
+
+
+def plain_secrets(cfg: Any, path: str = "") -> list[str]:
+    """Key paths of secret fields that hold a value in clear (not ``enc:v1:``)."""
+    found: list[str] = []
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        for f in dataclasses.fields(cfg):
+            v = getattr(cfg, f.name)
+            p = f"{path}.{f.name}" if path else f.name
+            if f.metadata.get("secret"):
+                if v is not None and not is_sealed(v):
+                    found.append(p)
+            else:
+                found += plain_secrets(v, p)
+    elif isinstance(cfg, tuple | list):
+        for i, v in enumerate(cfg):
+            found += plain_secrets(v, f"{path}[{i}]")
+    return found
+
+
+def checked_config(file: Path, eui: str | None, *, allow_plain_secrets: bool = False) -> bytes:
+    """The file's bytes once the gateway's loader accepts it; FleetError naming each problem."""
+    try:
+        size = file.stat().st_size
+    except OSError as exc:
+        raise FleetError(f"{file}: cannot read: {exc.strerror}") from None
+    if size > MAX_TARGET:
+        raise FleetError(f"{file}: oversized target ({size} bytes; gateways accept at most {MAX_TARGET})")
+    try:
+        cfg = load_config(file, sealed_ok=True)
+    except ConfigError as exc:
+        raise FleetError("\n".join([f"{file}: not published, the gateway would refuse it:",
+                                    *(f"  {p}" for p in exc.problems)])) from None
+    if eui is not None and f"{cfg.gateway.eui:016x}" != eui:
+        raise FleetError(f"{file}: gateway.eui is {cfg.gateway.eui:016x} but --gateway is {eui}: "
+                         "the gateway would refuse a config for another gateway")
+    plain = plain_secrets(cfg)
+    if plain and not allow_plain_secrets:
+        raise FleetError("\n".join([
+            f"{file}: not published, secrets in clear would be readable on every server and broker:",
+            *(f"  {p}: seal it with: schwebe fleet seal PUBKEY (PUBKEY from `schwebe config pubkey` "
+              "on that gateway)" for p in plain),
+            "  (or pass --allow-plain-secrets)"]))
+    return file.read_bytes()
+
+
+def set_config(repo: Repository, file: Path, eui: str | None, *, allow_plain_secrets: bool = False) -> int:
+    """Store ``file`` as the gateway's (or the fleet-wide) config target; returns its version."""
+    data = checked_config(file, eui, allow_plain_secrets=allow_plain_secrets)
+    version = repo.bump_version()
+    repo.add_target(config_target(eui), data, version)
+    repo.save()
+    return version

@@ -1,0 +1,1 @@
+"""Remote configuration, gateway side (issue 11)."""

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from securesystemslib.signer import CryptoSigner, SSlibKey
+# Defined in private modules; securesystemslib.signer re-exports them implicitly (mypy strict).
+from securesystemslib.signer._crypto_signer import CryptoSigner
+from securesystemslib.signer._key import SSlibKey
 
 from gateway.fleet import FleetError
 

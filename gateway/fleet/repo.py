@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tuf.api.metadata import (
-    Metadata,
+# The payload classes are defined in _payload; tuf.api.metadata re-exports them implicitly.
+from tuf.api._payload import (
     MetaFile,
     Role,
     Root,
@@ -29,6 +29,7 @@ from tuf.api.metadata import (
     Targets,
     Timestamp,
 )
+from tuf.api.metadata import Metadata
 from tuf.api.serialization.json import JSONSerializer
 
 from gateway.fleet import FleetError

@@ -263,7 +263,13 @@ class ParkingSection:
 
 @dataclass(frozen=True, slots=True)
 class RemoteConfigSection:
-    trusted_keys: tuple[str, ...] = ()
+    """Where signed configs come from (TUF); set on site only, a pushed config cannot change it."""
+
+    root: Path | None = None  # the trusted TUF root.json (from `schwebe fleet init`)
+    repository: str | None = None  # https://.../ with metadata/ and targets/ below it
+    mqtt: str | None = None  # a [[forward.mqtt]] name whose broker carries notifications
+    ca: Path | None = None  # PEM trust anchor for a repository with a private CA
+    poll_interval: float = field(default=300.0, metadata=_conv(parse_duration))
     confirm_window: float = field(default=300.0, metadata=_conv(parse_duration))
 
 
@@ -556,6 +562,31 @@ def _check(cfg: Config, b: _Builder) -> None:
                "anyone on the network could read the page; set username and password_hash")
     if cfg.buffer.commit_interval <= 0 or cfg.buffer.commit_interval > 60:
         b.fail("buffer.commit_interval", "must be between 1ms and 60s")
+    _check_remote(cfg, b)
+
+
+def _check_remote(cfg: Config, b: _Builder) -> None:
+    rc = cfg.remote_config
+    if rc.root is None:
+        for key in ("repository", "mqtt"):
+            if getattr(rc, key) is not None:
+                b.fail(f"remote_config.{key}", "needs remote_config.root, the trusted root.json "
+                       "from `schwebe fleet init` (without it nothing pushed can be trusted)")
+        return
+    if rc.repository is None and rc.mqtt is None:
+        b.fail("remote_config", "root is set but neither repository nor mqtt says where configs come from")
+    if rc.repository is not None:
+        if not rc.repository.startswith(("https://", "http://")):
+            b.fail("remote_config.repository", f"{safe_url(rc.repository)!r} must be an https:// "
+                   "(or http://: TUF signatures protect it either way) URL")
+        else:
+            _check_url_host(b, "remote_config.repository", rc.repository)
+    if rc.mqtt is not None and rc.mqtt not in {m.name for m in cfg.forward.mqtt}:
+        b.fail("remote_config.mqtt", f"{rc.mqtt!r} is not the name of a [[forward.mqtt]]")
+    if not 10 <= rc.poll_interval <= 7 * 86400:
+        b.fail("remote_config.poll_interval", "must be between 10s and 7d")
+    if not 1 <= rc.confirm_window <= 86400:
+        b.fail("remote_config.confirm_window", "must be between 1s and 1d")
 
 
 # Linux termios rates (B50..B4000000): anything else is most likely a typo (96000, 1920).
@@ -650,10 +681,18 @@ def load_config_text(text: str, *, source: str = "<config>", sealed_ok: bool = F
     A config loaded with ``sealed_ok=True`` is for validation only (``fleet set-config``):
     its sealed secrets are still the ``enc:v1:`` strings, not usable values.
     """
+    return load_config_data(parse_toml(text, source), sealed_ok=sealed_ok)
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: not valid TOML: {exc}"]) from None
+
+
+def load_config_data(data: dict[str, Any], *, sealed_ok: bool = False) -> Config:
+    """Check parsed TOML (a dict) against the shape; ConfigError lists every problem."""
     b = _Builder(sealed_ok=sealed_ok)
     cfg = b.build(Config, data, "")
     if cfg is _MISSING or b.problems:

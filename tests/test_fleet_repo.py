@@ -18,7 +18,7 @@ from gateway.fleet.repo import Repository
 from gateway.remote.sealed import gateway_keypair, open_sealed, seal
 
 EUI = "b827ebfffe000001"
-CONFIG = f'[gateway]\neui = "{EUI}"\ndata_dir = "/tmp/x"\n'
+CONFIG = f'[gateway]\neui = "{EUI}"\n'
 
 
 class FileFetcher(FetcherInterface):
@@ -62,8 +62,11 @@ def test_init_publish_is_accepted_by_ngclient(tmp_path: Path) -> None:
 def test_set_config_refuses_invalid_names_key_path(tmp_path: Path) -> None:
     repo = Repository.init(tmp_path / "repo")
     cfg = tmp_path / "bad.toml"
-    cfg.write_text(CONFIG + "[buffer]\nmax_sise = \"1MiB\"\n")
+    cfg.write_text("[buffer]\nmax_sise = \"1MiB\"\n")
     with pytest.raises(FleetError, match=r"buffer\.max_sise: unknown key"):
+        set_config(repo, cfg, None)
+    cfg.write_text(CONFIG)  # a config for every gateway naming one gateway
+    with pytest.raises(FleetError, match=r"gateway\.eui must be left out"):
         set_config(repo, cfg, None)
     assert repo.targets() == {} and repo.config_version == 0
     assert list((tmp_path / "repo" / "targets").rglob("*.toml")) == []

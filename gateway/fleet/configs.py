@@ -12,10 +12,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError
 from gateway.fleet import FleetError
-from gateway.fleet.repo import MAX_TARGET, Repository, config_target
+from gateway.fleet.repo import Repository, config_target
 from gateway.remote.sealed import is_sealed
+from gateway.remote.target import MAX_TARGET, operator_check
 
 
 def plain_secrets(cfg: Any, path: str = "") -> list[str]:
@@ -37,7 +38,11 @@ def plain_secrets(cfg: Any, path: str = "") -> list[str]:
 
 
 def checked_config(file: Path, eui: str | None, *, allow_plain_secrets: bool = False) -> bytes:
-    """The file's bytes once the gateway's loader accepts it; FleetError naming each problem."""
+    """The file's bytes once the gateway's loader accepts it; FleetError naming each problem.
+
+    The rules are the gateway's own (gateway/remote/target.py): eui left out or this
+    gateway's, no data_dir or [remote_config], secrets sealed.
+    """
     try:
         size = file.stat().st_size
     except OSError as exc:
@@ -45,13 +50,14 @@ def checked_config(file: Path, eui: str | None, *, allow_plain_secrets: bool = F
     if size > MAX_TARGET:
         raise FleetError(f"{file}: oversized target ({size} bytes; gateways accept at most {MAX_TARGET})")
     try:
-        cfg = load_config(file, sealed_ok=True)
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FleetError(f"{file}: not UTF-8 text") from None
+    try:
+        cfg = operator_check(text, source=str(file), eui=None if eui is None else int(eui, 16))
     except ConfigError as exc:
         raise FleetError("\n".join([f"{file}: not published, the gateway would refuse it:",
                                     *(f"  {p}" for p in exc.problems)])) from None
-    if eui is not None and f"{cfg.gateway.eui:016x}" != eui:
-        raise FleetError(f"{file}: gateway.eui is {cfg.gateway.eui:016x} but --gateway is {eui}: "
-                         "the gateway would refuse a config for another gateway")
     plain = plain_secrets(cfg)
     if plain and not allow_plain_secrets:
         raise FleetError("\n".join([
@@ -59,7 +65,7 @@ def checked_config(file: Path, eui: str | None, *, allow_plain_secrets: bool = F
             *(f"  {p}: seal it with: schwebe fleet seal PUBKEY (PUBKEY from `schwebe config pubkey` "
               "on that gateway)" for p in plain),
             "  (or pass --allow-plain-secrets)"]))
-    return file.read_bytes()
+    return text.encode("utf-8")
 
 
 def set_config(repo: Repository, file: Path, eui: str | None, *, allow_plain_secrets: bool = False) -> int:

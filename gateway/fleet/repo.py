@@ -34,12 +34,11 @@ from tuf.api.serialization.json import JSONSerializer
 
 from gateway.fleet import FleetError
 from gateway.fleet.keys import generate, load_signer
+from gateway.remote.target import MAX_TARGET  # the gateway refuses larger: refuse here first
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 DAY = 86400.0
 DEFAULT_EXPIRY = {"root": 365 * DAY, "targets": 90 * DAY, "snapshot": 7 * DAY, "timestamp": 1 * DAY}
-#: The gateway refuses larger targets ("oversized target"): refuse them here first.
-MAX_TARGET = 1 << 20
 EUI_RE = re.compile(r"[0-9a-f]{16}")
 BOOK = "fleet.json"
 

@@ -77,6 +77,9 @@ class Supervisor:
     states: dict[str, ComponentState] = field(default_factory=dict)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _tg: asyncio.TaskGroup | None = None
+    _started: list[Any] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def request_stop(self) -> None:
         """The injectable shutdown trigger (signals call this, tests too)."""
@@ -87,12 +90,13 @@ class Supervisor:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
-        started: list[Any] = []
-        tasks: list[asyncio.Task[None]] = []
+        started: list[Any] = self._started
+        tasks: list[asyncio.Task[None]] = self._tasks
         # raised after the TaskGroup, so the caller gets it bare, not in an ExceptionGroup
         start_error: ComponentStartError | None = None
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 for comp in self.components:
                     self.states[comp.name] = ComponentState(comp.name)
                     start = getattr(comp, "start", None)
@@ -119,6 +123,7 @@ class Supervisor:
             if start_error is not None:
                 raise start_error
         finally:
+            self._tg = None
             await self._stop_all(started)
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -141,6 +146,42 @@ class Supervisor:
         log.info("stopping", extra={"fields": {"drain_timeout_s": self.drain_timeout}})
         for task in tasks:  # cancel run loops; stop() below drains
             task.cancel()
+
+    async def add(self, comp: Any) -> None:
+        """Start one more component while the others run (a pushed config added it).
+
+        A failing start() raises ComponentStartError and leaves nothing behind."""
+        if self._tg is None or self._stop.is_set():
+            raise RuntimeError("the supervisor is not running")
+        self.states[comp.name] = ComponentState(comp.name)
+        start = getattr(comp, "start", None)
+        if start is not None:
+            try:
+                await start()
+            except Exception as exc:
+                self.states.pop(comp.name, None)
+                raise ComponentStartError(comp.name, exc) from exc
+        self._started.append(comp)
+        self._tasks.append(self._tg.create_task(self._keep_running(comp),
+                                                name=f"component:{comp.name}"))
+
+    async def remove(self, name: str) -> None:
+        """Stop one component (its run cancelled, its stop() awaited) while the others run."""
+        for task in [t for t in self._tasks if t.get_name() == f"component:{name}"]:
+            self._tasks.remove(task)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for comp in [c for c in self._started if c.name == name]:
+            self._started.remove(comp)
+            stop = getattr(comp, "stop", None)
+            if stop is not None:
+                try:
+                    await asyncio.wait_for(stop(), self.drain_timeout)
+                except Exception:
+                    log.exception("component failed while stopping",
+                                  extra={"fields": {"component": name}})
+        self.states.pop(name, None)
 
     async def _stop_all(self, started: list[Any]) -> None:
         deadline = time.monotonic() + self.drain_timeout

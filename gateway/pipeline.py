@@ -18,7 +18,7 @@ from typing import Any, Literal
 from gateway import frames
 from gateway.app import Supervisor
 from gateway.buffer import Buffer
-from gateway.config import Config, ParkingDevice
+from gateway.config import Config, ForwardCommon, ParkingDevice, WebSection
 from gateway.forward.base import DeliveryLoop
 from gateway.metrics import Metrics
 from gateway.parking.edge import EdgeParking
@@ -84,6 +84,7 @@ class Gateway:
         self.cfg = cfg
         self.metrics = Metrics()
         self.started_at = time.time()
+        self.received_by_source: dict[str, int] = {}
         data_dir = Path(cfg.gateway.data_dir)
         self.buffer = Buffer(
             data_dir / "buffer.sqlite3",
@@ -113,26 +114,11 @@ class Gateway:
         if self.sim_network_server is not None:
             components.append(self.sim_network_server)
         source_components = self._build_sources()
-        for fcfg in cfg.forwarders:
-            from gateway.forward.registry import build_forwarder
-
-            fwd = build_forwarder(fcfg, gateway_eui=cfg.gateway.eui, sources=self.sources)
-            self.forwarders.append(fwd)
-            loop = DeliveryLoop(self.buffer, fwd, max_batch=fcfg.max_batch)
-            self.deliveries[fcfg.name] = loop
-            components.append(Named(f"forward:{fcfg.name}", loop.run))
+        components += [self._delivery(fcfg) for fcfg in cfg.forwarders]
         components += self._build_simulated_serial(data_dir)
         components += source_components
-        self.web = WebServer(
-            bind=cfg.web.bind,
-            status=self.status,
-            metrics=self.metrics,
-            healthy=self.healthy,
-            username=cfg.web.username,
-            password_hash=cfg.web.password_hash,
-            metrics_token=cfg.web.metrics_token,
-            open_read_only=cfg.web.open_read_only,
-        )
+        self.remote: Any = None  # gateway.remote.manager.RemoteConfig, when configs are pushed
+        self.web = self._web(cfg.web)
         components.append(self.web)
         if self.simulator is not None:
             components.append(Named("simulator", self._run_simulator))
@@ -142,6 +128,68 @@ class Gateway:
         self.metrics.add_gauges(self._gauges)
 
     # ------------------------------------------------------------------ building
+
+    def _delivery(self, fcfg: ForwardCommon) -> Named:
+        from gateway.forward.registry import build_forwarder
+
+        fwd = build_forwarder(fcfg, gateway_eui=self.cfg.gateway.eui, sources=self.sources)
+        self.forwarders.append(fwd)
+        loop = DeliveryLoop(self.buffer, fwd, max_batch=fcfg.max_batch)
+        self.deliveries[fcfg.name] = loop
+        return Named(f"forward:{fcfg.name}", loop.run)
+
+    def _web(self, web: WebSection) -> WebServer:
+        return WebServer(
+            bind=web.bind,
+            status=self.status,
+            metrics=self.metrics,
+            healthy=self.healthy,
+            username=web.username,
+            password_hash=web.password_hash,
+            metrics_token=web.metrics_token,
+            open_read_only=web.open_read_only,
+            upload_bundle=self._upload_bundle,
+        )
+
+    async def _upload_bundle(self, blob: bytes) -> dict[str, Any]:
+        if self.remote is None:
+            raise LookupError("remote configuration is not set up ([remote_config] root)")
+        result: dict[str, Any] = await self.remote.upload(blob)
+        return result
+
+    def forwarder(self, name: str) -> Any:
+        """The running forwarder called ``name`` (None if there is none)."""
+        loop = self.deliveries.get(name)
+        return None if loop is None else loop.forwarder
+
+    # ------------------------------------------------------------------ reconfiguring
+
+    async def replace_forwarder(self, name: str, fcfg: ForwardCommon | None) -> None:
+        """Stop forwarder ``name`` (if running) and start it again from ``fcfg`` (None: removed).
+
+        Its cursor stays in the buffer, so a changed forwarder resumes where the old one
+        stopped (at least once); a removed one no longer holds records back. Sources, the
+        buffer and the other forwarders are not touched: no datagram is missed.
+        """
+        if name in self.deliveries:
+            await self.supervisor.remove(f"forward:{name}")
+            old = self.deliveries.pop(name)
+            self.forwarders.remove(old.forwarder)
+        if fcfg is None:
+            self.buffer.unregister(name)
+            return
+        if name not in self.buffer.cursors():
+            self.buffer.register(name, start=fcfg.start, live_first=fcfg.order == "live_first")
+        await self.supervisor.add(self._delivery(fcfg))
+
+    async def replace_web(self, web: WebSection) -> None:
+        await self.supervisor.remove("web")
+        self.web = self._web(web)
+        await self.supervisor.add(self.web)
+
+    def adopt(self, cfg: Config) -> None:
+        """The config now running (after replace_*): what status and later plans compare to."""
+        self.cfg = cfg
 
     def _build_sources(self) -> list[Any]:
         from drivers.dutycycle import GatewayDutyCycles, eu868_bands
@@ -302,6 +350,8 @@ class Gateway:
         """Every record from every source enters here, once."""
         self.buffer.append(record)
         self.metrics.inc("records_received", kind=record.kind)
+        # per input, so a pushed config that silences one is noticed (gateway/remote/)
+        self.received_by_source[record.source] = self.received_by_source.get(record.source, 0) + 1
 
     def accept_stats(self, record: Record) -> None:
         """A concentrator's ``stat``: without a GPS of its own (the usual packet forwarder on a
@@ -395,6 +445,8 @@ class Gateway:
         # "healthy" in the JSON means exactly that. Liveness for systemd is /healthz.
         out["verdict"] = verdict(out)
         out["healthy"] = out["verdict"]["state"] == "ok"
+        if self.remote is not None:
+            out["remote_config"] = self.remote.public()
         if self.simulator is not None:
             out["simulator"] = dataclasses.asdict(self.simulator.counters)
         if self.sim_network_server is not None:

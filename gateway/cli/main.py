@@ -28,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
         _print_config_errors(args.config, exc)
         return 2
     _warn_if_readable(Path(args.config), cfg)
-    return _serve(cfg)
+    return _serve(cfg, config_path=Path(args.config))
 
 
 def _warn_if_readable(path: Path, cfg: object) -> None:
@@ -46,7 +46,8 @@ def _warn_if_readable(path: Path, cfg: object) -> None:
               f"run: chmod 600 {path}", file=sys.stderr)
 
 
-def _serve(cfg: object, banner: Callable[[Any], str] | None = None) -> int:
+def _serve(cfg: object, banner: Callable[[Any], str] | None = None, *,
+           config_path: Path | None = None) -> int:
     from gateway.config import Config
     from gateway.datadir import DataDirBusy, DataDirLock
     from gateway.logs import setup_logging
@@ -65,7 +66,7 @@ def _serve(cfg: object, banner: Callable[[Any], str] | None = None) -> int:
               file=sys.stderr)
         return 1
     try:
-        return _serve_locked(cfg, notifier, banner)
+        return _serve_locked(cfg, notifier, banner, config_path)
     finally:
         lock.release()
 
@@ -83,21 +84,56 @@ def _make_data_dir(data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
 
 
-def _serve_locked(cfg: object, notifier: Any, banner: Callable[[Any], str] | None) -> int:
+def _serve_locked(cfg: object, notifier: Any, banner: Callable[[Any], str] | None,
+                  config_path: Path | None) -> int:
+    import signal
+
     from gateway.app import ComponentStartError, describe_error
     from gateway.config import Config
     from gateway.pipeline import Gateway
 
     assert isinstance(cfg, Config)
-    gw = Gateway(cfg, notifier=notifier)
 
     async def main() -> None:
-        async def show_banner() -> None:
-            if banner:
-                print(banner(gw), flush=True)
+        stopping = False
+        current: list[Gateway] = []
 
-        gw.supervisor.on_ready = show_banner
-        await gw.serve()
+        def on_signal() -> None:
+            nonlocal stopping
+            stopping = True
+            if current:
+                current[-1].supervisor.request_stop()
+
+        async def run_gateway(run_cfg: Config, remote: Any) -> bool:
+            """One Gateway until it stops; True when the daemon itself is to stop."""
+            gw = Gateway(run_cfg, notifier=notifier)
+            current[:] = [gw]
+            if remote is not None:
+                remote.attach(gw)
+
+            async def show_banner() -> None:
+                if banner:
+                    print(banner(gw), flush=True)
+
+            gw.supervisor.on_ready = show_banner
+            if stopping:
+                return True
+            await gw.serve(install_signals=False)
+            return stopping
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            if cfg.remote_config.root is not None and config_path is not None:
+                from gateway.remote.manager import serve_with_remote
+
+                await serve_with_remote(config_path, cfg, run_gateway)
+            else:
+                await run_gateway(cfg, None)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
     rc = 0
     try:
@@ -282,6 +318,7 @@ def _hash_password(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.buffer import add_buffer_parser
     from gateway.cli.decode import add_decode_parser
+    from gateway.cli.remote import add_remote_parsers
     from gateway.cli.simulate import add_simulate_parser
 
     parser = argparse.ArgumentParser(prog="schwebe", description="Edge gateway for city LoRaWAN and parking sensors.")
@@ -317,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "warnings (exit 0).")
     v.add_argument("file", metavar="FILE", help="the configuration file (TOML) to check")
     v.set_defaults(func=_config_validate)
+    add_remote_parsers(csub)
 
     p = sub.add_parser("web", help="web page tools")
     wsub = p.add_subparsers(dest="web_command", required=True, metavar="ACTION")

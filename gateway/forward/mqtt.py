@@ -98,6 +98,51 @@ class MqttForwarder(Forwarder):
         self.errors: dict[str, int] = {}
         # A backlog state arriving after a newer live one must not become the retained state.
         self.newest = NewestPerSpot()
+        # Remote configuration rides on this connection (gateway/remote/manager.py).
+        self._listen: tuple[str, ...] = ()
+        self._listener: Callable[[str, bytes], None] | None = None
+        self._listen_max = 0
+        self._retained: dict[str, bytes] = {}
+
+    # ---- other users of the connection -----------------------------------------------------
+    def listen(self, topics: Sequence[str], on_message: Callable[[str, bytes], None], *,
+               max_bytes: int) -> None:
+        """Subscribe ``topics`` on every connection and hand their messages to ``on_message``
+        (up to ``max_bytes`` each; downlinks keep their own, smaller limit)."""
+        self._listen = tuple(topics)
+        self._listener = on_message
+        self._listen_max = max_bytes
+        conn = self._conn
+        if conn is not None and conn.connected:
+            self._background(self._subscribe_listen(conn))
+
+    def set_retained(self, topic: str, payload: bytes) -> None:
+        """Keep ``topic`` retained on the broker: now if connected, else at the next connect."""
+        self._retained[topic] = payload
+        conn = self._conn
+        if conn is not None and conn.connected:
+            self._background(conn.publish(topic, payload, retain=True))
+
+    def _background(self, aw: Any) -> None:
+        async def guarded() -> None:
+            with contextlib.suppress(MqttWireError, TimeoutError):
+                await asyncio.wait_for(aw, self.publish_timeout)
+
+        task = asyncio.create_task(guarded())
+        self._downlinks.add(task)
+        task.add_done_callback(self._downlinks.discard)
+
+    async def _subscribe_listen(self, conn: MqttConnection) -> None:
+        for topic in self._listen:
+            await asyncio.wait_for(conn.subscribe(topic, qos=1), self.publish_timeout)
+
+    def _listened(self, topic: str) -> bool:
+        for pattern in self._listen:
+            if pattern.endswith("/#") and topic.startswith(pattern[:-1]):
+                return True
+            if topic == pattern:
+                return True
+        return False
 
     # ---- topics ----------------------------------------------------------------------------
     def gateway_topic(self, eui: str, leaf: str) -> str:
@@ -150,7 +195,8 @@ class MqttForwarder(Forwarder):
                 username=self.cfg.username, password=self.cfg.password,
                 will=Will(conn_topic, _dumps(cs.conn_state(self.gateway_eui, False)), retain=True),
                 ssl_context=tls, timeout=self.connect_timeout, max_inflight=self.max_inflight,
-                max_payload=self.max_downlink_bytes, on_message=self._on_message,
+                max_payload=max(self.max_downlink_bytes, self._listen_max),
+                on_message=self._on_message,
                 on_oversize=self._on_oversize, on_lost=lambda err: self._on_lost(err, broken),
             )
         except MqttWireError as exc:
@@ -171,6 +217,9 @@ class MqttForwarder(Forwarder):
             await self._subscribe_down(self.gateway_eui)
             for eui in self._local_euis:
                 await self._subscribe_down(eui)
+            await self._subscribe_listen(conn)
+            for topic, payload in self._retained.items():
+                await asyncio.wait_for(conn.publish(topic, payload, retain=True), self.publish_timeout)
         except (MqttWireError, TimeoutError) as exc:
             await self.close()
             kind = getattr(exc, "kind", "timeout")
@@ -260,8 +309,14 @@ class MqttForwarder(Forwarder):
 
     # ---- downlinks -------------------------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if self._listener is not None and self._listened(topic):
+            self._listener(topic, payload)
+            return
         parts = topic.split("/")
         if len(parts) < 3 or parts[-2:] != ["command", "down"]:
+            return
+        if len(payload) > self.max_downlink_bytes:
+            self._on_oversize(topic, len(payload))
             return
         if len(self._downlinks) >= self.max_pending_downlinks:
             # A flood of commands must not grow tasks without bound; a class A window is gone anyway.

@@ -18,6 +18,7 @@ from typing import Any, Final, Protocol
 
 from gateway import frames
 from gateway.config import ParkingDevice
+from gateway.fsio import write_atomic
 from gateway.parking import registry
 from gateway.parking.sessions import SessionTable, UplinkResult
 from gateway.parking.spots import WIRED_PREFIX, Spot, SpotTable, iso_us
@@ -425,27 +426,6 @@ class EdgeParking:
             for note in notes:
                 log.warning("parking state entry ignored", extra={
                     "fields": {"path": str(path), "detail": note}})
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Replace ``path`` with ``payload``: temp file 0600, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # a leftover temp file may have been created wider
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def _move_aside(path: Path) -> str | None:

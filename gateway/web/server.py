@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.metrics import Metrics
+from gateway.remote import MAX_BUNDLE
 from gateway.web.auth import Lockout, bearer_ok, parse_basic, verify_password
 
 log = logging.getLogger("schwebe.web")
@@ -50,6 +51,7 @@ class WebServer:
         password_hash: str | None = None,
         metrics_token: str | None = None,
         open_read_only: bool = False,
+        upload_bundle: Callable[[bytes], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._bind = bind
         self._status = status
@@ -59,6 +61,7 @@ class WebServer:
         self._password_hash = password_hash
         self._metrics_token = metrics_token
         self._open = open_read_only
+        self._upload_bundle = upload_bundle
         self._runner: web.AppRunner | None = None
         self._verified: dict[bytes, float] = {}  # sha256(header) -> expiry; scrypt is slow
         self._scrypt_slot = asyncio.Semaphore(1)
@@ -76,6 +79,7 @@ class WebServer:
         app.router.add_get("/api/status", self._api_status)
         app.router.add_get("/metrics", self._prometheus)
         app.router.add_get("/", self._index)
+        app.router.add_post("/api/config/bundle", self._config_bundle)
         app.on_response_prepare.append(_security_headers)
         return app
 
@@ -112,8 +116,9 @@ class WebServer:
         if path == "/healthz":
             return await handler(request)
         if path == "/metrics":
+            # a token set is a token required, even where the page is open read-only
             if bearer_ok(request.headers.get("Authorization"), self._metrics_token) or (
-                self._open and request.method == "GET"
+                self._open and request.method == "GET" and not self._metrics_token
             ):
                 return await handler(request)
             return web.json_response({"error": "bearer token required"}, status=401,
@@ -169,6 +174,35 @@ class WebServer:
 
     async def _api_status(self, request: web.Request) -> web.Response:
         return web.json_response(self._status(), dumps=_dumps)
+
+    async def _config_bundle(self, request: web.Request) -> web.Response:
+        """An on-site config bundle (`schwebe fleet bundle`) as the raw request body.
+
+        Only a raw tar body is taken (curl --data-binary @FILE.tar -H 'Content-Type:
+        application/x-tar'): a cross-site form cannot send one, so a logged-in browser
+        cannot be made to upload by another site."""
+        if self._upload_bundle is None:
+            raise web.HTTPNotFound()
+        if request.content_type not in ("application/x-tar", "application/octet-stream"):
+            return web.json_response(
+                {"error": "send the bundle as the body with Content-Type: application/x-tar"},
+                status=415)
+        if (request.content_length or 0) > MAX_BUNDLE:
+            return web.json_response({"error": f"bundle larger than {MAX_BUNDLE} bytes"}, status=413)
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(65536):
+            body += chunk
+            if len(body) > MAX_BUNDLE:
+                return web.json_response({"error": f"bundle larger than {MAX_BUNDLE} bytes"},
+                                         status=413)
+        try:
+            state = await self._upload_bundle(bytes(body))
+        except LookupError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        log.info("config bundle uploaded", extra={"fields": {
+            "client": request.remote, "bytes": len(body), "state": state.get("state")}})
+        ok = state.get("state") in ("confirming", "confirmed")
+        return web.json_response(state, status=200 if ok else 422, dumps=_dumps)
 
     async def _prometheus(self, request: web.Request) -> web.Response:
         return web.Response(text=self._metrics.prometheus(), content_type="text/plain")

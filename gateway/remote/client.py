@@ -1,0 +1,111 @@
+"""One TUF check: which config version the repository offers this gateway, verified.
+
+Synchronous (python-tuf's ngclient is); the manager runs it in a thread. The trusted
+metadata lives in ``<data_dir>/remote/metadata``, shared by every way in (HTTPS, MQTT,
+bundle), so a version seen once can never be replaced by an older one from another path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuf.api import exceptions
+from tuf.ngclient.config import UpdaterConfig
+from tuf.ngclient.fetcher import FetcherInterface
+from tuf.ngclient.updater import Updater
+
+from gateway.remote.target import MAX_TARGET
+
+
+class Refused(Exception):
+    """The repository's answer cannot be trusted or used; the message is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class Offer:
+    version: int
+    target: str  # configs/<eui>.toml or configs/all.toml
+    text: str
+    signed_by: tuple[str, ...]  # key ids (first 8 hex digits) that signed the targets role
+
+
+def _reason(exc: Exception) -> str:
+    detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+    if isinstance(exc, exceptions.ExpiredMetadataError):
+        return f"expired metadata: {detail}"
+    if isinstance(exc, exceptions.UnsignedMetadataError):
+        return f"signatures below threshold or from an untrusted key: {detail}"
+    if isinstance(exc, exceptions.BadVersionNumberError):
+        return f"replayed older metadata (rollback): {detail}"
+    if isinstance(exc, exceptions.LengthOrHashMismatchError):
+        return f"tampered: length or hash does not match the signed metadata: {detail}"
+    if isinstance(exc, exceptions.SlowRetrievalError):
+        return f"repository timed out: {detail}"
+    if isinstance(exc, exceptions.DownloadError):
+        return f"repository unreachable: {detail}"
+    return f"repository refused: {detail}"
+
+
+def check(*, fetcher: FetcherInterface, base_url: str, state_dir: Path, trusted_root: Path,
+          eui: int) -> Offer | None:
+    """The config offered to ``eui`` (its own target, else ``all``), or None when there is none.
+
+    Raises Refused with the reason for anything TUF or our limits do not accept.
+    """
+    metadata_dir = state_dir / "metadata"
+    download_dir = state_dir / "download"
+    metadata_dir.mkdir(parents=True, exist_ok=True)
+    download_dir.mkdir(parents=True, exist_ok=True)
+    bootstrap = None
+    if not (metadata_dir / "root.json").exists():
+        try:
+            bootstrap = trusted_root.read_bytes()
+        except OSError as exc:
+            raise Refused(f"trusted root {trusted_root}: {exc.strerror}") from None
+    base = base_url.rstrip("/") + "/"
+    try:
+        updater = Updater(
+            metadata_dir=str(metadata_dir), metadata_base_url=base + "metadata/",
+            target_dir=str(download_dir), target_base_url=base + "targets/", fetcher=fetcher,
+            config=UpdaterConfig(targets_max_length=1 << 20, snapshot_max_length=1 << 20),
+            bootstrap=bootstrap,
+        )
+        updater.refresh()
+        target = f"configs/{eui:016x}.toml"
+        info = updater.get_targetinfo(target)
+        if info is None:
+            target = "configs/all.toml"
+            info = updater.get_targetinfo(target)
+        if info is None:
+            return None
+        version = info.custom.get("version") if isinstance(info.custom, dict) else None
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise Refused(f"{target}: no version in its signed metadata (custom.version)")
+        if info.length > MAX_TARGET:
+            raise Refused(f"{target} version {version}: oversized target ({info.length} bytes, "
+                          f"at most {MAX_TARGET})")
+        path = Path(updater.download_target(info, str(download_dir / "config.toml")))
+    except Refused:
+        raise
+    except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
+        raise Refused(_reason(exc)) from None
+    except (OSError, ValueError) as exc:  # a damaged local cache, bad JSON from the server
+        raise Refused(f"repository refused: {' '.join(str(exc).split())[:200]}") from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise Refused(f"{target} version {version}: not UTF-8 text") from None
+    finally:
+        path.unlink(missing_ok=True)
+    return Offer(version, target, text, _signers(metadata_dir / "targets.json"))
+
+
+def _signers(path: Path) -> tuple[str, ...]:
+    try:
+        sigs = json.loads(path.read_bytes()).get("signatures", [])
+        return tuple(sorted(str(s["keyid"])[:8] for s in sigs if s.get("sig")))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return ()
+

@@ -500,7 +500,7 @@ def _check(cfg: Config, b: _Builder) -> None:
         if len(fwd.eui_map) > GwmpForward.MAX_GATEWAYS:
             b.fail(f"forward.gwmp[{i}].eui_map", f"{len(fwd.eui_map)} gateways, at most "
                    f"{GwmpForward.MAX_GATEWAYS} per server (one UDP socket each)")
-    if cfg.web.password_hash is not None:
+    if cfg.web.password_hash is not None and not cfg.web.password_hash.startswith(SEALED_PREFIX):
         why = _weak_password_hash(cfg.web.password_hash)
         if why:  # never echo the value: it may be the password itself
             b.fail("web.password_hash", f"{why}; make one with: schwebe web hash-password")

@@ -147,12 +147,12 @@ class Site:
     """One gateway on site: its config file, its repository, its ports."""
 
     def __init__(self, tmp: Path, broker: Mosquitto, *, https: bool = True,
-                 confirm_window: str = "3s") -> None:
+                 confirm_window: str = "3s", thresholds: dict[str, int] | None = None) -> None:
         self.tmp = tmp
         self.udp, self.web = free_port(socket.SOCK_DGRAM), free_port()
         self.data = tmp / "data"
         self.repo_dir = tmp / "repo"
-        self.repo = Repository.init(self.repo_dir)
+        self.repo = Repository.init(self.repo_dir, thresholds=thresholds)
         self.repo.publish()
         self.served = tmp / "served"
         self.serve_copy()
@@ -189,9 +189,25 @@ confirm_window = "{confirm_window}"
         self.serve_copy()
         return version
 
+    def push_unchecked(self, path: str, data: bytes) -> int:
+        """A target the operator tools would refuse (to see that the gateway refuses it too)."""
+        version = self.repo.bump_version()
+        self.repo.add_target(path, data, version)
+        self.repo.save()
+        self.repo.publish()
+        self.serve_copy()
+        return version
+
     def close(self) -> None:
         if self.https:
             self.https.close()
+
+
+def gateway_pubkey(config: Path) -> str:
+    """What an operator asks the gateway for before sealing its secrets."""
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "config", "pubkey", "--config",
+                           str(config)], capture_output=True, text=True, cwd=REPO,
+                          check=True).stdout.strip()
 
 
 def remote(status: dict[str, Any]) -> dict[str, Any]:
@@ -218,9 +234,7 @@ def test_https_push_confirms_and_a_broken_config_rolls_back_losing_no_frame(site
         pid = gw.status()["gateway"]["pid"]
 
         # v1: a second forwarder (hot: the UDP source keeps its socket) and a sealed token
-        pubkey = subprocess.run([sys.executable, "-m", "gateway.cli", "config", "pubkey", "--config",
-                                 str(site.config)], capture_output=True, text=True, cwd=REPO,
-                                check=True).stdout.strip()
+        pubkey = gateway_pubkey(site.config)
         token = "metrics-token-not-in-clear-4711"
         archive = site.data / "archive.jsonl"
         v1 = site.push(target(site.broker.url, f"""metrics_token = "{seal(pubkey, token)}"
@@ -278,3 +292,230 @@ path = "{archive}"
     finally:
         gw.stop()
         listener.close()
+
+
+ARCHIVE = '[[forward.file]]\nname = "archive"\npath = "{data}/archive.jsonl"\n'
+
+
+def test_every_bad_push_is_refused_with_a_reason_and_the_running_config_kept(
+        tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    site = Site(tmp_path, mosquitto, thresholds={"targets": 2})
+    listener = Broker(site.broker)
+    gw = Daemon(site.config, site.web)
+    good = target(site.broker.url, ARCHIVE.replace("{data}", str(site.data)))
+    seen: list[str] = []
+
+    def refused(contains: str) -> dict[str, Any]:
+        listener.notify()
+        st = gw.wait(f"refused: {contains}", lambda s: remote(s)["state"] == "refused"
+                     and contains in (remote(s)["reason"] or "") and remote(s)["reason"] not in seen, 20)
+        seen.append(remote(st)["reason"])
+        # the running config is untouched: still version 1, both forwarders there, delivering
+        assert remote(st)["last_confirmed"] == v1 and "archive" in st["forwarders"]
+        assert st["forwarders"]["city"]["connected"]
+        assert "\n" not in remote(st)["reason"] and contains in gw.output()  # one line, logged
+        return st
+
+    try:
+        gw.wait("forwarder connected", lambda s: s["forwarders"]["city"]["connected"])
+        v1 = site.push(good)
+        listener.notify()
+        gw.wait("v1 confirmed", lambda s: remote(s)["state"] == "confirmed", 30)
+        old_timestamp = (site.served / "metadata" / "timestamp.json").read_bytes()
+
+        # tampered target: the served bytes differ from the signed hash and length
+        site.push(good + "# v2\n")
+        sha = site.repo.targets()["configs/all.toml"]["sha256"]
+        with (site.served / "targets" / "configs" / f"{sha}.all.toml").open("a") as f:
+            f.write("[[forward.file]]\nname = \"leak\"\npath = \"/tmp/leak\"\n")
+        refused("tampered")
+
+        # one signature where the targets role needs two
+        signers = site.repo._signers
+        monkeypatch.setattr(site.repo, "_signers",
+                            lambda role: signers(role)[:1] if role == "targets" else signers(role))
+        site.push(good + "# v3\n")
+        refused("signatures below threshold")
+        monkeypatch.undo()
+
+        # metadata signed by keys the gateway's root does not name
+        other = Repository.init(tmp_path / "other")
+        (tmp_path / "o.toml").write_text(site.fill(good))
+        set_config(other, tmp_path / "o.toml", None)
+        other.publish()
+        other.publish()
+        other.publish()
+        for name in ("timestamp.json", "2.snapshot.json", "2.targets.json"):
+            shutil.copy(tmp_path / "other" / "metadata" / name, site.served / "metadata" / name)
+        refused("timestamp was signed by 0/1 keys")  # none of the keys it trusts
+        site.serve_copy()
+
+        # expired metadata (signed by the right keys, but its time is over)
+        from datetime import UTC, datetime, timedelta
+
+        stale = Repository.open(site.repo_dir, now=lambda: datetime.now(UTC) - timedelta(days=3))
+        (tmp_path / "s.toml").write_text(site.fill(good + "# v5\n"))
+        set_config(stale, tmp_path / "s.toml", None)
+        stale.publish()
+        site.serve_copy()
+        refused("expired")
+        site.repo = Repository.open(site.repo_dir)
+
+        # an older timestamp replayed after a newer one was seen
+        v1 = site.push(good + "# newer\n")
+        listener.notify()
+        gw.wait("newer confirmed", lambda s: remote(s)["state"] == "confirmed"
+                and remote(s)["version"] == v1, 20)
+        (site.served / "metadata" / "timestamp.json").write_bytes(old_timestamp)
+        refused("replayed older metadata")
+        site.serve_copy()
+
+        # a config that fails the gateway's own validation
+        site.push_unchecked("configs/all.toml", b"[buffer]\nmax_sise = 1\n")
+        refused("buffer.max_sise: unknown key")
+
+        # a config naming another gateway, in this gateway's own target
+        site.push_unchecked(f"configs/{EUI}.toml", site.fill(good).encode()
+                            + b'[gateway]\neui = "0000000000000002"\n')
+        refused("for another gateway")
+        site.repo.remove_target(f"configs/{EUI}.toml")
+
+        # an oversized target (the operator tools refuse it too: patched away here)
+        import gateway.fleet.repo as repo_module
+
+        monkeypatch.setattr(repo_module, "MAX_TARGET", 8 << 20)
+        site.push_unchecked("configs/all.toml", site.fill(good).encode() + b"#" * (1100 << 10))
+        refused("oversized target")
+        monkeypatch.undo()
+
+        # and after all that a good config still goes through
+        v = site.push(good + "# fine again\n")
+        listener.notify()
+        gw.wait("good config confirmed", lambda s: remote(s)["state"] == "confirmed"
+                and remote(s)["version"] == v, 30)
+    finally:
+        gw.stop()
+        listener.close()
+        site.close()
+
+
+def test_a_repository_that_never_answers_is_refused_in_time(tmp_path: Path) -> None:
+    from gateway.remote import client
+    from gateway.remote.fetchers import HttpsFetcher
+
+    repo = Repository.init(tmp_path / "repo")
+    with socket.socket() as stalled:  # accepts connections (backlog), never answers
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(8)
+        port = stalled.getsockname()[1]
+        t0 = time.monotonic()
+        with pytest.raises(client.Refused, match="repository timed out"):
+            client.check(fetcher=HttpsFetcher(timeout=1.0), base_url=f"https://127.0.0.1:{port}/",
+                         state_dir=tmp_path / "state", trusted_root=repo.path / "metadata" / "1.root.json",
+                         eui=int(EUI, 16))
+        assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize("step", ["candidate-written", "staged", "confirming", "applied",
+                                  "window-passed", "promoted"])
+def test_kill_9_at_every_apply_step_leaves_a_loadable_consistent_config(
+        tmp_path: Path, mosquitto: Mosquitto, step: str) -> None:  # noqa: F811
+    from gateway.remote.manager import KILL_AT_ENV
+
+    site = Site(tmp_path, mosquitto, confirm_window="1s")
+    listener = Broker(site.broker)
+    gw = Daemon(site.config, site.web, env={KILL_AT_ENV: step})
+    try:
+        gw.wait("forwarder connected", lambda s: s["forwarders"]["city"]["connected"])
+        v1 = site.push(target(site.broker.url, ARCHIVE.replace("{data}", str(site.data))))
+        listener.notify()
+        assert gw.proc.wait(20) == -9  # killed itself at the step
+        gw.stop()
+        gw = Daemon(site.config, site.web)  # as systemd would start it again
+        st = gw.wait("daemon up again", lambda s: s["forwarders"]["city"]["connected"])
+        r = remote(st)
+        if step in ("candidate-written", "staged"):
+            # never ran: dropped, fetched again and tried as if for the first time
+            assert r["state"] in ("none", "staged", "confirming", "confirmed"), r
+            listener.notify()
+            st = gw.wait("confirmed after all", lambda s: remote(s)["state"] == "confirmed", 20)
+            assert remote(st)["version"] == v1 and "archive" in st["forwarders"]
+        elif step == "promoted":
+            # the window had passed and the file was promoted: it is the confirmed config
+            assert r["state"] == "confirmed" and r["version"] == v1 and "archive" in st["forwarders"], r
+        else:
+            # stopped while confirming: back to the on-site file, that version never again
+            assert r["state"] == "rolled-back" and r["version"] == v1, r
+            assert "restarted before version 1 was confirmed" in r["reason"]
+            assert "archive" not in st["forwarders"]
+            listener.notify()
+            time.sleep(1.5)
+            assert remote(gw.status())["state"] == "rolled-back"
+        assert not (site.data / "remote" / "candidate.toml").exists() or remote(gw.status())["state"] in ("staged", "confirming")
+    finally:
+        gw.stop()
+        listener.close()
+        site.close()
+
+
+def test_broker_only_city_mqtt_mirror_and_an_on_site_bundle(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    """No web server of the city's: the repository rides on the broker as retained messages.
+    A change outside the forwarders (closed spots) restarts the components in-process; an
+    operator on site uploads a bundle, verified against the same root."""
+    import io
+    import tarfile
+
+    from gateway.web.auth import hash_password
+
+    site = Site(tmp_path, mosquitto, https=False)
+    listener = Broker(site.broker)
+    gw = Daemon(site.config, site.web)
+    try:
+        st = gw.wait("forwarder connected", lambda s: s["forwarders"]["city"]["connected"])
+        sealed = seal(gateway_pubkey(site.config), hash_password("a long test password"))
+        login = f'username = "operator"\npassword_hash = "{sealed}"\n'
+        pid = st["gateway"]["pid"]
+        v1 = site.push(target(site.broker.url, login + '[parking]\nclosed_spots = ["roadworks:1"]\n'))
+        listener.mirror(site.repo_dir)  # no notification needed: the new timestamp is one
+        st = gw.wait("v1 confirmed", lambda s: remote(s)["state"] == "confirmed", 30)
+        assert remote(st)["version"] == v1 and remote(st)["source"] == "mqtt"
+        assert st["gateway"]["pid"] == pid and "parking" in remote(st)["history"][-1]["changes"]
+        assert listener.states[EUI]["state"] == "confirmed"
+
+        # on site: a bundle of the repository, uploaded with the operator's login
+        v2 = site.push(target(site.broker.url, login + ARCHIVE.replace("{data}", str(site.data))))
+        blob = io.BytesIO()
+        with tarfile.open(fileobj=blob, mode="w") as tar:
+            for sub in ("metadata", "targets"):
+                tar.add(site.repo_dir / sub, arcname=sub)
+        auth = "Basic " + base64.b64encode(b"operator:a long test password").decode()
+        url = f"http://127.0.0.1:{site.web}/api/config/bundle"
+        req = urllib.request.Request(url, data=blob.getvalue(), method="POST", headers={
+            "Content-Type": "application/x-tar", "Authorization": auth})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            answer = json.load(r)
+        assert answer["state"] in ("confirming", "confirmed") and answer["version"] == v2
+        st = gw.wait("v2 confirmed", lambda s: remote(s)["state"] == "confirmed"
+                     and remote(s)["version"] == v2, 30)
+        assert remote(st)["source"] == "bundle" and "archive" in st["forwarders"]
+        # a form post from another site cannot upload (only a raw tar body is taken)
+        req = urllib.request.Request(url, data=b"a=1", method="POST", headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Authorization": auth})
+        with pytest.raises(urllib.error.HTTPError, match="415"):
+            urllib.request.urlopen(req, timeout=10)
+        # without the login: refused
+        req = urllib.request.Request(url, data=blob.getvalue(), method="POST",
+                                     headers={"Content-Type": "application/x-tar"})
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(req, timeout=10)
+        # a bundle that is not one: refused with the reason, running config kept
+        req = urllib.request.Request(url, data=b"not a tar" * 100, method="POST", headers={
+            "Content-Type": "application/x-tar", "Authorization": auth})
+        with pytest.raises(urllib.error.HTTPError, match="422") as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert "not a bundle" in json.load(err.value)["reason"]
+        assert remote(gw.status())["last_confirmed"] == v2
+    finally:
+        gw.stop()
+        listener.close()
+        site.close()

@@ -22,6 +22,10 @@ from gateway.remote.target import MAX_TARGET
 class Refused(Exception):
     """The repository's answer cannot be trusted or used; the message is the one-line reason."""
 
+    def __init__(self, reason: str, version: int | None = None) -> None:
+        super().__init__(reason)
+        self.version = version
+
 
 @dataclass(frozen=True)
 class Offer:
@@ -39,7 +43,7 @@ def _reason(exc: Exception) -> str:
         return f"signatures below threshold or from an untrusted key: {detail}"
     if isinstance(exc, exceptions.BadVersionNumberError):
         return f"replayed older metadata (rollback): {detail}"
-    if isinstance(exc, exceptions.LengthOrHashMismatchError):
+    if isinstance(exc, exceptions.LengthOrHashMismatchError | exceptions.DownloadLengthMismatchError):
         return f"tampered: length or hash does not match the signed metadata: {detail}"
     if isinstance(exc, exceptions.SlowRetrievalError):
         return f"repository timed out: {detail}"
@@ -82,11 +86,14 @@ def check(*, fetcher: FetcherInterface, base_url: str, state_dir: Path, trusted_
             return None
         version = info.custom.get("version") if isinstance(info.custom, dict) else None
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise Refused(f"{target}: no version in its signed metadata (custom.version)")
+            raise Refused(f"{target}: no version in its signed metadata (custom.version)", None)
         if info.length > MAX_TARGET:
             raise Refused(f"{target} version {version}: oversized target ({info.length} bytes, "
-                          f"at most {MAX_TARGET})")
-        path = Path(updater.download_target(info, str(download_dir / "config.toml")))
+                          f"at most {MAX_TARGET})", version)
+        try:
+            path = Path(updater.download_target(info, str(download_dir / "config.toml")))
+        except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
+            raise Refused(f"{target} version {version}: {_reason(exc)}", version) from None
     except Refused:
         raise
     except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
@@ -96,7 +103,7 @@ def check(*, fetcher: FetcherInterface, base_url: str, state_dir: Path, trusted_
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise Refused(f"{target} version {version}: not UTF-8 text") from None
+        raise Refused(f"{target} version {version}: not UTF-8 text", version) from None
     finally:
         path.unlink(missing_ok=True)
     return Offer(version, target, text, _signers(metadata_dir / "targets.json"))

@@ -90,6 +90,12 @@ class RemoteConfig:
         if st.state == "staged":  # never ran: drop it, the next check fetches it again
             self.store.drop_candidate()
             self._set("confirmed" if st.running is not None else "none", st.running, None, st.source)
+        elif st.state == "confirming" and self.store.candidate() is None and st.version is not None:
+            # killed between promoting the file and saying so: the window had passed
+            st.running = st.version
+            self._set("confirmed", st.version, None, st.source)
+            self.store.audit(version=st.version, source=st.source, outcome="confirmed",
+                             reason="confirmed before a restart")
         elif st.state == "confirming":
             failed = st.version
             if failed is not None:
@@ -197,9 +203,12 @@ class RemoteConfig:
                                        sum(map(len, self.mirror.values())) + len(payload) > MIRROR_BYTES):
             log.warning("remote config: MQTT mirror full; ignoring %s", rel)
             return
+        again = self.mirror.get(rel) == payload
         self.mirror[rel] = payload
-        if rel == "metadata/timestamp.json":
-            self._wake.set()  # a new publish ends with its timestamp
+        if rel == "metadata/timestamp.json" and not again:
+            # a new publish ends with its timestamp; the same one redelivered at a reconnect
+            # (retained) is nothing new
+            self._wake.set()
 
     async def run(self) -> None:
         await self._attached.wait()
@@ -254,6 +263,8 @@ class RemoteConfig:
                     started.set()
 
     def _refuse(self, version: int | None, source: str, reason: str) -> None:
+        if (self.st.state, self.st.version, self.st.reason) == ("refused", version, reason):
+            return  # the same answer at every poll: said once (and not rewritten on flash)
         if version is not None and version not in self.st.rejected:
             self.st.rejected.append(version)
         self._set("refused", version, reason, source)
@@ -266,7 +277,7 @@ class RemoteConfig:
                 client.check, fetcher=fetcher, base_url=base_url, state_dir=self.store.dir,
                 trusted_root=Path(str(self.rc.root)), eui=self.eui)
         except client.Refused as exc:
-            self._refuse(None, source, str(exc))
+            self._refuse(exc.version, source, str(exc))
             return
         if offer is None:
             return

@@ -56,6 +56,17 @@ def describe_error(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+async def cancel_and_wait(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel until done. On Python 3.11 a cancellation that meets a completing
+    ``asyncio.wait_for`` can be lost (a forwarder's PUBACK arriving just then), and a task
+    cancelled only once would run on and hold up a reconfiguration or the shutdown."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+
+
 @dataclass
 class ComponentState:
     name: str
@@ -144,8 +155,7 @@ class Supervisor:
         await self._stop.wait()
         self.notifier.notify("STOPPING=1")
         log.info("stopping", extra={"fields": {"drain_timeout_s": self.drain_timeout}})
-        for task in tasks:  # cancel run loops; stop() below drains
-            task.cancel()
+        await cancel_and_wait(tasks)  # run loops end; stop() below drains
 
     async def add(self, comp: Any) -> None:
         """Start one more component while the others run (a pushed config added it).
@@ -167,11 +177,10 @@ class Supervisor:
 
     async def remove(self, name: str) -> None:
         """Stop one component (its run cancelled, its stop() awaited) while the others run."""
-        for task in [t for t in self._tasks if t.get_name() == f"component:{name}"]:
+        mine = [t for t in self._tasks if t.get_name() == f"component:{name}"]
+        for task in mine:
             self._tasks.remove(task)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(mine)
         for comp in [c for c in self._started if c.name == name]:
             self._started.remove(comp)
             stop = getattr(comp, "stop", None)

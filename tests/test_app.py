@@ -191,3 +191,31 @@ def test_notifier_without_socket_is_silent() -> None:
     n = Notifier(None)
     assert not n.enabled
     n.notify("READY=1")  # must not raise
+
+
+async def test_remove_stops_a_component_that_swallowed_its_cancellation() -> None:
+    """Python 3.11's wait_for can lose a cancellation (the awaited result arriving just then);
+    a reconfiguration must still get the old component to stop, not wait for it forever."""
+
+    class Stubborn:
+        name = "stubborn"
+        stopped = False
+
+        async def run(self) -> None:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                pass  # lost, as wait_for loses it
+            await asyncio.sleep(60)
+
+        async def stop(self) -> None:
+            self.stopped = True
+
+    comp = Stubborn()
+    sup = Supervisor([comp])
+    serving = asyncio.create_task(sup.serve(install_signals=False))
+    await asyncio.wait_for(sup.ready.wait(), 5)
+    await asyncio.wait_for(sup.remove("stubborn"), 5)
+    assert comp.stopped and "stubborn" not in sup.states
+    sup.request_stop()
+    await asyncio.wait_for(serving, 5)

@@ -288,7 +288,10 @@ path = "{archive}"
                       (site.data / "remote" / "confirmed.toml").read_text()):
             assert token not in where
         # conditional polling: an unchanged timestamp.json is answered 304
-        assert any(line.startswith("GET /metadata/timestamp.json") for line in site.https.log())  # type: ignore[union-attr]
+        requests = site.https.log()  # type: ignore[union-attr]
+        assert "GET /metadata/timestamp.json 304" in requests
+        # the rolled-back version's target was downloaded once, not at every later check
+        assert len([r for r in requests if r.startswith("GET /targets/")]) == 2
     finally:
         gw.stop()
         listener.close()

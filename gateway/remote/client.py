@@ -8,6 +8,7 @@ bundle), so a version seen once can never be replaced by an older one from anoth
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ class Refused(Exception):
 class Offer:
     version: int
     target: str  # configs/<eui>.toml or configs/all.toml
-    text: str
+    text: str | None  # None: not downloaded (a version the caller said it has no use for)
     signed_by: tuple[str, ...]  # key ids (first 8 hex digits) that signed the targets role
 
 
@@ -53,8 +54,10 @@ def _reason(exc: Exception) -> str:
 
 
 def check(*, fetcher: FetcherInterface, base_url: str, state_dir: Path, trusted_root: Path,
-          eui: int) -> Offer | None:
+          eui: int, skip: Callable[[int], bool] = lambda v: False) -> Offer | None:
     """The config offered to ``eui`` (its own target, else ``all``), or None when there is none.
+
+    A version ``skip`` says is of no use (running, or once rolled back) is not downloaded.
 
     Raises Refused with the reason for anything TUF or our limits do not accept.
     """
@@ -87,6 +90,8 @@ def check(*, fetcher: FetcherInterface, base_url: str, state_dir: Path, trusted_
         version = info.custom.get("version") if isinstance(info.custom, dict) else None
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise Refused(f"{target}: no version in its signed metadata (custom.version)", None)
+        if skip(version):
+            return Offer(version, target, None, ())
         if info.length > MAX_TARGET:
             raise Refused(f"{target} version {version}: oversized target ({info.length} bytes, "
                           f"at most {MAX_TARGET})", version)

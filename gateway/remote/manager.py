@@ -275,7 +275,8 @@ class RemoteConfig:
         try:
             offer = await asyncio.to_thread(
                 client.check, fetcher=fetcher, base_url=base_url, state_dir=self.store.dir,
-                trusted_root=Path(str(self.rc.root)), eui=self.eui)
+                trusted_root=Path(str(self.rc.root)), eui=self.eui,
+                skip=lambda v: v in self.st.rejected or (self.st.running or 0) >= v)
         except client.Refused as exc:
             self._refuse(exc.version, source, str(exc))
             return
@@ -288,7 +289,7 @@ class RemoteConfig:
                 self._refuse(v, source, f"version {v} is older than the confirmed version "
                              f"{confirmed} (a replay?)")
             return
-        if v in self.st.rejected:
+        if v in self.st.rejected or offer.text is None:
             return  # rolled back or refused once: the operator publishes a new version
         signed = ",".join(offer.signed_by)
         try:

@@ -209,3 +209,36 @@ async def test_answers_carry_security_headers_and_no_versions(session: aiohttp.C
                 assert "aiohttp" not in r.headers["Server"] and "Python" not in r.headers["Server"]
     finally:
         await server.stop()
+
+
+async def test_slow_header_clients_cannot_hold_the_page(session: aiohttp.ClientSession,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 clients that open a connection and trickle a request head (slowloris): the page
+    still answers a phone at once, and the silent connections are cut after the deadline."""
+    import asyncio
+
+    import gateway.web.server as web_server
+
+    monkeypatch.setattr(web_server, "HEADER_TIMEOUT_S", 1.0)
+    server = await started(open_read_only=True)
+    host, port = server.bound_address  # type: ignore[misc]
+    slow = []
+    for _ in range(200):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /api/status HTTP/1.1\r\nHost: x\r\n")  # never finished
+        slow.append((reader, writer))
+    async with session.get(server.url + "api/status", timeout=aiohttp.ClientTimeout(total=5)) as r:
+        assert r.status == 200
+    assert len(server._guard.open) <= web_server.MAX_CONNECTIONS
+    await asyncio.sleep(1.5)
+    closed = 0
+    for reader, writer in slow:
+        try:
+            data = await asyncio.wait_for(reader.read(100), 0.5)
+        except (ConnectionError, TimeoutError):
+            continue
+        closed += data == b""  # EOF: the server hung up
+        writer.close()
+    assert closed == 200, f"only {closed} of 200 slow connections were cut"
+    assert len(server._guard.open) <= 1  # the phone's kept-alive connection only
+    await server.stop()

@@ -63,6 +63,8 @@ class WebServer:
         self._open = open_read_only
         self._upload_bundle = upload_bundle
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._guard = ConnectionGuard()
         self._verified: dict[bytes, float] = {}  # sha256(header) -> expiry; scrypt is slow
         self._scrypt_slot = asyncio.Semaphore(1)
         self._lockout = Lockout()
@@ -84,12 +86,16 @@ class WebServer:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False,
+                                     keepalive_timeout=KEEPALIVE_S)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._bind[0], self._bind[1], reuse_address=True)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        inner = self._runner.server
+        assert inner is not None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Guarded(inner(), self._guard), self._bind[0], self._bind[1],
+            reuse_address=True)
+        sockets = list(self._server.sockets)
         self.bound_address = sockets[0].getsockname()[:2] if sockets else self._bind
         log.info("web page listening", extra={"fields": {"url": self.url}})
 
@@ -104,6 +110,9 @@ class WebServer:
         await asyncio.Event().wait()
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -112,6 +121,7 @@ class WebServer:
 
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self._guard.request_seen(request.transport)
         path = request.path
         if path == "/healthz":
             return await handler(request)
@@ -212,6 +222,90 @@ class WebServer:
         return web.Response(text=html, content_type="text/html",
                             headers={"Cache-Control": "no-store",
                                      "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"})
+
+
+#: A connection must send a whole request head within this (slow-header clients are cut off).
+HEADER_TIMEOUT_S = 10.0
+#: An idle kept-alive connection is closed after this.
+KEEPALIVE_S = 15.0
+#: Connections at once: a phone opens a handful; more is someone holding sockets.
+MAX_CONNECTIONS = 64
+
+
+class ConnectionGuard:
+    """Bounds the page's connections: how many at once, and how long one may take to say
+    what it wants. aiohttp has no limit on either, so 200 slow-header clients could hold
+    the port for as long as they liked."""
+
+    def __init__(self) -> None:
+        self.open: dict[asyncio.BaseTransport, None] = {}  # oldest first
+        self._served: set[asyncio.BaseTransport] = set()
+        self.refused = 0
+        self.timed_out = 0
+
+    def opened(self, transport: asyncio.BaseTransport) -> bool:
+        if len(self.open) >= MAX_CONNECTIONS:
+            # full: the oldest connection that never sent a request makes room, so a crowd
+            # of slow clients cannot keep the technician's phone out
+            silent = next((t for t in self.open if t not in self._served), None)
+            if silent is None:
+                self.refused += 1
+                return False
+            self.timed_out += 1
+            self.open.pop(silent)
+            silent.close()
+        self.open[transport] = None
+        asyncio.get_running_loop().call_later(HEADER_TIMEOUT_S, self._deadline, transport)
+        return True
+
+    def request_seen(self, transport: asyncio.BaseTransport | None) -> None:
+        if transport is not None:
+            self._served.add(transport)
+
+    def closed(self, transport: asyncio.BaseTransport) -> None:
+        self.open.pop(transport, None)
+        self._served.discard(transport)
+
+    def _deadline(self, transport: asyncio.BaseTransport) -> None:
+        if transport in self.open and transport not in self._served:
+            self.timed_out += 1
+            transport.close()
+
+
+class _Guarded(asyncio.Protocol):
+    """aiohttp's protocol for one connection, with the guard's bounds around it."""
+
+    def __init__(self, inner: Any, guard: ConnectionGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+        self._made = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        if not self._guard.opened(transport):
+            assert isinstance(transport, asyncio.Transport)
+            transport.abort()
+            return
+        self._made = True
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._made:
+            self._guard.closed(self._transport)
+            self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        result: bool | None = self._inner.eof_received()
+        return result
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
 
 
 def _dumps(obj: Any) -> str:

@@ -1,0 +1,531 @@
+"""Network-server forwarder over the LoRa Basics Station LNS protocol (websocket over TLS).
+
+Each local packet forwarder is one station (router) to the server, with its own websocket:
+discovery at ``{uri}/router-info``, then the traffic socket it names, ``version`` up and
+``router_config`` down. Uplinks go up as ``updf``/``jreq``/``propdf``; a batch counts as
+delivered when the server answers a websocket ping sent after it (TCP keeps order, so it
+has read everything before). Replays older than ``max_replay_age`` are dropped (counted);
+later ones carry their original ``rxtime``. ``dnmsg`` downlinks go to the packet forwarder
+that heard the device (its index is the xtime's rctx), RX1 first, RX2 if RX1 is refused
+(too late, duty cycle...), ``dntxed`` back when the TX_ACK says sent. ``runcmd`` and
+``rmtsh`` are refused: no remote shell on a city gateway.
+
+Each router's ``router_config`` history is kept in the data directory: a frame is judged
+(NetID/JoinEUI filters, DR table) by the configuration in force when it was heard, so
+frames heard after a restart while the server is unreachable are filtered as a running
+station would have filtered them (Basics Station itself forgets it, issue #10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import cbor2
+
+from gateway import __version__ as schwebe_version
+from gateway.config import StationForward
+from gateway.forward.base import Forwarder, ForwarderError, SendResult
+from gateway.forward.mqtt import DownlinkRelay
+from gateway.forward.station_creds import Credentials, describe_connect_error, load_credentials
+from gateway.forward.station_msgs import (
+    EU868_DRS,
+    RouterConfig,
+    XtimeClock,
+    dnmsg_attempts,
+    eui_str,
+    id6,
+    rctx_of,
+    up_dr,
+    uplink_message,
+)
+from gateway.records import Record, now_us
+
+log = logging.getLogger(__name__)
+
+NATURAL_KINDS: Final = ("uplink",)
+#: Largest message accepted from the server (a router_config with a full channel plan is ~4 KB).
+MAX_MESSAGE: Final = 64 << 10
+#: router_config versions kept per router (each with the time it came into force).
+HISTORY: Final = 8
+#: Traffic-socket failures before discovery is asked again (Basics Station: 1, 2, 4, 8, 16 s).
+MUXS_RETRIES: Final = 5
+MAX_LOCALS: Final = 128  # rctx is 7 bits
+
+
+class _Router:
+    """One station towards the server: its websocket, local gateways and router_config."""
+
+    def __init__(self, router_id: int) -> None:
+        self.router_id = router_id
+        self.locals: list[int | None] = []  # index = rctx
+        self.clocks: dict[int | None, XtimeClock] = {}
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.muxs_uri: str | None = None
+        self.muxs_failures = 0
+        self.history: list[tuple[int, RouterConfig]] = []  # (since_us, config), oldest first
+        self.config_source = "none"  # "none", "saved", "server"
+        self.pong: asyncio.Future[None] | None = None
+        self.muxtime: tuple[float, float] | None = None  # (MuxTime, monotonic when received)
+        self.gps_offset_us: int | None = None
+        self.counters: dict[str, int] = {"updf": 0, "jreq": 0, "propdf": 0, "rejoin": 0,
+                                         "dnmsg": 0, "dntxed": 0}
+
+    def rctx(self, local: int | None, rng: random.Random) -> int:
+        if local not in self.locals:
+            if len(self.locals) >= MAX_LOCALS:
+                return 0
+            self.locals.append(local)
+            self.clocks[local] = XtimeClock(len(self.locals) - 1, rng)
+        return self.locals.index(local)
+
+    def config_at(self, received_us: int) -> RouterConfig | None:
+        """The router_config in force when a frame was heard (the oldest known for older frames)."""
+        chosen = self.history[0][1] if self.history else None
+        for since, cfg in self.history:
+            if since <= received_us:
+                chosen = cfg
+        return chosen
+
+    def health(self) -> dict[str, Any]:
+        current = self.history[-1][1] if self.history else None
+        return {"router": eui_str(self.router_id), "connected": self.ws is not None and not self.ws.closed,
+                "muxs": self.muxs_uri, "local_euis": [None if e is None else f"{e:016x}" for e in self.locals],
+                "router_config": None if current is None else {**current.summary(), "from": self.config_source},
+                "concentrator_restarts": sum(c.restarts for c in self.clocks.values()),
+                **self.counters}
+
+
+class StationForwarder(Forwarder):
+    def __init__(
+        self,
+        cfg: StationForward,
+        *,
+        gateway_eui: int,
+        relays: Sequence[DownlinkRelay] = (),
+        late_after: float = 10.0,
+        clock_us: Callable[[], int] = now_us,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(cfg.name, kinds=cfg.kinds or NATURAL_KINDS, dev_addr_prefixes=cfg.dev_addr_prefixes,
+                         net_ids=cfg.net_ids)
+        self.cfg = cfg
+        self.section = f"forward.station {cfg.name}"
+        self.fallback_router = cfg.gateway_eui if cfg.gateway_eui is not None else gateway_eui
+        self.relays = list(relays)
+        self.late_after = late_after
+        self.clock_us = clock_us
+        self.rng = rng or random.Random()
+        self._routers: dict[int, _Router] = {}
+        for local, router in cfg.eui_map.items():
+            self._router(router).rctx(local, self.rng)
+        self._session: aiohttp.ClientSession | None = None
+        self._creds: Credentials | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loaded = False
+        self.counters: dict[str, int] = {"sent": 0, "replayed": 0, "replay_expired": 0, "bad_record": 0,
+                                         "downlinks": 0, "dntxed": 0, "rx2_used": 0, "refused_commands": 0}
+        self.errors: dict[str, int] = {}
+
+    def _count(self, key: str, table: dict[str, int] | None = None) -> None:
+        t = self.errors if table is None else table
+        t[key] = t.get(key, 0) + 1
+
+    # ---- routers and their saved router_config ----------------------------------------
+    def _router(self, router_id: int) -> _Router:
+        r = self._routers.get(router_id)
+        if r is None:
+            r = self._routers[router_id] = _Router(router_id)
+            if self._loaded:
+                self._load(r)
+        return r
+
+    def router_for(self, local: int | None) -> _Router:
+        if local is not None and local in self.cfg.eui_map:
+            return self._router(self.cfg.eui_map[local])
+        if local is None or self.cfg.gateway_eui is not None or len(self._routers) >= self.cfg.MAX_GATEWAYS:
+            return self._router(self.fallback_router)
+        return self._router(local)  # pass-through: the packet forwarder's own EUI is its router id
+
+    def _config_path(self, r: _Router) -> Path | None:
+        if self.data_dir is None:
+            return None
+        return Path(self.data_dir) / f"station-{self.name}-{r.router_id:016x}.router_config.json"
+
+    def _load(self, r: _Router) -> None:
+        path = self._config_path(r)
+        if path is None or r.history:
+            return
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            r.history = [(int(h["since_us"]), RouterConfig.parse(h["router_config"])) for h in saved["history"]]
+            r.config_source = "saved" if r.history else "none"
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._count("saved_router_config_unusable")
+            log.warning("%s: saved router_config %s unusable (%s); waiting for the server's", self.section,
+                        path, exc)
+
+    def _load_all(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for r in self._routers.values():
+                self._load(r)
+
+    def _apply_config(self, r: _Router, msg: dict[str, Any]) -> None:
+        cfg = RouterConfig.parse(msg)
+        r.config_source = "server"
+        if r.history and r.history[-1][1].raw == cfg.raw:
+            return  # the same as before: keeps its time in force, and the flash a write
+        r.history = [*r.history, (self.clock_us(), cfg)][-HISTORY:]
+        path = self._config_path(r)
+        if path is None:
+            return
+        data = {"history": [{"since_us": s, "router_config": {k: v for k, v in c.raw.items() if k != "MuxTime"}}
+                            for s, c in r.history]}
+        tmp = path.with_suffix(".tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            self._count("router_config_not_saved")
+            log.warning("%s: cannot save router_config to %s: %s", self.section, path, exc)
+
+    # ---- connection --------------------------------------------------------------------
+    async def connect(self) -> None:
+        self._load_all()
+        try:
+            self._creds = load_credentials(self.cfg, self.section)
+        except ValueError as exc:
+            raise ForwarderError("credentials", str(exc)) from exc
+        self.broken = asyncio.Event()
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.timeout))
+        if not self._routers:
+            self._router(self.fallback_router)
+        try:
+            for r in list(self._routers.values()):
+                await self._open(r)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _ws(self, url: str, what: str) -> aiohttp.ClientWebSocketResponse:
+        assert self._session is not None and self._creds is not None
+        try:
+            return await self._session.ws_connect(
+                url, ssl=(self._creds.ssl or True) if url.lower().startswith("wss:") else False,
+                headers=self._creds.headers, autoping=False, max_msg_size=MAX_MESSAGE,
+                timeout=aiohttp.ClientWSTimeout(ws_close=self.cfg.timeout))
+        except aiohttp.WSServerHandshakeError as exc:
+            kind = "refused" if exc.status in (401, 403) else "handshake"
+            hint = " (wrong or missing token in key, or a router id the server does not know)" \
+                if exc.status in (401, 403) else ""
+            raise ForwarderError(kind, f"{self.section}: {what} {url} refused the websocket: HTTP "
+                                 f"{exc.status} {exc.message}{hint}") from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise ForwarderError("tls", f"{self.section}: {what} {url}: "
+                                 f"{describe_connect_error(exc.certificate_error)}") from exc
+        except aiohttp.ClientSSLError as exc:
+            inner = exc.os_error if hasattr(exc, "os_error") else exc
+            raise ForwarderError("tls", f"{self.section}: {what} {url}: {describe_connect_error(inner)}") from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ForwarderError("connect", f"{self.section}: {what} {url}: {type(exc).__name__}: {exc}") from exc
+
+    async def _discover(self, r: _Router) -> str:
+        ws = await self._ws(self.cfg.uri.rstrip("/") + "/router-info", "discovery")
+        try:
+            await ws.send_str(json.dumps({"router": id6(r.router_id)}))
+            msg = await ws.receive(self.cfg.timeout)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise ForwarderError("discovery", f"{self.section}: no router-info answer for router "
+                                 f"{eui_str(r.router_id)}: {describe_connect_error(exc)}") from exc
+        finally:
+            await ws.close()
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ForwarderError("discovery", f"{self.section}: router-info closed without an answer for "
+                                 f"router {eui_str(r.router_id)} ({msg.type.name}); check the uri")
+        try:
+            info = json.loads(msg.data)
+        except ValueError:
+            info = None
+        if not isinstance(info, dict):
+            raise ForwarderError("discovery", f"{self.section}: router-info answer is not a JSON object")
+        if "error" in info or "uri" not in info:
+            raise ForwarderError("rejected", f"{self.section}: the server refused router "
+                                 f"{eui_str(r.router_id)}: {str(info.get('error', 'no uri'))[:200]}; is this "
+                                 "gateway registered there under that EUI?")
+        uri = info["uri"]
+        if not isinstance(uri, str) or not uri.lower().startswith(("ws://", "wss://")) or len(uri) > 1024:
+            raise ForwarderError("discovery", f"{self.section}: router-info named {str(uri)[:100]!r}, not a "
+                                 "ws:// or wss:// uri")
+        return uri
+
+    async def _open(self, r: _Router) -> None:
+        if r.ws is not None and not r.ws.closed:
+            return
+        if r.muxs_uri is None or r.muxs_failures >= MUXS_RETRIES:
+            r.muxs_uri, r.muxs_failures = await self._discover(r), 0
+        try:
+            ws = await self._ws(r.muxs_uri, "traffic socket")
+        except ForwarderError:
+            r.muxs_failures += 1
+            raise
+        try:
+            await ws.send_str(json.dumps({
+                "msgtype": "version", "station": f"schwebe-{schwebe_version}", "firmware": schwebe_version,
+                "package": schwebe_version, "model": "schwebe", "protocol": 2, "features": ""}))
+            while True:  # the server speaks first with router_config; nothing goes up before it
+                msg = await ws.receive(self.cfg.timeout)
+                if msg.type == aiohttp.WSMsgType.PING:
+                    await ws.pong(msg.data)
+                    continue
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    raise ForwarderError("no_router_config", f"{self.section}: traffic socket for router "
+                                         f"{eui_str(r.router_id)} closed before router_config ({msg.type.name})")
+                data = json.loads(msg.data)
+                if isinstance(data, dict) and data.get("msgtype") == "router_config":
+                    self._apply_config(r, data)
+                    self._muxtime(r, data)
+                    break
+                self._count("before_router_config")
+        except TimeoutError:
+            await ws.close()
+            r.muxs_failures += 1
+            raise ForwarderError("no_router_config", f"{self.section}: no router_config for router "
+                                 f"{eui_str(r.router_id)} within {self.cfg.timeout:g}s") from None
+        except (ValueError, aiohttp.ClientError, OSError, ForwarderError) as exc:
+            await ws.close()
+            r.muxs_failures += 1
+            if isinstance(exc, ForwarderError):
+                raise
+            raise ForwarderError("router_config", f"{self.section}: router {eui_str(r.router_id)}: {exc}") from exc
+        r.muxs_failures = 0
+        r.ws = ws
+        await ws.send_str(json.dumps({"msgtype": "timesync", "txtime": time.monotonic_ns() // 1000}))
+        r.reader = asyncio.create_task(self._read(r, ws), name=f"station-reader:{self.name}:{r.router_id:016x}")
+
+    def _muxtime(self, r: _Router, msg: dict[str, Any]) -> None:
+        mt = msg.get("MuxTime")
+        if isinstance(mt, (int, float)) and not isinstance(mt, bool):
+            r.muxtime = (float(mt), time.monotonic())
+
+    async def close(self) -> None:
+        for r in self._routers.values():
+            ws, r.ws = r.ws, None
+            if r.reader is not None:
+                r.reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await r.reader
+                r.reader = None
+            if ws is not None:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+            if r.pong is not None and not r.pong.done():
+                r.pong.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    # ---- receive path ------------------------------------------------------------------
+    async def _read(self, r: _Router, ws: aiohttp.ClientWebSocketResponse) -> None:
+        broken = self.broken
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type == aiohttp.WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type == aiohttp.WSMsgType.PONG:
+                    if r.pong is not None and not r.pong.done():
+                        r.pong.set_result(None)
+                elif msg.type == aiohttp.WSMsgType.TEXT:
+                    self._message(r, msg.data)
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    self._count("binary_message")  # rmtsh data: there is no remote shell here
+                else:
+                    break  # CLOSE, CLOSED, ERROR
+        finally:
+            if r.ws is ws:
+                log.warning("%s: traffic socket of router %s closed (%s)", self.section,
+                            eui_str(r.router_id), ws.close_code)
+                if broken is not None:
+                    broken.set()
+                if r.pong is not None and not r.pong.done():
+                    r.pong.set_exception(ForwarderError("connection_lost", "traffic socket closed"))
+
+    def _message(self, r: _Router, text: str) -> None:
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            self._count("malformed_message")
+            return
+        if not isinstance(msg, dict):
+            self._count("malformed_message")
+            return
+        self._muxtime(r, msg)
+        kind = msg.get("msgtype")
+        if kind == "router_config":
+            try:
+                self._apply_config(r, msg)
+            except ValueError as exc:
+                self._count("bad_router_config")
+                log.warning("%s: router %s: %s; keeping the previous one", self.section, eui_str(r.router_id), exc)
+        elif kind == "dnmsg":
+            task = asyncio.create_task(self._downlink(r, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif kind == "timesync":
+            tx, gps = msg.get("txtime"), msg.get("gpstime")
+            if isinstance(tx, int) and isinstance(gps, int):
+                mid = (tx + time.monotonic_ns() // 1000) // 2
+                r.gps_offset_us = gps - mid
+        elif kind in ("runcmd", "rmtsh"):
+            self.counters["refused_commands"] += 1
+            log.warning("%s: the server sent %s to router %s; refused: no remote commands or shell run on "
+                        "this gateway", self.section, kind, eui_str(r.router_id))
+        elif kind == "error":
+            log.warning("%s: the server reports an error for router %s: %s", self.section, eui_str(r.router_id),
+                        str(msg.get("error"))[:200])
+        else:
+            self._count(f"unsupported_{str(kind)[:20]}")
+
+    async def _downlink(self, r: _Router, msg: dict[str, Any]) -> None:
+        self.counters["downlinks"] += 1
+        r.counters["dnmsg"] += 1
+        raw_xtime, raw_rctx = msg.get("xtime"), msg.get("rctx")
+        xtime = raw_xtime if isinstance(raw_xtime, int) else 0
+        rctx = raw_rctx if isinstance(raw_rctx, int) else rctx_of(xtime)
+        local = r.locals[rctx] if 0 <= rctx < len(r.locals) else None
+        config = r.history[-1][1] if r.history else None
+        try:
+            attempts = dnmsg_attempts(msg, config, r.clocks.get(local) if xtime else None)
+        except ValueError as exc:
+            self._count("dnmsg_refused")
+            log.warning("%s: router %s: %s; not sent", self.section, eui_str(r.router_id), exc)
+            return
+        for attempt in attempts:
+            ack: dict[str, Any] = {"error": "UNKNOWN_GATEWAY"}
+            for relay in self.relays:
+                ack = await relay.send_downlink(local, attempt.txpk)
+                if ack.get("error") != "UNKNOWN_GATEWAY":
+                    break
+            error = str(ack.get("error", "NONE"))
+            self._count(error, self.counters)
+            if error == "NONE":
+                if attempt.window == "RX2":
+                    self.counters["rx2_used"] += 1
+                await self._dntxed(r, msg, attempt)
+                return
+            if error == "UNKNOWN_GATEWAY":
+                log.warning("%s: no local packet forwarder for router %s takes downlinks", self.section,
+                            eui_str(r.router_id))
+                return
+
+    async def _dntxed(self, r: _Router, msg: dict[str, Any], attempt: Any) -> None:
+        if "DevEui" not in msg or r.ws is None:
+            return
+        diid = msg.get("diid", msg.get("seqno", 0))
+        with contextlib.suppress(Exception):
+            await r.ws.send_str(json.dumps({
+                "msgtype": "dntxed", "seqno": diid, "diid": diid, "DR": attempt.dr, "Freq": attempt.freq_hz,
+                "DevEui": msg["DevEui"], "rctx": rctx_of(attempt.xtime), "xtime": attempt.xtime,
+                "txtime": time.time(), "gpstime": 0}))
+            self.counters["dntxed"] += 1
+            r.counters["dntxed"] += 1
+
+    # ---- uplinks -----------------------------------------------------------------------
+    def _uplink(self, record: Record) -> tuple[_Router, dict[str, Any]] | str:
+        """(router, message) for one record, or the reason it is not sent."""
+        try:
+            body = cbor2.loads(record.body)
+            rxpk = body["rxpk"]
+            phy = base64.b64decode(rxpk["data"], validate=True)
+            local: int | None = int(str(body["gateway_eui"]), 16) if "gateway_eui" in body else None
+        except (KeyError, TypeError, ValueError, binascii.Error, cbor2.CBORDecodeError):
+            return "bad_record"
+        r = self.router_for(local)
+        config = r.config_at(record.received_us)
+        msg, reason = uplink_message(phy, config)
+        if msg is None:
+            return reason
+        dr = up_dr(rxpk.get("datr"), rxpk.get("modu"), config.drs if config else EU868_DRS)
+        freq = rxpk.get("freq")
+        if dr is None or not isinstance(freq, (int, float)):
+            return "unknown_dr"
+        rctx = r.rctx(local, self.rng)
+        tmst = rxpk.get("tmst")
+        xtime = r.clocks[local].to_xtime(tmst, record.received_us) if isinstance(tmst, int) else 0
+        tmms = rxpk.get("tmms")
+        ref = 0.0
+        if r.muxtime is not None:
+            ref = r.muxtime[0] + time.monotonic() - r.muxtime[1]
+        msg.update({"RefTime": ref, "DR": dr, "Freq": round(float(freq) * 1e6), "upinfo": {
+            "rctx": rctx, "xtime": xtime, "gpstime": tmms * 1000 if isinstance(tmms, int) else 0,
+            "rssi": int(rxpk.get("rssi", 0)), "snr": float(rxpk.get("lsnr", 0.0)),
+            "rxtime": record.received_us / 1e6}})
+        return r, msg
+
+    async def send(self, records: list[tuple[int, Record]]) -> SendResult:
+        if self._session is None:
+            raise ForwarderError("disconnected", f"{self.section}: not connected")
+        now = self.clock_us()
+        acked: list[int] = []
+        out: dict[int, list[tuple[int, str]]] = {}
+        for seq, record in records:
+            age_s = (now - record.received_us) / 1e6
+            if age_s > self.cfg.max_replay_age:
+                self.counters["replay_expired"] += 1
+                acked.append(seq)
+                continue
+            got = self._uplink(record)
+            if isinstance(got, str):
+                self._count(got, self.counters if got.startswith("filtered") else None)
+                acked.append(seq)
+                continue
+            r, msg = got
+            if age_s > self.late_after:
+                self.counters["replayed"] += 1
+            r.counters[msg["msgtype"]] = r.counters.get(msg["msgtype"], 0) + 1
+            out.setdefault(r.router_id, []).append((seq, json.dumps(msg, separators=(",", ":"))))
+        loop = asyncio.get_running_loop()
+        for router_id, items in out.items():
+            r = self._routers[router_id]
+            await self._open(r)  # a router forwarded for the first time
+            ws = r.ws
+            if ws is None or ws.closed:
+                raise ForwarderError("disconnected", f"{self.section}: router {eui_str(router_id)} not connected")
+            try:
+                for _, text in items:
+                    await ws.send_str(text)
+                r.pong = loop.create_future()
+                await ws.ping()
+                await asyncio.wait_for(asyncio.shield(r.pong), self.cfg.timeout)
+            except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError) as exc:
+                raise ForwarderError("no_pong", f"{self.section}: router {eui_str(router_id)}: the server did "
+                                     f"not confirm {len(items)} messages within {self.cfg.timeout:g}s "
+                                     f"({type(exc).__name__})") from exc
+            acked.extend(seq for seq, _ in items)
+            self.counters["sent"] += len(items)
+        return SendResult(frozenset(acked))
+
+    def health(self) -> dict[str, Any]:
+        return {"uri": self.cfg.uri, "auth": None if self._creds is None else self._creds.mode,
+                **self.counters, "errors": dict(self.errors),
+                "routers": {f"{rid:016x}": r.health() for rid, r in self._routers.items()}}

@@ -129,12 +129,12 @@ class StationForwarder(Forwarder):
         self.clock_us = clock_us
         self.rng = rng or random.Random()
         self._routers: dict[int, _Router] = {}
+        self._loaded = False
         for local, router in cfg.eui_map.items():
             self._router(router).rctx(local, self.rng)
         self._session: aiohttp.ClientSession | None = None
         self._creds: Credentials | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._loaded = False
         self.counters: dict[str, int] = {"sent": 0, "replayed": 0, "replay_expired": 0, "bad_record": 0,
                                          "downlinks": 0, "dntxed": 0, "rx2_used": 0, "refused_commands": 0}
         self.errors: dict[str, int] = {}
@@ -216,8 +216,11 @@ class StationForwarder(Forwarder):
             raise ForwarderError("credentials", str(exc)) from exc
         self.broken = asyncio.Event()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.timeout))
-        if not self._routers:
+        if not self._routers and self.cfg.gateway_eui is not None:
             self._router(self.fallback_router)
+        # Pass-through routers appear with their first uplink; until one has, nothing has
+        # answered, so the page must not say "connected" yet.
+        self.connect_confirms = bool(self._routers)
         try:
             for r in list(self._routers.values()):
                 await self._open(r)
@@ -244,6 +247,12 @@ class StationForwarder(Forwarder):
         except aiohttp.ClientSSLError as exc:
             inner = exc.os_error if hasattr(exc, "os_error") else exc
             raise ForwarderError("tls", f"{self.section}: {what} {url}: {describe_connect_error(inner)}") from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            hint = ""
+            if self._creds.mode == "client_cert":
+                hint = ("; right after TLS: the server may have refused our client certificate (crt/key): "
+                        "is it the one this server issued for this gateway?")
+            raise ForwarderError("connect", f"{self.section}: {what} {url}: server disconnected{hint}") from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ForwarderError("connect", f"{self.section}: {what} {url}: {type(exc).__name__}: {exc}") from exc
 
@@ -451,17 +460,20 @@ class StationForwarder(Forwarder):
             r.counters["dntxed"] += 1
 
     # ---- uplinks -----------------------------------------------------------------------
-    def _uplink(self, record: Record) -> tuple[_Router, dict[str, Any]] | str:
-        """(router, message) for one record, or the reason it is not sent."""
+    def _parse(self, record: Record) -> tuple[int | None, dict[str, Any], bytes] | None:
         try:
             body = cbor2.loads(record.body)
             rxpk = body["rxpk"]
             phy = base64.b64decode(rxpk["data"], validate=True)
             local: int | None = int(str(body["gateway_eui"]), 16) if "gateway_eui" in body else None
         except (KeyError, TypeError, ValueError, binascii.Error, cbor2.CBORDecodeError):
-            return "bad_record"
-        r = self.router_for(local)
-        config = r.config_at(record.received_us)
+            return None
+        return local, rxpk, phy
+
+    def _uplink(self, r: _Router, local: int | None, rxpk: dict[str, Any], phy: bytes,
+                received_us: int) -> dict[str, Any] | str:
+        """The message for one frame, or the reason it is not sent."""
+        config = r.config_at(received_us)
         msg, reason = uplink_message(phy, config)
         if msg is None:
             return reason
@@ -471,43 +483,52 @@ class StationForwarder(Forwarder):
             return "unknown_dr"
         rctx = r.rctx(local, self.rng)
         tmst = rxpk.get("tmst")
-        xtime = r.clocks[local].to_xtime(tmst, record.received_us) if isinstance(tmst, int) else 0
+        xtime = r.clocks[local].to_xtime(tmst, received_us) if isinstance(tmst, int) and local in r.clocks else 0
         tmms = rxpk.get("tmms")
         ref = 0.0
         if r.muxtime is not None:
             ref = r.muxtime[0] + time.monotonic() - r.muxtime[1]
+        rssi, snr = rxpk.get("rssi", 0), rxpk.get("lsnr", 0.0)
         msg.update({"RefTime": ref, "DR": dr, "Freq": round(float(freq) * 1e6), "upinfo": {
             "rctx": rctx, "xtime": xtime, "gpstime": tmms * 1000 if isinstance(tmms, int) else 0,
-            "rssi": int(rxpk.get("rssi", 0)), "snr": float(rxpk.get("lsnr", 0.0)),
-            "rxtime": record.received_us / 1e6}})
-        return r, msg
+            "rssi": int(rssi) if isinstance(rssi, (int, float)) else 0,
+            "snr": float(snr) if isinstance(snr, (int, float)) else 0.0, "rxtime": received_us / 1e6}})
+        return msg
 
     async def send(self, records: list[tuple[int, Record]]) -> SendResult:
         if self._session is None:
             raise ForwarderError("disconnected", f"{self.section}: not connected")
         now = self.clock_us()
         acked: list[int] = []
-        out: dict[int, list[tuple[int, str]]] = {}
+        frames: list[tuple[int, Record, _Router, int | None, dict[str, Any], bytes]] = []
         for seq, record in records:
-            age_s = (now - record.received_us) / 1e6
-            if age_s > self.cfg.max_replay_age:
+            if (now - record.received_us) / 1e6 > self.cfg.max_replay_age:
                 self.counters["replay_expired"] += 1
                 acked.append(seq)
                 continue
-            got = self._uplink(record)
-            if isinstance(got, str):
-                self._count(got, self.counters if got.startswith("filtered") else None)
+            parsed = self._parse(record)
+            if parsed is None:
+                self._count("bad_record")
                 acked.append(seq)
                 continue
-            r, msg = got
-            if age_s > self.late_after:
+            local, rxpk, phy = parsed
+            frames.append((seq, record, self.router_for(local), local, rxpk, phy))
+        for r in {id(f[2]): f[2] for f in frames}.values():
+            await self._open(r)  # a router forwarded for the first time: its router_config first
+        out: dict[int, list[tuple[int, str]]] = {}
+        for seq, record, r, local, rxpk, phy in frames:
+            msg = self._uplink(r, local, rxpk, phy, record.received_us)
+            if isinstance(msg, str):
+                self._count(msg, self.counters if msg.startswith("filtered") else None)
+                acked.append(seq)
+                continue
+            if (now - record.received_us) / 1e6 > self.late_after:
                 self.counters["replayed"] += 1
             r.counters[msg["msgtype"]] = r.counters.get(msg["msgtype"], 0) + 1
             out.setdefault(r.router_id, []).append((seq, json.dumps(msg, separators=(",", ":"))))
         loop = asyncio.get_running_loop()
         for router_id, items in out.items():
             r = self._routers[router_id]
-            await self._open(r)  # a router forwarded for the first time
             ws = r.ws
             if ws is None or ws.closed:
                 raise ForwarderError("disconnected", f"{self.section}: router {eui_str(router_id)} not connected")

@@ -8,11 +8,15 @@ empty file counts as absent, as Basics Station treats it. Token values never rea
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+
+from cryptography import x509
 
 from gateway.config import StationForward
 from gateway.forward.tls import describe_tls_error
@@ -63,7 +67,27 @@ def parse_token_headers(text: str, where: str) -> dict[str, str]:
     return headers
 
 
-def load_credentials(cfg: StationForward, section: str) -> Credentials:
+def _check_validity(section: str, path: Path | None, pem: bytes, now: dt.datetime) -> None:
+    """Our own certificate out of its validity window: say so before a server cuts us off.
+
+    Under TLS 1.3 the server checks the client certificate after the handshake and just
+    closes; the client then sees only "server disconnected", which tells a technician nothing.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return  # not PEM (DER, a chain file...): ssl decides below
+    if now > cert.not_valid_after_utc:
+        raise ValueError(f"{section}.crt {path}: the client certificate expired on "
+                         f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; get a new crt (tc.crt) and key "
+                         "from the network server (or check this gateway's clock)")
+    if now < cert.not_valid_before_utc:
+        raise ValueError(f"{section}.crt {path}: the client certificate is valid only from "
+                         f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC; is this gateway's clock right?")
+
+
+def load_credentials(cfg: StationForward, section: str,
+                     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> Credentials:
     """Read and check the files; a ValueError names the key, the path and what to do."""
     if cfg.uri.lower().startswith("ws://"):
         return Credentials("none", None)
@@ -86,6 +110,7 @@ def load_credentials(cfg: StationForward, section: str) -> Credentials:
     if crt is not None:
         if key is None:
             raise ValueError(f"{section}.key: crt {cfg.crt} needs its private key (tc.key)")
+        _check_validity(section, cfg.crt, crt, now())
         try:
             ctx.load_cert_chain(str(cfg.crt), str(cfg.key))
         except ssl.SSLError as exc:

@@ -24,7 +24,6 @@ import binascii
 import contextlib
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -34,22 +33,21 @@ from typing import Any, Final
 import aiohttp
 import cbor2
 
-from gateway import __version__ as schwebe_version
 from gateway.config import StationForward
 from gateway.forward.base import Forwarder, ForwarderError, SendResult
 from gateway.forward.mqtt import DownlinkRelay
-from gateway.forward.station_creds import Credentials, describe_connect_error, load_credentials
+from gateway.forward.station_creds import Credentials, load_credentials
+from gateway.forward.station_link import discover, handshake, open_ws
 from gateway.forward.station_msgs import (
     EU868_DRS,
     RouterConfig,
-    XtimeClock,
     dnmsg_attempts,
     eui_str,
-    id6,
     rctx_of,
     up_dr,
     uplink_message,
 )
+from gateway.forward.station_router import HISTORY, Router, load_history, save_history
 from gateway.records import Record, now_us
 
 log = logging.getLogger(__name__)
@@ -57,55 +55,8 @@ log = logging.getLogger(__name__)
 NATURAL_KINDS: Final = ("uplink",)
 #: Largest message accepted from the server (a router_config with a full channel plan is ~4 KB).
 MAX_MESSAGE: Final = 64 << 10
-#: router_config versions kept per router (each with the time it came into force).
-HISTORY: Final = 8
 #: Traffic-socket failures before discovery is asked again (Basics Station: 1, 2, 4, 8, 16 s).
 MUXS_RETRIES: Final = 5
-MAX_LOCALS: Final = 128  # rctx is 7 bits
-
-
-class _Router:
-    """One station towards the server: its websocket, local gateways and router_config."""
-
-    def __init__(self, router_id: int) -> None:
-        self.router_id = router_id
-        self.locals: list[int | None] = []  # index = rctx
-        self.clocks: dict[int | None, XtimeClock] = {}
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.reader: asyncio.Task[None] | None = None
-        self.muxs_uri: str | None = None
-        self.muxs_failures = 0
-        self.history: list[tuple[int, RouterConfig]] = []  # (since_us, config), oldest first
-        self.config_source = "none"  # "none", "saved", "server"
-        self.pong: asyncio.Future[None] | None = None
-        self.muxtime: tuple[float, float] | None = None  # (MuxTime, monotonic when received)
-        self.gps_offset_us: int | None = None
-        self.counters: dict[str, int] = {"updf": 0, "jreq": 0, "propdf": 0, "rejoin": 0,
-                                         "dnmsg": 0, "dntxed": 0}
-
-    def rctx(self, local: int | None, rng: random.Random) -> int:
-        if local not in self.locals:
-            if len(self.locals) >= MAX_LOCALS:
-                return 0
-            self.locals.append(local)
-            self.clocks[local] = XtimeClock(len(self.locals) - 1, rng)
-        return self.locals.index(local)
-
-    def config_at(self, received_us: int) -> RouterConfig | None:
-        """The router_config in force when a frame was heard (the oldest known for older frames)."""
-        chosen = self.history[0][1] if self.history else None
-        for since, cfg in self.history:
-            if since <= received_us:
-                chosen = cfg
-        return chosen
-
-    def health(self) -> dict[str, Any]:
-        current = self.history[-1][1] if self.history else None
-        return {"router": eui_str(self.router_id), "connected": self.ws is not None and not self.ws.closed,
-                "muxs": self.muxs_uri, "local_euis": [None if e is None else f"{e:016x}" for e in self.locals],
-                "router_config": None if current is None else {**current.summary(), "from": self.config_source},
-                "concentrator_restarts": sum(c.restarts for c in self.clocks.values()),
-                **self.counters}
 
 
 class StationForwarder(Forwarder):
@@ -128,7 +79,7 @@ class StationForwarder(Forwarder):
         self.late_after = late_after
         self.clock_us = clock_us
         self.rng = rng or random.Random()
-        self._routers: dict[int, _Router] = {}
+        self._routers: dict[int, Router] = {}
         self._loaded = False
         for local, router in cfg.eui_map.items():
             self._router(router).rctx(local, self.rng)
@@ -144,40 +95,40 @@ class StationForwarder(Forwarder):
         t[key] = t.get(key, 0) + 1
 
     # ---- routers and their saved router_config ----------------------------------------
-    def _router(self, router_id: int) -> _Router:
+    def _router(self, router_id: int) -> Router:
         r = self._routers.get(router_id)
         if r is None:
-            r = self._routers[router_id] = _Router(router_id)
+            r = self._routers[router_id] = Router(router_id)
             if self._loaded:
                 self._load(r)
         return r
 
-    def router_for(self, local: int | None) -> _Router:
+    def router_for(self, local: int | None) -> Router:
         if local is not None and local in self.cfg.eui_map:
             return self._router(self.cfg.eui_map[local])
         if local is None or self.cfg.gateway_eui is not None or len(self._routers) >= self.cfg.MAX_GATEWAYS:
             return self._router(self.fallback_router)
         return self._router(local)  # pass-through: the packet forwarder's own EUI is its router id
 
-    def _config_path(self, r: _Router) -> Path | None:
+    def _config_path(self, r: Router) -> Path | None:
         if self.data_dir is None:
             return None
         return Path(self.data_dir) / f"station-{self.name}-{r.router_id:016x}.router_config.json"
 
-    def _load(self, r: _Router) -> None:
+    def _load(self, r: Router) -> None:
         path = self._config_path(r)
         if path is None or r.history:
             return
         try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            r.history = [(int(h["since_us"]), RouterConfig.parse(h["router_config"])) for h in saved["history"]]
-            r.config_source = "saved" if r.history else "none"
+            r.history = load_history(path)
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self._count("saved_router_config_unusable")
             log.warning("%s: saved router_config %s unusable (%s); waiting for the server's", self.section,
                         path, exc)
+            return
+        r.config_source = "saved" if r.history else "none"
 
     def _load_all(self) -> None:
         if not self._loaded:
@@ -185,7 +136,7 @@ class StationForwarder(Forwarder):
             for r in self._routers.values():
                 self._load(r)
 
-    def _apply_config(self, r: _Router, msg: dict[str, Any]) -> None:
+    def _apply_config(self, r: Router, msg: dict[str, Any]) -> None:
         cfg = RouterConfig.parse(msg)
         r.config_source = "server"
         if r.history and r.history[-1][1].raw == cfg.raw:
@@ -194,15 +145,8 @@ class StationForwarder(Forwarder):
         path = self._config_path(r)
         if path is None:
             return
-        data = {"history": [{"since_us": s, "router_config": {k: v for k, v in c.raw.items() if k != "MuxTime"}}
-                            for s, c in r.history]}
-        tmp = path.with_suffix(".tmp")
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            save_history(path, r.history)
         except OSError as exc:
             self._count("router_config_not_saved")
             log.warning("%s: cannot save router_config to %s: %s", self.section, path, exc)
@@ -230,62 +174,14 @@ class StationForwarder(Forwarder):
 
     async def _ws(self, url: str, what: str) -> aiohttp.ClientWebSocketResponse:
         assert self._session is not None and self._creds is not None
-        try:
-            return await self._session.ws_connect(
-                url, ssl=(self._creds.ssl or True) if url.lower().startswith("wss:") else False,
-                headers=self._creds.headers, autoping=False, max_msg_size=MAX_MESSAGE,
-                timeout=aiohttp.ClientWSTimeout(ws_close=self.cfg.timeout))
-        except aiohttp.WSServerHandshakeError as exc:
-            kind = "refused" if exc.status in (401, 403) else "handshake"
-            hint = " (wrong or missing token in key, or a router id the server does not know)" \
-                if exc.status in (401, 403) else ""
-            raise ForwarderError(kind, f"{self.section}: {what} {url} refused the websocket: HTTP "
-                                 f"{exc.status} {exc.message}{hint}") from exc
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise ForwarderError("tls", f"{self.section}: {what} {url}: "
-                                 f"{describe_connect_error(exc.certificate_error)}") from exc
-        except aiohttp.ClientSSLError as exc:
-            inner = exc.os_error if hasattr(exc, "os_error") else exc
-            raise ForwarderError("tls", f"{self.section}: {what} {url}: {describe_connect_error(inner)}") from exc
-        except aiohttp.ServerDisconnectedError as exc:
-            hint = ""
-            if self._creds.mode == "client_cert":
-                hint = ("; right after TLS: the server may have refused our client certificate (crt/key): "
-                        "is it the one this server issued for this gateway?")
-            raise ForwarderError("connect", f"{self.section}: {what} {url}: server disconnected{hint}") from exc
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ForwarderError("connect", f"{self.section}: {what} {url}: {type(exc).__name__}: {exc}") from exc
+        return await open_ws(self._session, self._creds, url, f"{self.section}: {what}", self.cfg.timeout)
 
-    async def _discover(self, r: _Router) -> str:
-        ws = await self._ws(self.cfg.uri.rstrip("/") + "/router-info", "discovery")
-        try:
-            await ws.send_str(json.dumps({"router": id6(r.router_id)}))
-            msg = await ws.receive(self.cfg.timeout)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise ForwarderError("discovery", f"{self.section}: no router-info answer for router "
-                                 f"{eui_str(r.router_id)}: {describe_connect_error(exc)}") from exc
-        finally:
-            await ws.close()
-        if msg.type != aiohttp.WSMsgType.TEXT:
-            raise ForwarderError("discovery", f"{self.section}: router-info closed without an answer for "
-                                 f"router {eui_str(r.router_id)} ({msg.type.name}); check the uri")
-        try:
-            info = json.loads(msg.data)
-        except ValueError:
-            info = None
-        if not isinstance(info, dict):
-            raise ForwarderError("discovery", f"{self.section}: router-info answer is not a JSON object")
-        if "error" in info or "uri" not in info:
-            raise ForwarderError("rejected", f"{self.section}: the server refused router "
-                                 f"{eui_str(r.router_id)}: {str(info.get('error', 'no uri'))[:200]}; is this "
-                                 "gateway registered there under that EUI?")
-        uri = info["uri"]
-        if not isinstance(uri, str) or not uri.lower().startswith(("ws://", "wss://")) or len(uri) > 1024:
-            raise ForwarderError("discovery", f"{self.section}: router-info named {str(uri)[:100]!r}, not a "
-                                 "ws:// or wss:// uri")
-        return uri
+    async def _discover(self, r: Router) -> str:
+        assert self._session is not None and self._creds is not None
+        return await discover(self._session, self._creds, self.cfg.uri, r.router_id, self.section,
+                              self.cfg.timeout)
 
-    async def _open(self, r: _Router) -> None:
+    async def _open(self, r: Router) -> None:
         if r.ws is not None and not r.ws.closed:
             return
         if r.muxs_uri is None or r.muxs_failures >= MUXS_RETRIES:
@@ -296,40 +192,22 @@ class StationForwarder(Forwarder):
             r.muxs_failures += 1
             raise
         try:
-            await ws.send_str(json.dumps({
-                "msgtype": "version", "station": f"schwebe-{schwebe_version}", "firmware": schwebe_version,
-                "package": schwebe_version, "model": "schwebe", "protocol": 2, "features": ""}))
-            while True:  # the server speaks first with router_config; nothing goes up before it
-                msg = await ws.receive(self.cfg.timeout)
-                if msg.type == aiohttp.WSMsgType.PING:
-                    await ws.pong(msg.data)
-                    continue
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    raise ForwarderError("no_router_config", f"{self.section}: traffic socket for router "
-                                         f"{eui_str(r.router_id)} closed before router_config ({msg.type.name})")
-                data = json.loads(msg.data)
-                if isinstance(data, dict) and data.get("msgtype") == "router_config":
-                    self._apply_config(r, data)
-                    self._muxtime(r, data)
-                    break
-                self._count("before_router_config")
-        except TimeoutError:
-            await ws.close()
+            config = await handshake(ws, f"{self.section}: router {eui_str(r.router_id)}", self.cfg.timeout)
+        except ForwarderError:
             r.muxs_failures += 1
-            raise ForwarderError("no_router_config", f"{self.section}: no router_config for router "
-                                 f"{eui_str(r.router_id)} within {self.cfg.timeout:g}s") from None
-        except (ValueError, aiohttp.ClientError, OSError, ForwarderError) as exc:
+            raise
+        try:
+            self._apply_config(r, config)
+        except ValueError as exc:
             await ws.close()
-            r.muxs_failures += 1
-            if isinstance(exc, ForwarderError):
-                raise
             raise ForwarderError("router_config", f"{self.section}: router {eui_str(r.router_id)}: {exc}") from exc
+        self._muxtime(r, config)
         r.muxs_failures = 0
         r.ws = ws
         await ws.send_str(json.dumps({"msgtype": "timesync", "txtime": time.monotonic_ns() // 1000}))
         r.reader = asyncio.create_task(self._read(r, ws), name=f"station-reader:{self.name}:{r.router_id:016x}")
 
-    def _muxtime(self, r: _Router, msg: dict[str, Any]) -> None:
+    def _muxtime(self, r: Router, msg: dict[str, Any]) -> None:
         mt = msg.get("MuxTime")
         if isinstance(mt, (int, float)) and not isinstance(mt, bool):
             r.muxtime = (float(mt), time.monotonic())
@@ -354,7 +232,7 @@ class StationForwarder(Forwarder):
             await session.close()
 
     # ---- receive path ------------------------------------------------------------------
-    async def _read(self, r: _Router, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _read(self, r: Router, ws: aiohttp.ClientWebSocketResponse) -> None:
         broken = self.broken
         try:
             while True:
@@ -379,7 +257,7 @@ class StationForwarder(Forwarder):
                 if r.pong is not None and not r.pong.done():
                     r.pong.set_exception(ForwarderError("connection_lost", "traffic socket closed"))
 
-    def _message(self, r: _Router, text: str) -> None:
+    def _message(self, r: Router, text: str) -> None:
         try:
             msg = json.loads(text)
         except ValueError:
@@ -415,7 +293,7 @@ class StationForwarder(Forwarder):
         else:
             self._count(f"unsupported_{str(kind)[:20]}")
 
-    async def _downlink(self, r: _Router, msg: dict[str, Any]) -> None:
+    async def _downlink(self, r: Router, msg: dict[str, Any]) -> None:
         self.counters["downlinks"] += 1
         r.counters["dnmsg"] += 1
         raw_xtime, raw_rctx = msg.get("xtime"), msg.get("rctx")
@@ -447,7 +325,7 @@ class StationForwarder(Forwarder):
                             eui_str(r.router_id))
                 return
 
-    async def _dntxed(self, r: _Router, msg: dict[str, Any], attempt: Any) -> None:
+    async def _dntxed(self, r: Router, msg: dict[str, Any], attempt: Any) -> None:
         if "DevEui" not in msg or r.ws is None:
             return
         diid = msg.get("diid", msg.get("seqno", 0))
@@ -470,7 +348,7 @@ class StationForwarder(Forwarder):
             return None
         return local, rxpk, phy
 
-    def _uplink(self, r: _Router, local: int | None, rxpk: dict[str, Any], phy: bytes,
+    def _uplink(self, r: Router, local: int | None, rxpk: dict[str, Any], phy: bytes,
                 received_us: int) -> dict[str, Any] | str:
         """The message for one frame, or the reason it is not sent."""
         config = r.config_at(received_us)
@@ -500,7 +378,7 @@ class StationForwarder(Forwarder):
             raise ForwarderError("disconnected", f"{self.section}: not connected")
         now = self.clock_us()
         acked: list[int] = []
-        frames: list[tuple[int, Record, _Router, int | None, dict[str, Any], bytes]] = []
+        frames: list[tuple[int, Record, Router, int | None, dict[str, Any], bytes]] = []
         for seq, record in records:
             if (now - record.received_us) / 1e6 > self.cfg.max_replay_age:
                 self.counters["replay_expired"] += 1

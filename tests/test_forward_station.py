@@ -428,3 +428,37 @@ async def test_runcmd_and_rmtsh_are_refused_and_logged(pki: Pki, make_lns, buffe
         await _stop(task)
     assert sum("refused" in r.getMessage() and "remote" in r.getMessage() for r in caplog.records) == 2
     assert json.dumps(fwd.health())  # health stays JSON for the page
+
+
+async def test_each_local_packet_forwarder_is_its_own_station_with_its_own_downlinks(
+        pki: Pki, make_lns, buffer: Buffer) -> None:
+    local_b, router_a, router_b = 0xB827EBFFFE00000B, 0x0016C001FF10A23A, 0x0016C001FF10A23B
+    gw = GwmpServer(on_uplink=buffer.append, bind=("127.0.0.1", 0))
+    await gw.start()
+    pfs = [PacketForwarder(eui, gw.bound_address) for eui in (LOCAL, local_b)]
+    serving = []
+    for pf in pfs:
+        await pf.pull()
+        serving.append(asyncio.create_task(pf.serve()))
+    lns = await make_lns(pki)
+    lns.routers = {router_a: dict(EU868_ROUTER_CONFIG), router_b: dict(EU868_ROUTER_CONFIG)}
+    extra = f'[forward.station.eui_map]\n"{LOCAL:016x}" = "{router_a:016x}"\n"{local_b:016x}" = "{router_b:016x}"\n'
+    fwd = build_forwarder(_cfg(lns, extra, trust=pki.trust), gateway_eui=GATEWAY, sources=[gw])
+    _dl, task = await _run(buffer, fwd)
+    try:
+        await _push(pfs[0], UPDF, tmst=1_000_000)
+        await _push(pfs[1], JREQ, tmst=2_000_000)
+        await _until(lambda: lns.of(router_a, "updf") and lns.of(router_b, "jreq"), what="both stations heard")
+        assert not lns.of(router_a, "jreq") and not lns.of(router_b, "updf")
+        assert sorted(m["router"] for m in lns.discoveries) == ["16:c001:ff10:a23a", "16:c001:ff10:a23b"]
+        await lns.send(router_b, _dnmsg(lns.of(router_b, "jreq")[0], RxDelay=1))
+        await _until(lambda: lns.of(router_b, "dntxed"), what="dntxed from station B")
+    finally:
+        await _stop(task)
+        for t in serving:
+            await _stop(t)
+        for pf in pfs:
+            pf.sock.close()
+        gw.close()
+    assert [t["tmst"] for t in pfs[1].txpks] == [3_000_000] and pfs[0].txpks == []
+    assert not lns.of(router_a, "dntxed")

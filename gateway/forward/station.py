@@ -24,6 +24,7 @@ import binascii
 import contextlib
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -357,7 +358,7 @@ class StationForwarder(Forwarder):
             return reason
         dr = up_dr(rxpk.get("datr"), rxpk.get("modu"), config.drs if config else EU868_DRS)
         freq = rxpk.get("freq")
-        if dr is None or not isinstance(freq, (int, float)):
+        if dr is None or not isinstance(freq, (int, float)) or not math.isfinite(freq):
             return "unknown_dr"
         rctx = r.rctx(local, self.rng)
         tmst = rxpk.get("tmst")
@@ -367,10 +368,12 @@ class StationForwarder(Forwarder):
         if r.muxtime is not None:
             ref = r.muxtime[0] + time.monotonic() - r.muxtime[1]
         rssi, snr = rxpk.get("rssi", 0), rxpk.get("lsnr", 0.0)
+        if not isinstance(snr, (int, float)) or not math.isfinite(snr):
+            snr = 0.0  # JSON has no NaN: a strict server would drop the whole message
         msg.update({"RefTime": ref, "DR": dr, "Freq": round(float(freq) * 1e6), "upinfo": {
             "rctx": rctx, "xtime": xtime, "gpstime": tmms * 1000 if isinstance(tmms, int) else 0,
-            "rssi": int(rssi) if isinstance(rssi, (int, float)) else 0,
-            "snr": float(snr) if isinstance(snr, (int, float)) else 0.0, "rxtime": received_us / 1e6}})
+            "rssi": int(rssi) if isinstance(rssi, (int, float)) and math.isfinite(rssi) else 0,
+            "snr": float(snr), "rxtime": received_us / 1e6}})
         return msg
 
     async def send(self, records: list[tuple[int, Record]]) -> SendResult:

@@ -186,6 +186,8 @@ class StationForward(ForwardCommon):
     max_replay_age: float = field(default=300.0, metadata=_conv(parse_duration, zero_ok=True))
     # how long the server may take to answer (router-info, router_config, a ping after a batch)
     timeout: float = field(default=10.0, metadata=_conv(parse_duration))
+    # a websocket ping while idle: a server gone without a word shows as disconnected
+    keepalive: float = field(default=30.0, metadata=_conv(parse_duration))
 
     #: Routers (one websocket each) per server; more go out under the fallback router id.
     MAX_GATEWAYS: ClassVar[int] = 64

@@ -69,10 +69,10 @@ def buffer(tmp_path: Path):
 MAPPED = f'[forward.station.eui_map]\n"{LOCAL:016x}" = "{LOCAL:016x}"\n'
 
 
-def _cfg(lns: StationLns, extra: str = "", **files: Path) -> StationForward:
+def _cfg(lns: StationLns, extra: str = "", timeout: str = "3s", **files: Path) -> StationForward:
     lines = [f'{k} = "{v}"' for k, v in files.items()]
     cfg = load_config_text(f'[gateway]\neui = "{GATEWAY:016x}"\n[[forward.station]]\nname = "tts"\n'
-                           f'uri = "{lns.uri}"\ntimeout = "3s"\n' + "\n".join(lines) + "\n" + extra)
+                           f'uri = "{lns.uri}"\ntimeout = "{timeout}"\n' + "\n".join(lines) + "\n" + extra)
     return cfg.forward.station[0]
 
 
@@ -281,6 +281,38 @@ async def test_outage_buffers_shows_disconnected_and_delivers_after(pki: Pki, ma
         await _stop(task)
     tmsts = sorted(m["upinfo"]["xtime"] & 0xFFFFFFFF for m in lns.of(LOCAL, "updf"))
     assert tmsts == [1, 10, 11, 12, 13, 14]
+
+
+async def test_a_batch_counts_as_delivered_only_when_the_server_has_read_it(pki: Pki, make_lns,
+                                                                            buffer: Buffer) -> None:
+    lns = await make_lns(pki)
+    lns.stall_next = True  # accepts the socket, sends router_config, then reads nothing
+    fwd = StationForwarder(_cfg(lns, MAPPED, "500ms", trust=pki.trust), gateway_eui=GATEWAY)
+    for i in range(4):
+        buffer.append(_record(UPDF, tmst=100 + i))
+    dl, task = await _run(buffer, fwd)
+    try:
+        await _until(lambda: dl.errors.get("no_pong"), what="unconfirmed batch noticed")
+        await _until(lambda: dl.acked == 4, what="delivered on the next socket")
+    finally:
+        await _stop(task)
+    # exactly once at the server: the unread batch was never counted as delivered
+    assert sorted(m["upinfo"]["xtime"] & 0xFFFFFFFF for m in lns.of(LOCAL, "updf")) == [100, 101, 102, 103]
+
+
+async def test_a_server_gone_silent_while_idle_shows_disconnected_and_is_reconnected(pki: Pki, make_lns,
+                                                                                     buffer: Buffer) -> None:
+    lns = await make_lns(pki)
+    lns.stall_next = True
+    fwd = StationForwarder(_cfg(lns, 'keepalive = "200ms"\n' + MAPPED, "300ms", trust=pki.trust),
+                           gateway_eui=GATEWAY)
+    dl, task = await _run(buffer, fwd)
+    try:
+        await _until(lambda: fwd.errors.get("keepalive_timeout"), what="silent server noticed")
+        await _until(lambda: dl.reconnects >= 2 and dl.health()["connected"], what="reconnected")
+    finally:
+        await _stop(task)
+    assert dl.errors.get("connection_lost") == 1
 
 
 async def test_restart_while_lns_down_applies_the_saved_router_config(pki: Pki, make_lns, buffer: Buffer) -> None:

@@ -207,6 +207,25 @@ class StationForwarder(Forwarder):
         r.ws = ws
         await ws.send_str(json.dumps({"msgtype": "timesync", "txtime": time.monotonic_ns() // 1000}))
         r.reader = asyncio.create_task(self._read(r, ws), name=f"station-reader:{self.name}:{r.router_id:016x}")
+        r.keepalive = asyncio.create_task(self._keepalive(r, ws), name=f"station-ping:{self.name}:{r.router_id:016x}")
+
+    async def _keepalive(self, r: Router, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Ping while idle; no pong within ``timeout``: the connection counts as broken."""
+        broken = self.broken
+        while r.ws is ws:
+            await asyncio.sleep(self.cfg.keepalive)
+            if r.ws is not ws or r.pings:
+                continue  # a batch is waiting for its own pong: that one tells
+            try:
+                await r.ping(ws, self.cfg.timeout)
+            except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError, ForwarderError):
+                if r.ws is ws:
+                    self._count("keepalive_timeout")
+                    log.warning("%s: router %s: no answer to a ping within %gs; reconnecting", self.section,
+                                eui_str(r.router_id), self.cfg.timeout)
+                    if broken is not None:
+                        broken.set()
+                return
 
     def _muxtime(self, r: Router, msg: dict[str, Any]) -> None:
         mt = msg.get("MuxTime")
@@ -216,16 +235,16 @@ class StationForwarder(Forwarder):
     async def close(self) -> None:
         for r in self._routers.values():
             ws, r.ws = r.ws, None
-            if r.reader is not None:
-                r.reader.cancel()
-                with contextlib.suppress(BaseException):
-                    await r.reader
-                r.reader = None
+            for task in (r.reader, r.keepalive):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+            r.reader = r.keepalive = None
             if ws is not None:
                 with contextlib.suppress(Exception):
                     await ws.close()
-            if r.pong is not None and not r.pong.done():
-                r.pong.cancel()
+            r.fail_pings(ForwarderError("closed", "connection closed"))
         for t in list(self._tasks):
             t.cancel()
         session, self._session = self._session, None
@@ -241,8 +260,7 @@ class StationForwarder(Forwarder):
                 if msg.type == aiohttp.WSMsgType.PING:
                     await ws.pong(msg.data)
                 elif msg.type == aiohttp.WSMsgType.PONG:
-                    if r.pong is not None and not r.pong.done():
-                        r.pong.set_result(None)
+                    r.pong(msg.data)
                 elif msg.type == aiohttp.WSMsgType.TEXT:
                     self._message(r, msg.data)
                 elif msg.type == aiohttp.WSMsgType.BINARY:
@@ -255,8 +273,7 @@ class StationForwarder(Forwarder):
                             eui_str(r.router_id), ws.close_code)
                 if broken is not None:
                     broken.set()
-                if r.pong is not None and not r.pong.done():
-                    r.pong.set_exception(ForwarderError("connection_lost", "traffic socket closed"))
+                r.fail_pings(ForwarderError("connection_lost", "traffic socket closed"))
 
     def _message(self, r: Router, text: str) -> None:
         try:
@@ -407,7 +424,6 @@ class StationForwarder(Forwarder):
                 self.counters["replayed"] += 1
             r.counters[msg["msgtype"]] = r.counters.get(msg["msgtype"], 0) + 1
             out.setdefault(r.router_id, []).append((seq, json.dumps(msg, separators=(",", ":"))))
-        loop = asyncio.get_running_loop()
         for router_id, items in out.items():
             r = self._routers[router_id]
             ws = r.ws
@@ -416,9 +432,7 @@ class StationForwarder(Forwarder):
             try:
                 for _, text in items:
                     await ws.send_str(text)
-                r.pong = loop.create_future()
-                await ws.ping()
-                await asyncio.wait_for(asyncio.shield(r.pong), self.cfg.timeout)
+                await r.ping(ws, self.cfg.timeout)
             except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError) as exc:
                 raise ForwarderError("no_pong", f"{self.section}: router {eui_str(router_id)}: the server did "
                                      f"not confirm {len(items)} messages within {self.cfg.timeout:g}s "

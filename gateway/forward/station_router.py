@@ -33,15 +33,43 @@ class Router:
         self.clocks: dict[int | None, XtimeClock] = {}
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.reader: asyncio.Task[None] | None = None
+        self.keepalive: asyncio.Task[None] | None = None
         self.muxs_uri: str | None = None
         self.muxs_failures = 0
         self.history: list[tuple[int, RouterConfig]] = []  # (since_us, config), oldest first
         self.config_source = "none"  # "none", "saved", "server"
-        self.pong: asyncio.Future[None] | None = None
+        # ping payload -> its pong: a pong confirms only what was sent before its own ping
+        self.pings: dict[bytes, asyncio.Future[None]] = {}
+        self.ping_seq = 0
         self.muxtime: tuple[float, float] | None = None  # (MuxTime, monotonic when received)
         self.gps_offset_us: int | None = None
         self.counters: dict[str, int] = {"updf": 0, "jreq": 0, "propdf": 0, "rejoin": 0,
                                          "dnmsg": 0, "dntxed": 0}
+
+    async def ping(self, ws: aiohttp.ClientWebSocketResponse, timeout: float) -> None:  # noqa: ASYNC109
+        """Ping and wait for its own pong: the server has read everything sent before."""
+        self.ping_seq += 1
+        payload = self.ping_seq.to_bytes(8, "big")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pings[payload] = fut
+        try:
+            await ws.ping(payload)
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        finally:
+            self.pings.pop(payload, None)
+            if not fut.done():
+                fut.cancel()
+
+    def pong(self, payload: bytes) -> None:
+        fut = self.pings.pop(payload, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def fail_pings(self, exc: BaseException) -> None:
+        for fut in self.pings.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self.pings.clear()
 
     def rctx(self, local: int | None, rng: random.Random) -> int:
         if local not in self.locals:

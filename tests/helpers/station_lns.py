@@ -226,8 +226,10 @@ class StationLns:
         await ws.send_json({**self.routers[rid], "MuxTime": 1.7e9})
         if self.stall_next:
             self.stall_next = False
-            while request.transport is not None and not request.transport.is_closing():
-                await asyncio.sleep(0.05)  # nothing read, no ping answered, until the client leaves
+            for _ in range(1200):  # nothing read, no ping answered, until the client leaves (<= 60 s)
+                if request.transport is None or request.transport.is_closing():
+                    break
+                await asyncio.sleep(0.05)
             return ws
         async for m in ws:
             if m.type != WSMsgType.TEXT:

@@ -129,3 +129,16 @@ def test_credential_files_in_the_layouts_networks_issue(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="empty"):
         load_credentials(_station("wss://h:443", trust=empty), "s")  # type: ignore[arg-type]
     assert load_credentials(_station("ws://h:7000"), "s").ssl is None  # type: ignore[arg-type]
+
+
+def test_class_b_ping_slot_goes_at_its_gps_time_and_power_respects_max_eirp() -> None:
+    cfg = RouterConfig.parse({**EU868_ROUTER_CONFIG, "max_eirp": 12.0})
+    (ping,) = dnmsg_attempts({"msgtype": "dnmsg", "DevEui": "00-00-00-00-00-00-00-01", "dC": 1, "diid": 3,
+                              "pdu": "60", "RX1DR": 3, "RX1Freq": 869525000, "gpstime": 1_400_000_000_123_456},
+                             cfg, None)
+    assert ping.window == "B" and ping.txpk["tmms"] == 1_400_000_000_123 and "tmst" not in ping.txpk
+    assert ping.txpk["datr"] == "SF9BW125" and ping.txpk["powe"] == 12
+    with pytest.raises(ValueError, match="gpstime"):
+        dnmsg_attempts({"dC": 1, "pdu": "60", "RX1DR": 3, "RX1Freq": 869525000}, cfg, None)
+    with pytest.raises(ValueError, match="DR 9 is not defined"):
+        dnmsg_attempts({"dC": 2, "pdu": "60", "RX2DR": 9, "RX2Freq": 869525000}, cfg, None)

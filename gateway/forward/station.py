@@ -58,6 +58,8 @@ NATURAL_KINDS: Final = ("uplink",)
 MAX_MESSAGE: Final = 64 << 10
 #: Traffic-socket failures before discovery is asked again (Basics Station: 1, 2, 4, 8, 16 s).
 MUXS_RETRIES: Final = 5
+#: dnmsg being relayed at once (each waits for its TX_ACK, RX2 one second later at most).
+MAX_PENDING_DOWNLINKS: Final = 64
 
 
 class StationForwarder(Forwarder):
@@ -107,7 +109,10 @@ class StationForwarder(Forwarder):
     def router_for(self, local: int | None) -> Router:
         if local is not None and local in self.cfg.eui_map:
             return self._router(self.cfg.eui_map[local])
-        if local is None or self.cfg.gateway_eui is not None or len(self._routers) >= self.cfg.MAX_GATEWAYS:
+        if local is None or self.cfg.gateway_eui is not None:
+            return self._router(self.fallback_router)
+        if local not in self._routers and len(self._routers) >= self.cfg.MAX_GATEWAYS:
+            self._count("too_many_gateways")
             return self._router(self.fallback_router)
         return self._router(local)  # pass-through: the packet forwarder's own EUI is its router id
 
@@ -258,7 +263,8 @@ class StationForwarder(Forwarder):
             while True:
                 msg = await ws.receive()
                 if msg.type == aiohttp.WSMsgType.PING:
-                    await ws.pong(msg.data)
+                    with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                        await ws.pong(msg.data)
                 elif msg.type == aiohttp.WSMsgType.PONG:
                     r.pong(msg.data)
                 elif msg.type == aiohttp.WSMsgType.TEXT:
@@ -293,6 +299,9 @@ class StationForwarder(Forwarder):
                 self._count("bad_router_config")
                 log.warning("%s: router %s: %s; keeping the previous one", self.section, eui_str(r.router_id), exc)
         elif kind == "dnmsg":
+            if len(self._tasks) >= MAX_PENDING_DOWNLINKS:
+                self._count("dnmsg_overload")  # a radio sends one at a time; this many is a runaway server
+                return
             task = asyncio.create_task(self._downlink(r, msg))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -54,8 +54,6 @@ from gateway.records import Record, now_us
 log = logging.getLogger(__name__)
 
 NATURAL_KINDS: Final = ("uplink",)
-#: Largest message accepted from the server (a router_config with a full channel plan is ~4 KB).
-MAX_MESSAGE: Final = 64 << 10
 #: Traffic-socket failures before discovery is asked again (Basics Station: 1, 2, 4, 8, 16 s).
 MUXS_RETRIES: Final = 5
 #: dnmsg being relayed at once (each waits for its TX_ACK, RX2 one second later at most).

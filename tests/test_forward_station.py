@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from drivers.dutycycle import GatewayDutyCycles, eu868_bands
+from drivers.dutycycle import DutyCycleRefused, GatewayDutyCycles, eu868_bands
 from drivers.gwmp_server import GwmpServer
 from gateway import frames
 from gateway.buffer import Buffer
@@ -375,7 +375,9 @@ class PacketForwarder:
 
 @pytest.fixture
 async def radio(buffer: Buffer):
-    gw = GwmpServer(on_uplink=buffer.append, bind=("127.0.0.1", 0), duty_cycle=GatewayDutyCycles(eu868_bands()))
+    duty = GatewayDutyCycles(eu868_bands())
+    gw = GwmpServer(on_uplink=buffer.append, bind=("127.0.0.1", 0), duty_cycle=duty)
+    gw.duty = duty  # type: ignore[attr-defined]  # for tests that spend the budget first
     await gw.start()
     pf = PacketForwarder(LOCAL, gw.bound_address)
     await pf.pull()
@@ -443,6 +445,29 @@ async def test_rx1_refused_falls_back_to_rx2(pki: Pki, make_lns, buffer: Buffer,
     (dntxed,) = lns.of(LOCAL, "dntxed")
     assert (dntxed["DR"], dntxed["Freq"], dntxed["xtime"]) == (0, 869525000, jreq["upinfo"]["xtime"] + 2_000_000)
     assert fwd.health()["rx2_used"] == 1
+
+
+async def test_rx1_band_out_of_duty_cycle_goes_on_rx2_and_nothing_goes_over_budget(
+        pki: Pki, make_lns, buffer: Buffer, radio) -> None:
+    gw, pf = radio
+    for datr, size in (("SF12BW125", 200), ("SF7BW125", 17)):  # spend 868.1 MHz's 1 % of the hour
+        with pytest.raises(DutyCycleRefused):
+            for _ in range(1000):
+                gw.duty.book(LOCAL, 868_100_000, {"freq": 868.1, "modu": "LORA", "datr": datr, "codr": "4/5",
+                                                  "size": size, "data": ""})
+    lns = await make_lns(pki)
+    fwd = build_forwarder(_cfg(lns, trust=pki.trust), gateway_eui=GATEWAY, sources=[gw])
+    _dl, task = await _run(buffer, fwd)
+    try:
+        await _push(pf, JREQ, tmst=7_000_000)
+        await _until(lambda: lns.of(LOCAL, "jreq"))
+        await lns.send(LOCAL, _dnmsg(lns.of(LOCAL, "jreq")[0], RxDelay=1))
+        await _until(lambda: lns.of(LOCAL, "dntxed"))
+    finally:
+        await _stop(task)
+    (only,) = pf.txpks  # RX1 never reached the packet forwarder
+    assert (only["tmst"], only["freq"]) == (9_000_000, 869.525)
+    assert fwd.health()["DUTY_CYCLE_OVERFLOW"] == 1 and lns.of(LOCAL, "dntxed")[0]["Freq"] == 869525000
 
 
 async def test_runcmd_and_rmtsh_are_refused_and_logged(pki: Pki, make_lns, buffer: Buffer,

@@ -191,6 +191,23 @@ async def test_unknown_router_is_refused_by_discovery(pki: Pki, make_lns) -> Non
     await fwd.close()
 
 
+async def test_traffic_socket_retried_five_times_then_discovery_again(pki: Pki, make_lns) -> None:
+    lns = await make_lns(pki)
+    lns.traffic_down = True
+    fwd = StationForwarder(_cfg(lns, MAPPED, trust=pki.trust), gateway_eui=GATEWAY)
+    seen = []
+    for _ in range(7):
+        with pytest.raises(ForwarderError) as err:
+            await fwd.connect()
+        assert "HTTP 503" in str(err.value)
+        seen.append(len(lns.discoveries))
+    assert seen == [1, 1, 1, 1, 1, 2, 2]  # as Basics Station: the known traffic uri first
+    lns.traffic_down = False
+    await fwd.connect()
+    await fwd.close()
+    assert len(lns.discoveries) == 2
+
+
 def test_config_checks_the_authentication_mode(tmp_path: Path) -> None:
     base = '[gateway]\neui = "0016c001ff000001"\n[[forward.station]]\nname = "s"\n'
     with pytest.raises(ConfigError) as err:

@@ -152,6 +152,7 @@ class StationLns:
         self._runner: web.AppRunner | None = None
         self.got = asyncio.Event()
         self.stall_next = False  # the next traffic socket is never read from (a hung server)
+        self.traffic_down = False  # traffic sockets answered 503 (discovery still works)
 
     @property
     def uri(self) -> str:
@@ -215,6 +216,8 @@ class StationLns:
     async def _traffic(self, request: web.Request) -> web.StreamResponse:
         if not self._authorized(request):
             raise web.HTTPUnauthorized(text="token rejected")
+        if self.traffic_down:
+            raise web.HTTPServiceUnavailable(text="muxs down")
         rid = int(request.match_info["router"], 16)
         ws = web.WebSocketResponse()
         await ws.prepare(request)

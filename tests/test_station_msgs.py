@@ -142,3 +142,48 @@ def test_class_b_ping_slot_goes_at_its_gps_time_and_power_respects_max_eirp() ->
         dnmsg_attempts({"dC": 1, "pdu": "60", "RX1DR": 3, "RX1Freq": 869525000}, cfg, None)
     with pytest.raises(ValueError, match="DR 9 is not defined"):
         dnmsg_attempts({"dC": 2, "pdu": "60", "RX2DR": 9, "RX2Freq": 869525000}, cfg, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mhdr=st.sampled_from([0x40, 0x80]), dev_addr=st.integers(0, 2**32 - 1), fctrl_hi=st.integers(0, 15),
+       fopts=st.binary(max_size=15), fcnt=st.integers(0, 0xFFFF), port=st.one_of(st.none(), st.integers(0, 255)),
+       payload=st.binary(max_size=64), mic=st.binary(min_size=4, max_size=4))
+def test_updf_fields_give_back_the_frame(mhdr: int, dev_addr: int, fctrl_hi: int, fopts: bytes, fcnt: int,
+                                         port: int | None, payload: bytes, mic: bytes) -> None:
+    body = b"" if port is None else bytes([port]) + payload
+    phy = (bytes([mhdr]) + dev_addr.to_bytes(4, "little") + bytes([fctrl_hi << 4 | len(fopts)])
+           + fcnt.to_bytes(2, "little") + fopts + body + mic)
+    msg, reason = uplink_message(phy, None)
+    assert msg is not None, reason
+    back = (bytes([msg["MHdr"]]) + (msg["DevAddr"] & 0xFFFFFFFF).to_bytes(4, "little") + bytes([msg["FCtrl"]])
+            + msg["FCnt"].to_bytes(2, "little") + bytes.fromhex(msg["FOpts"])
+            + (b"" if msg["FPort"] == -1 else bytes([msg["FPort"]]) + bytes.fromhex(msg["FRMPayload"]))
+            + (msg["MIC"] & 0xFFFFFFFF).to_bytes(4, "little"))
+    assert back == phy
+    assert -(2**31) <= msg["DevAddr"] < 2**31 and -(2**31) <= msg["MIC"] < 2**31
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=12)
+_DNMSG_KEYS = ["DevEui", "dC", "diid", "pdu", "RxDelay", "RX1DR", "RX1Freq", "RX2DR", "RX2Freq", "xtime", "rctx",
+               "gpstime", "priority"]
+_RC_KEYS = ["DRs", "NetID", "JoinEui", "region", "max_eirp"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(dn=st.dictionaries(st.sampled_from(_DNMSG_KEYS), _json), rc=st.dictionaries(st.sampled_from(_RC_KEYS), _json))
+def test_whatever_a_server_sends_is_taken_or_refused_with_a_value_error(dn: dict[str, object],
+                                                                        rc: dict[str, object]) -> None:
+    try:
+        cfg: RouterConfig | None = RouterConfig.parse(rc)
+    except ValueError:
+        cfg = None
+    clock = XtimeClock(rctx=0, rng=random.Random(5))
+    clock.to_xtime(1000, T0)
+    try:
+        attempts = dnmsg_attempts(dn, cfg, clock)
+    except ValueError:
+        return
+    for a in attempts:
+        assert a.txpk["size"] == len(bytes.fromhex(str(dn["pdu"])))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import random
 import re
 import struct
@@ -99,7 +100,8 @@ class RouterConfig:
         eirp = msg.get("max_eirp")
         return cls(region=str(region)[:32], drs=tuple(drs) or EU868_DRS, net_ids=net_ids,
                    join_euis=join_euis or None,
-                   max_eirp=float(eirp) if isinstance(eirp, (int, float)) and not isinstance(eirp, bool) else None,
+                   max_eirp=float(eirp) if isinstance(eirp, (int, float)) and not isinstance(eirp, bool)
+                   and math.isfinite(eirp) else None,
                    raw=dict(msg))
 
     def summary(self) -> dict[str, Any]:

@@ -129,6 +129,13 @@ def test_credential_files_in_the_layouts_networks_issue(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="empty"):
         load_credentials(_station("wss://h:443", trust=empty), "s")  # type: ignore[arg-type]
     assert load_credentials(_station("ws://h:7000"), "s").ssl is None  # type: ignore[arg-type]
+    token = tmp_path / "tc.key"
+    token.write_text("Authorization: Bearer NNSXS.X\n")
+    token.chmod(0o644)
+    creds = load_credentials(_station("wss://h:443", trust=pki.trust, key=token), "s")  # type: ignore[arg-type]
+    assert creds.mode == "token" and "chmod 600" in creds.warnings[0] and "NNSXS" not in creds.warnings[0]
+    token.chmod(0o600)
+    assert load_credentials(_station("wss://h:443", trust=pki.trust, key=token), "s").warnings == ()  # type: ignore[arg-type]
 
 
 def test_class_b_ping_slot_goes_at_its_gps_time_and_power_respects_max_eirp() -> None:

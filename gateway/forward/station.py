@@ -87,6 +87,7 @@ class StationForwarder(Forwarder):
         self._session: aiohttp.ClientSession | None = None
         self._creds: Credentials | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._warned: set[str] = set()
         self.counters: dict[str, int] = {"sent": 0, "replayed": 0, "replay_expired": 0, "bad_record": 0,
                                          "downlinks": 0, "dntxed": 0, "rx2_used": 0, "refused_commands": 0}
         self.errors: dict[str, int] = {}
@@ -162,6 +163,10 @@ class StationForwarder(Forwarder):
             self._creds = load_credentials(self.cfg, self.section)
         except ValueError as exc:
             raise ForwarderError("credentials", str(exc)) from exc
+        for warning in self._creds.warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                log.warning("%s", warning)
         self.broken = asyncio.Event()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.timeout))
         if not self._routers and self.cfg.gateway_eui is not None:

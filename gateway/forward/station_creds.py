@@ -33,6 +33,19 @@ class Credentials:
     mode: str  # "none", "server", "client_cert", "token"
     ssl: ssl.SSLContext | None
     headers: dict[str, str] = field(default_factory=dict, repr=False)
+    warnings: tuple[str, ...] = ()
+
+
+def _exposed(section: str, path: Path) -> tuple[str, ...]:
+    """A key or token file other users can read: say so (it still works)."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return ()
+    if mode & 0o077:
+        return (f"{section}.key {path}: readable by other users (mode {mode:04o}); it holds a secret: "
+                f"chmod 600 {path}",)
+    return ()
 
 
 def _read(section: str, key: str, path: Path) -> bytes | None:
@@ -116,7 +129,8 @@ def load_credentials(cfg: StationForward, section: str,
         except ssl.SSLError as exc:
             raise ValueError(f"{section}.crt {cfg.crt} / key {cfg.key}: unusable ({exc.reason or exc}); "
                              "both PEM, the key the certificate's?") from exc
-        return Credentials("client_cert", ctx)
+        assert cfg.key is not None  # key (its content) was read from it
+        return Credentials("client_cert", ctx, warnings=_exposed(section, cfg.key))
     if key is not None:
         try:
             text = key.decode("ascii")
@@ -126,7 +140,9 @@ def load_credentials(cfg: StationForward, section: str,
         if "PRIVATE KEY-----" in text:
             raise ValueError(f"{section}.key {cfg.key}: a private key without its certificate; set "
                              "crt (tc.crt) too, or give the token file the server issued")
-        return Credentials("token", ctx, parse_token_headers(text, f"{section}.key {cfg.key}"))
+        assert cfg.key is not None
+        return Credentials("token", ctx, parse_token_headers(text, f"{section}.key {cfg.key}"),
+                           _exposed(section, cfg.key))
     return Credentials("server", ctx)
 
 

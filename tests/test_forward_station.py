@@ -294,6 +294,9 @@ async def test_outage_buffers_shows_disconnected_and_delivers_after(pki: Pki, ma
         await lns.start()  # same port
         await _until(lambda: dl.acked == 6, what="backlog delivered")
         assert dl.health()["connected"] is True
+        # the same router_config again (another MuxTime): not a new version, no flash write
+        saved = json.loads((Path(buffer.path).parent / f"station-tts-{LOCAL:016x}.router_config.json").read_text())
+        assert len(saved["history"]) == 1 and "MuxTime" not in saved["history"][0]["router_config"]
     finally:
         await _stop(task)
     tmsts = sorted(m["upinfo"]["xtime"] & 0xFFFFFFFF for m in lns.of(LOCAL, "updf"))

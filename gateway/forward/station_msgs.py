@@ -102,7 +102,7 @@ class RouterConfig:
                    join_euis=join_euis or None,
                    max_eirp=float(eirp) if isinstance(eirp, (int, float)) and not isinstance(eirp, bool)
                    and math.isfinite(eirp) else None,
-                   raw=dict(msg))
+                   raw={k: v for k, v in msg.items() if k != "MuxTime"})  # MuxTime: a clock, not config
 
     def summary(self) -> dict[str, Any]:
         """For the status page."""

@@ -103,7 +103,7 @@ def load_history(path: Path) -> list[tuple[int, RouterConfig]]:
 
 
 def save_history(path: Path, history: list[tuple[int, RouterConfig]]) -> None:
-    data = {"history": [{"since_us": s, "router_config": {k: v for k, v in c.raw.items() if k != "MuxTime"}}
+    data = {"history": [{"since_us": s, "router_config": dict(c.raw)}
                         for s, c in history]}
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as f:

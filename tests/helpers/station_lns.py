@@ -15,6 +15,7 @@ import ipaddress
 import json
 import re
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +227,7 @@ class StationLns:
         if first.get("msgtype") != "version" or first.get("protocol") != 2:
             self.violations.append(f"first message is not version protocol 2: {first!r}")
         self.sockets[rid] = ws
-        await ws.send_json({**self.routers[rid], "MuxTime": 1.7e9})
+        await ws.send_json({**self.routers[rid], "MuxTime": time.time()})
         if self.stall_next:
             self.stall_next = False
             for _ in range(1200):  # nothing read, no ping answered, until the client leaves (<= 60 s)

@@ -390,6 +390,8 @@ class PacketForwarder:
                 continue
             self.txpks.append(pkt.body["txpk"])
             error = self.answers.pop(0) if self.answers else "NONE"
+            if error == "SILENT":
+                continue  # no TX_ACK at all
             await loop.sock_sendto(self.sock, frames.encode_tx_ack(pkt.token, self.eui, {"error": error}), self.server)
 
 
@@ -488,6 +490,31 @@ async def test_rx1_band_out_of_duty_cycle_goes_on_rx2_and_nothing_goes_over_budg
     (only,) = pf.txpks  # RX1 never reached the packet forwarder
     assert (only["tmst"], only["freq"]) == (9_000_000, 869.525)
     assert fwd.health()["DUTY_CYCLE_OVERFLOW"] == 1 and lns.of(LOCAL, "dntxed")[0]["Freq"] == 869525000
+
+
+async def test_rx1_without_tx_ack_is_not_repeated_on_rx2(pki: Pki, make_lns, buffer: Buffer) -> None:
+    gw = GwmpServer(on_uplink=buffer.append, bind=("127.0.0.1", 0), downlink_timeout=0.3)
+    await gw.start()
+    pf = PacketForwarder(LOCAL, gw.bound_address)
+    await pf.pull()
+    pf.answers = ["SILENT"]
+    serving = asyncio.create_task(pf.serve())
+    lns = await make_lns(pki)
+    fwd = build_forwarder(_cfg(lns, trust=pki.trust), gateway_eui=GATEWAY, sources=[gw])
+    _dl, task = await _run(buffer, fwd)
+    try:
+        await _push(pf, JREQ, tmst=7_000_000)
+        await _until(lambda: lns.of(LOCAL, "jreq"))
+        await lns.send(LOCAL, _dnmsg(lns.of(LOCAL, "jreq")[0], RxDelay=1))
+        await _until(lambda: fwd.health().get("TIMEOUT") == 1, what="TX_ACK timeout")  # type: ignore[attr-defined]
+        await asyncio.sleep(0.3)
+    finally:
+        await _stop(task)
+        await _stop(serving)
+        pf.sock.close()
+        gw.close()
+    assert len(pf.txpks) == 1  # the radio may have sent RX1: never a second copy on RX2
+    assert not lns.of(LOCAL, "dntxed")  # and no claim that it went out
 
 
 async def test_runcmd_and_rmtsh_are_refused_and_logged(pki: Pki, make_lns, buffer: Buffer,

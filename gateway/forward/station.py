@@ -339,12 +339,19 @@ class StationForwarder(Forwarder):
             return
         for attempt in attempts:
             ack: dict[str, Any] = {"error": "UNKNOWN_GATEWAY"}
-            for relay in self.relays:
-                ack = await relay.send_downlink(local, attempt.txpk)
-                if ack.get("error") != "UNKNOWN_GATEWAY":
-                    break
+            try:
+                for relay in self.relays:
+                    ack = await relay.send_downlink(local, attempt.txpk)
+                    if ack.get("error") != "UNKNOWN_GATEWAY":
+                        break
+            except Exception:  # a relay bug must not end the websocket's reader
+                self._count("relay_failed")
+                log.exception("%s: router %s: relaying a downlink failed", self.section, eui_str(r.router_id))
+                return
             error = str(ack.get("error", "NONE"))
             self._count(error, self.counters)
+            if error == "TIMEOUT":
+                return  # no TX_ACK: it may have gone out, so RX2 would send it twice; no dntxed either
             if error == "NONE":
                 if attempt.window == "RX2":
                     self.counters["rx2_used"] += 1

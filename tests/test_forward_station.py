@@ -43,8 +43,8 @@ FOREIGN = bytes.fromhex("40785634120000010001020304")  # DevAddr 12345678: NetID
 
 
 def _record(phy: bytes, tmst: int = 1000, *, local: int = LOCAL, received_us: int | None = None,
-            datr: str = "SF7BW125", tmms: int | None = None) -> Any:
-    rxpk: dict[str, Any] = {"tmst": tmst, "freq": 868.1, "datr": datr, "modu": "LORA", "rssi": -57, "lsnr": 9.5,
+            datr: str = "SF7BW125", tmms: int | None = None, freq: float = 868.1) -> Any:
+    rxpk: dict[str, Any] = {"tmst": tmst, "freq": freq, "datr": datr, "modu": "LORA", "rssi": -57, "lsnr": 9.5,
                             "data": base64.b64encode(phy).decode()}
     if tmms is not None:
         rxpk["tmms"] = tmms
@@ -254,6 +254,7 @@ async def test_every_uplink_type_field_by_field(pki: Pki, make_lns, buffer: Buff
         "MIC": 0x44332211, "DR": 0}
     assert noport["upinfo"]["gpstime"] == 0  # not known without a GPS
     assert {k: jreq[k] for k in JREQ_FIELDS} == JREQ_FIELDS and jreq["DR"] == 3
+    assert fwd.health().get("off_plan_channel") is None  # 868.1 MHz is in the server's plan
     assert propdf["FRMPayload"] == "E0010203" and propdf["DR"] == 6
     # one concentrator, one session: xtimes differ by exactly the counter difference
     assert jreq["upinfo"]["xtime"] - up["xtime"] == 200_000
@@ -267,15 +268,19 @@ async def test_router_config_net_id_and_join_eui_filters(pki: Pki, make_lns, buf
     other_join = JREQ[:1] + bytes.fromhex("0100000000000000") + JREQ[9:]
     for phy in (UPDF, FOREIGN, JREQ, other_join, PROPDF):
         buffer.append(_record(phy))
+    buffer.append(_record(UPDF, freq=867.1))  # a channel the server's plan does not have
     dl, task = await _run(buffer, fwd)
     try:
-        await _until(lambda: dl.acked == 5)
+        await _until(lambda: dl.acked == 6)
     finally:
         await _stop(task)
-    assert [m["msgtype"] for m in lns.messages[LOCAL] if m["msgtype"] != "timesync"] == ["updf", "jreq", "propdf"]
+    assert [m["msgtype"] for m in lns.messages[LOCAL] if m["msgtype"] != "timesync"] == ["updf", "jreq", "propdf",
+                                                                                        "updf"]
     assert lns.of(LOCAL, "jreq")[0]["JoinEui"] == "70-B3-D5-7E-D0-00-00-01"
     counters = fwd.health()
     assert (counters["filtered_net_id"], counters["filtered_join_eui"]) == (1, 1)
+    assert counters["off_plan_channel"] == 1  # sent, but the mismatch is shown
+    assert lns.of(LOCAL, "updf")[-1]["Freq"] == 867_100_000
 
 
 async def test_outage_buffers_shows_disconnected_and_delivers_after(pki: Pki, make_lns, buffer: Buffer) -> None:

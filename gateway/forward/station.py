@@ -396,6 +396,10 @@ class StationForwarder(Forwarder):
         freq = rxpk.get("freq")
         if dr is None or not isinstance(freq, (int, float)) or not math.isfinite(freq):
             return "unknown_dr"
+        freq_hz = round(float(freq) * 1e6)
+        if config is not None and config.upchannels and freq_hz not in config.upchannels:
+            # sent all the same, but the packet forwarder listens where the server does not plan
+            self._count("off_plan_channel", self.counters)
         rctx = r.rctx(local, self.rng)
         tmst = rxpk.get("tmst")
         xtime = r.clocks[local].to_xtime(tmst, received_us) if isinstance(tmst, int) and local in r.clocks else 0
@@ -406,7 +410,7 @@ class StationForwarder(Forwarder):
         rssi, snr = rxpk.get("rssi", 0), rxpk.get("lsnr", 0.0)
         if not isinstance(snr, (int, float)) or not math.isfinite(snr):
             snr = 0.0  # JSON has no NaN: a strict server would drop the whole message
-        msg.update({"RefTime": ref, "DR": dr, "Freq": round(float(freq) * 1e6), "upinfo": {
+        msg.update({"RefTime": ref, "DR": dr, "Freq": freq_hz, "upinfo": {
             "rctx": rctx, "xtime": xtime, "gpstime": tmms * 1000 if isinstance(tmms, int) else 0,
             "rssi": int(rssi) if isinstance(rssi, (int, float)) and math.isfinite(rssi) else 0,
             "snr": float(snr), "rxtime": received_us / 1e6}})

@@ -64,6 +64,8 @@ class RouterConfig:
     join_euis: tuple[tuple[int, int], ...] | None  # None: no JoinEUI filter
     max_eirp: float | None
     raw: Mapping[str, Any]
+    # uplink channel frequencies (Hz) of the server's plan; empty: it named none
+    upchannels: frozenset[int] = frozenset()
 
     @classmethod
     def parse(cls, msg: Mapping[str, Any]) -> RouterConfig:
@@ -96,17 +98,21 @@ class RouterConfig:
                     raise ValueError(f"router_config.JoinEui[{i}] {pair!r} is not [begin, end]")
                 ranges.append((pair[0] & (2**64 - 1), pair[1] & (2**64 - 1)))  # int64 on the wire
             join_euis = tuple(ranges)
+        chans = msg.get("upchannels")
+        upchannels = frozenset(c[0] for c in chans if isinstance(c, list) and c and isinstance(c[0], int)) \
+            if isinstance(chans, list) else frozenset()
         region = msg.get("region", "")
         eirp = msg.get("max_eirp")
         return cls(region=str(region)[:32], drs=tuple(drs) or EU868_DRS, net_ids=net_ids,
                    join_euis=join_euis or None,
                    max_eirp=float(eirp) if isinstance(eirp, (int, float)) and not isinstance(eirp, bool)
                    and math.isfinite(eirp) else None,
-                   raw={k: v for k, v in msg.items() if k != "MuxTime"})  # MuxTime: a clock, not config
+                   raw={k: v for k, v in msg.items() if k != "MuxTime"},  # MuxTime: a clock, not config
+                   upchannels=upchannels)
 
     def summary(self) -> dict[str, Any]:
         """For the status page."""
-        return {"region": self.region, "DRs": len(self.drs),
+        return {"region": self.region, "DRs": len(self.drs), "upchannels": sorted(self.upchannels),
                 "NetID": None if self.net_ids is None else [f"{n:06X}" for n in self.net_ids],
                 "JoinEui": None if self.join_euis is None
                 else [[eui_str(a), eui_str(b)] for a, b in self.join_euis]}

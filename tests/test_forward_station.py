@@ -29,7 +29,7 @@ LOCAL = 0xB827EBFFFE000001
 GATEWAY = 0x0016C001FF000001
 # An unconfirmed data uplink: DevAddr 26011234 (NetID 000013), FCtrl ADR + 1 FOpts byte,
 # FCnt 258, FOpts 02 (LinkCheckReq), FPort 1, FRMPayload CAFE, MIC bytes 01 02 03 84.
-UPDF = bytes.fromhex("4034120126810201020" "1CAFE01020384")
+UPDF = bytes.fromhex("40341201268102010201CAFE01020384")
 UPDF_FIELDS = {"msgtype": "updf", "MHdr": 0x40, "DevAddr": 0x26011234, "FCtrl": 0x81, "FCnt": 258,
                "FOpts": "02", "FPort": 1, "FRMPayload": "CAFE", "MIC": 0x84030201 - 2**32}
 # No FPort, no payload: FPort -1, FRMPayload "" (DevAddr 0x80000001 is negative as int32).

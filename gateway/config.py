@@ -172,6 +172,28 @@ class GwmpForward(ForwardCommon):
 
 
 @dataclass(frozen=True, slots=True)
+class StationForward(ForwardCommon):
+    """A network server over the LoRa Basics Station LNS protocol (websocket, TLS)."""
+
+    uri: str = ""  # the tc.uri: wss://host:port (discovery at {uri}/router-info)
+    trust: Path | None = None  # tc.trust: the server's CA (PEM); required for wss://
+    crt: Path | None = None  # tc.crt: client certificate (PEM), with key
+    key: Path | None = None  # tc.key: client key, or token header lines when crt is absent
+    # router id when no eui_map entry names a local gateway (default: that gateway's own EUI)
+    gateway_eui: int | None = field(default=None, metadata=_conv(parse_eui))
+    # local packet forwarder's gateway EUI -> the router id (EUI) this server knows it by
+    eui_map: dict[int, int] = field(default_factory=dict, metadata=_conv(parse_eui, each=True, key_conv=parse_eui))
+    max_replay_age: float = field(default=300.0, metadata=_conv(parse_duration, zero_ok=True))
+    # how long the server may take to answer (router-info, router_config, a ping after a batch)
+    timeout: float = field(default=10.0, metadata=_conv(parse_duration))
+    # a websocket ping while idle: a server gone without a word shows as disconnected
+    keepalive: float = field(default=30.0, metadata=_conv(parse_duration))
+
+    #: Routers (one websocket each) per server; more go out under the fallback router id.
+    MAX_GATEWAYS: ClassVar[int] = 64
+
+
+@dataclass(frozen=True, slots=True)
 class MqttForward(ForwardCommon):
     url: str = ""
     topic_prefix: str = "eu868"
@@ -219,6 +241,7 @@ class FileForward(ForwardCommon):
 @dataclass(frozen=True, slots=True)
 class Forward:
     gwmp: tuple[GwmpForward, ...] = ()
+    station: tuple[StationForward, ...] = ()
     mqtt: tuple[MqttForward, ...] = ()
     http: tuple[HttpForward, ...] = ()
     ngsi_ld: tuple[NgsiLdForward, ...] = ()
@@ -293,7 +316,7 @@ class Config:
     @property
     def forwarders(self) -> list[ForwardCommon]:
         f = self.forward
-        return [*f.gwmp, *f.mqtt, *f.http, *f.ngsi_ld, *f.file]
+        return [*f.gwmp, *f.station, *f.mqtt, *f.http, *f.ngsi_ld, *f.file]
 
 
 # --------------------------------------------------------------------------- the loader
@@ -457,7 +480,7 @@ def _show(v: Any, secret: bool) -> str:
 def _check(cfg: Config, b: _Builder) -> None:
     """Cross-field rules that the types alone cannot say."""
     names: dict[str, str] = {}
-    for kind in ("gwmp", "mqtt", "http", "ngsi_ld", "file"):
+    for kind in ("gwmp", "station", "mqtt", "http", "ngsi_ld", "file"):
         for i, fw in enumerate(getattr(cfg.forward, kind)):
             p = f"forward.{kind}[{i}]"
             if not fw.name or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", fw.name):
@@ -484,6 +507,8 @@ def _check(cfg: Config, b: _Builder) -> None:
                 if "@" in url.partition("://")[2].partition("/")[0] and getattr(fw, "token", None):
                     b.fail(f"forward.{kind}[{i}].url", "credentials in the URL and a token: the "
                            "two would contradict each other at every request; give one of them")
+    for i, st in enumerate(cfg.forward.station):
+        _check_station(b, f"forward.station[{i}]", st)
     for i, fwd in enumerate(cfg.forward.gwmp):
         if not fwd.server[0] or not fwd.server[1]:
             b.fail(f"forward.gwmp[{i}].server", "required key is missing (e.g. \"lns.example.org:1700\")")
@@ -563,6 +588,33 @@ def _check(cfg: Config, b: _Builder) -> None:
     if cfg.buffer.commit_interval <= 0 or cfg.buffer.commit_interval > 60:
         b.fail("buffer.commit_interval", "must be between 1ms and 60s")
     _check_remote(cfg, b)
+
+
+def _check_station(b: _Builder, p: str, st: StationForward) -> None:
+    """The four authentication modes of Basics Station credentials, and a usable tc.uri."""
+    scheme = st.uri.partition("://")[0].lower()
+    if not st.uri:
+        b.fail(f"{p}.uri", "required key is missing (the tc.uri, e.g. \"wss://eu1.cloud.thethings.network:8887\")")
+    elif scheme not in ("ws", "wss"):
+        b.fail(f"{p}.uri", f"{safe_url(st.uri)!r} must start with wss:// (or ws:// without TLS)")
+    else:
+        _check_url_host(b, f"{p}.uri", st.uri)
+        if scheme == "wss" and st.trust is None:
+            b.fail(f"{p}.trust", "required for a wss:// uri: the server's CA certificate (tc.trust)")
+        if scheme == "ws" and (st.trust or st.crt or st.key):
+            b.fail(f"{p}.uri", "ws:// has no TLS, so trust/crt/key would not be used; use wss:// "
+                   "or remove them")
+    if st.crt is not None and st.key is None:
+        b.fail(f"{p}.key", f"crt {st.crt} given without key (tc.key); set both")
+    if len(st.eui_map) > StationForward.MAX_GATEWAYS:
+        b.fail(f"{p}.eui_map", f"{len(st.eui_map)} gateways, at most {StationForward.MAX_GATEWAYS} "
+               "per server (one websocket each)")
+    routers: dict[int, int] = {}
+    for local, router in st.eui_map.items():
+        if router in routers:
+            b.fail(f"{p}.eui_map.{local:016x}", f"\"{router:016x}\" is already the router id of "
+                   f"{routers[router]:016x}; the server could not tell the two gateways apart")
+        routers.setdefault(router, local)
 
 
 def _check_remote(cfg: Config, b: _Builder) -> None:

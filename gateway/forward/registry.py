@@ -16,6 +16,7 @@ from gateway.config import (
     HttpForward,
     MqttForward,
     NgsiLdForward,
+    StationForward,
 )
 from gateway.forward.base import Forwarder
 from gateway.forward.mqtt import DownlinkRelay
@@ -56,4 +57,8 @@ def build_forwarder(fcfg: ForwardCommon, *, gateway_eui: int, sources: list[Any]
         from gateway.forward.lns import LnsForwarder
 
         return LnsForwarder(fcfg, gateway_eui=gateway_eui, relays=_relays(sources))
+    if isinstance(fcfg, StationForward):
+        from gateway.forward.station import StationForwarder
+
+        return StationForwarder(fcfg, gateway_eui=gateway_eui, relays=_relays(sources))
     raise ValueError(f"forward.{fcfg.name}: no forwarder for config type {type(fcfg).__name__}")

@@ -196,6 +196,8 @@ class RemoteConfig:
         rel = "/".join(parts[at + 1:])
         if not rel.startswith(("metadata/", "targets/")):
             return
+        if rel.startswith("targets/") and not rel.endswith((f".{self.eui:016x}.toml", ".all.toml")):
+            return  # another gateway's config: a fleet of thousands must not fill this memory
         if not payload:
             self.mirror.pop(rel, None)  # a cleared retained message: the file is gone
             return

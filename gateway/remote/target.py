@@ -1,5 +1,7 @@
 """A config target as a gateway loads it: the repository's TOML plus what only the site decides.
 
+A target's top-level tables replace the on-site file's; a table it leaves out stays as the
+site has it (serial ports and packet-forwarder binds are usually the lamp post's own).
 One rule for both sides, so `schwebe fleet set-config` refuses exactly what a gateway would:
 
 - ``gateway.eui`` may be left out (``configs/all.toml`` must leave it out): the gateway puts
@@ -75,16 +77,21 @@ def gateway_config(text: str, local: Config, local_data: dict[str, Any], key_fil
                    source: str) -> Config:
     """The config this gateway runs from a target: its identity and [remote_config] kept.
 
-    ``local_data`` is the on-site config file as parsed TOML (its ``[remote_config]`` and
-    ``gateway`` table are carried over as written). Raises ConfigError with every problem.
+    ``local_data`` is the on-site config file as parsed TOML: its tables fill in what the
+    target leaves out; its ``gateway`` and ``[remote_config]`` are kept whatever the target
+    says. Raises ConfigError with every problem.
     """
     try:
-        data = target_data(text, source=source, eui=local.gateway.eui)
-        data = open_secrets(data, key_file)
-        data["gateway"]["data_dir"] = str(local.gateway.data_dir)
+        data = open_secrets(target_data(text, source=source, eui=local.gateway.eui), key_file)
+        # The target's tables replace the site's; what it leaves out stays as on site
+        # (serial ports, packet-forwarder binds: the hardware of this lamp post).
+        merged = {k: v for k, v in local_data.items() if k != "gateway"}
+        merged.update({k: v for k, v in data.items() if k != "gateway"})
+        merged["gateway"] = {**local_data.get("gateway", {}), "eui": f"{local.gateway.eui:016x}",
+                             "data_dir": str(local.gateway.data_dir)}
         if "remote_config" in local_data:
-            data["remote_config"] = local_data["remote_config"]
-        return load_config_data(data)
+            merged["remote_config"] = local_data["remote_config"]
+        return load_config_data(merged)
     except ConfigError as exc:
         raise ConfigError([f"{source}: {p}" for p in exc.problems]) from None
 

@@ -184,8 +184,15 @@ class Repository:
         self.book["targets"][target_path] = {"sha256": sha, "length": len(data), "version": version}
         return dest
 
-    def remove_target(self, target_path: str) -> None:
-        self.book["targets"].pop(target_path, None)
+    def remove_target(self, target_path: str, *, delete: bool = False) -> None:
+        """Leave ``target_path`` out of the next publish; ``delete`` also removes its file
+        (the mirror then clears its retained copy)."""
+        info = self.book["targets"].pop(target_path, None)
+        if delete and info is not None:
+            (self.path / "targets" / hashed_name(target_path, info["sha256"])).unlink(missing_ok=True)
+
+    def published_version(self, role: str) -> int:
+        return int(self.book["published"][role])
 
     def target_bytes(self, target_path: str) -> bytes:
         info = self.book["targets"].get(target_path)

@@ -180,16 +180,13 @@ def _status(args: argparse.Namespace) -> int:
 def _rollout(args: argparse.Namespace) -> int:
     from gateway.fleet.configs import checked_config
     from gateway.fleet.mqtt import parse_broker
-    from gateway.fleet.rollout import ALL, RolloutError, parse_waves, rollout
+    from gateway.fleet.rollout import RolloutError, parse_waves, rollout
 
     repo = _open_repo(args.dir)
     waves = parse_waves(args.waves)
     timeout = _timeout(args.timeout)
     parse_broker(args.mqtt)
-    if args.config:
-        data = checked_config(Path(args.config), None, allow_plain_secrets=args.allow_plain_secrets)
-    else:
-        data = repo.target_bytes(ALL)
+    data = checked_config(Path(args.config), None, allow_plain_secrets=args.allow_plain_secrets)
 
     async def run(link: Any) -> int:
         try:
@@ -304,8 +301,8 @@ def add_fleet_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--timeout", default="900", metavar="SECONDS",
                    help="per wave, for every confirmation (default 900)")
     s.add_argument("--allow-plain-secrets", action="store_true")
-    s.add_argument("config", nargs="?", metavar="CONFIG.toml",
-                   help="the config to roll out (default: the current configs/all.toml)")
+    # required: an optional positional after DIR would swallow nothing and refuse the file
+    s.add_argument("config", metavar="CONFIG.toml", help="the fleet-wide config to roll out")
     s.set_defaults(func=_guarded(_rollout))
 
     s = sub.add_parser("seal", help="encrypt a secret (stdin) to a gateway's public key")

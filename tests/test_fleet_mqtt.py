@@ -1,0 +1,330 @@
+"""`schwebe fleet` against a real mosquitto: the retained mirror of the repository, gateway
+states in `fleet status`, and rollouts in waves to three stand-in gateways.
+
+The stand-ins are small asyncio MQTT clients in this test: on a notification they refresh
+with python-tuf's ngclient through a tiny fetcher that reads the retained mirror (as the
+gateway's MQTT fetcher does), then report confirmed or rolled-back as a gateway would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tuf.api import exceptions
+from tuf.ngclient import FetcherInterface, Updater
+
+from gateway.fleet.configs import set_config
+from gateway.fleet.mqtt import repository_files
+from gateway.fleet.repo import Repository
+from gateway.forward.mqtt_wire import MqttConnection
+from tests.mosquitto import Mosquitto, mosquitto  # noqa: F401
+
+PREFIX = "city"
+A, B, C = "b827ebfffe00000a", "b827ebfffe00000b", "b827ebfffe00000c"
+GOOD = '[log]\nlevel = "info"\n'
+BAD = '[log]\nlevel = "debug"\n'  # stands in for a config that breaks a forwarder
+
+
+async def fleet(*args: str, cwd: Path) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "fleet", *args, cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def connect(broker: Mosquitto, **kw: Any) -> MqttConnection:
+    return await MqttConnection.open(broker.host, broker.port, client_id=f"t-{secrets.token_hex(4)}",
+                                     max_payload=2 << 20, **kw)
+
+
+async def retained(broker: Mosquitto, pattern: str) -> dict[str, bytes]:
+    """What a fresh subscriber gets: the broker's retained messages under ``pattern``."""
+    got: dict[str, bytes] = {}
+    marker = f"test/sync/{secrets.token_hex(4)}"
+    end = asyncio.Event()
+
+    def take(topic: str, payload: bytes) -> None:
+        got[topic] = payload
+        if topic == marker:
+            end.set()
+
+    conn = await connect(broker, on_message=take)
+    try:
+        await conn.subscribe(pattern)
+        await conn.subscribe(marker)
+        await conn.publish(marker, b"end")
+        await asyncio.wait_for(end.wait(), 10)
+    finally:
+        await conn.close()
+    got.pop(marker)
+    return got
+
+
+def make_repo(tmp_path: Path) -> Repository:
+    repo = Repository.init(tmp_path / "repo")
+    (tmp_path / "all.toml").write_text(GOOD)
+    set_config(repo, tmp_path / "all.toml", None)
+    repo.publish()
+    return repo
+
+
+# ---- mirror ------------------------------------------------------------------------------------
+async def test_mirror_retains_every_file_and_clears_removed_ones(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    repo = make_repo(tmp_path)
+    (tmp_path / "own.toml").write_text(BAD)
+    set_config(repo, tmp_path / "own.toml", A)
+    notes: list[tuple[str, bytes]] = []
+    noted = asyncio.Event()
+
+    def note(topic: str, payload: bytes) -> None:
+        notes.append((topic, payload))
+        noted.set()
+
+    listener = await connect(mosquitto, on_message=note)
+    await listener.subscribe(f"{PREFIX}/fleet/notify")
+
+    url = f"mqtt://operator:s3cr3t-pw@{mosquitto.host}:{mosquitto.port}"  # anonymous broker ignores it
+    rc, out, err = await fleet("publish", "repo", "--mqtt", url, "--prefix", PREFIX, cwd=tmp_path)
+    assert rc == 0, err
+    assert "s3cr3t-pw" not in out + err and "***@" in out
+    files = repository_files(repo.path)
+    on_broker = await retained(mosquitto, f"{PREFIX}/fleet/#")
+    assert on_broker == {f"{PREFIX}/fleet/{rel}": data for rel, data in files.items()}
+    own_rel = next(r for r in files if r.endswith(f".{A}.toml"))
+    assert own_rel.startswith("targets/configs/") and "metadata/timestamp.json" in files
+    await asyncio.wait_for(noted.wait(), 5)
+    assert notes == [(f"{PREFIX}/fleet/notify", b'{"version": 2}')]
+
+    # the gateway's own config goes: its file leaves the directory and the broker
+    repo = Repository.open(repo.path)
+    repo.remove_target(f"configs/{A}.toml", delete=True)
+    repo.save()
+    rc, out, err = await fleet("publish", "repo", "--mqtt", mosquitto.url, "--prefix", PREFIX, cwd=tmp_path)
+    assert rc == 0, err
+    # new targets/snapshot/timestamp sent; root and the unchanged all.toml not again
+    assert "3 file(s) sent" in out and "1 cleared" in out, out
+    on_broker = await retained(mosquitto, f"{PREFIX}/fleet/#")
+    assert f"{PREFIX}/fleet/{own_rel}" not in on_broker
+    assert on_broker == {f"{PREFIX}/fleet/{rel}": data for rel, data in repository_files(repo.path).items()}
+    await listener.close()
+
+
+# ---- status ------------------------------------------------------------------------------------
+def state(eui: str, version: int | None, st: str, reason: str | None = None) -> bytes:
+    return json.dumps({"eui": eui, "version": version, "state": st, "reason": reason,
+                       "source": "mqtt", "at": "2026-12-04T05:00:00Z"}).encode()
+
+
+async def test_status_table_and_exit_codes(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    conn = await connect(mosquitto)
+    topic = f"{PREFIX}/gateway/{{}}/state/config"
+    await conn.publish_many([(topic.format(B), state(B, 4, "confirmed"), True),
+                             (topic.format(A), state(A, 4, "confirmed"), True)])
+    args = ("status", "--mqtt", mosquitto.url, "--prefix", PREFIX)
+    rc, out, err = await fleet(*args, cwd=tmp_path)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["EUI", "VERSION", "STATE", "REASON", "SOURCE", "AT"]
+    assert [ln.split()[:3] for ln in lines[1:]] == [[A, "4", "confirmed"], [B, "4", "confirmed"]]
+
+    # --wait: B has not yet confirmed 5 -> exit 2 naming it; then it does -> exit 0
+    await conn.publish(topic.format(A), state(A, 5, "confirmed"), retain=True)
+    rc, out, err = await fleet(*args, "--wait", "5", "--timeout", "1", cwd=tmp_path)
+    assert rc == 2 and f"no answer for version 5 within 1s from {B}" in err
+    waiting = asyncio.create_task(fleet(*args, "--wait", "5", "--timeout", "30", cwd=tmp_path))
+    await asyncio.sleep(1.5)
+    assert not waiting.done()
+    await conn.publish(topic.format(B), state(B, 5, "confirmed"), retain=True)
+    rc, out, err = await waiting
+    assert rc == 0, err
+    assert [ln.split()[:3] for ln in out.splitlines()[1:]] == [[A, "5", "confirmed"], [B, "5", "confirmed"]]
+
+    # one rolled back: exit 1, the reason in the table and the JSON
+    why = "forwarder city could not deliver for 60s"
+    await conn.publish(topic.format(B), state(B, 6, "rolled-back", why), retain=True)
+    rc, out, err = await fleet(*args, cwd=tmp_path)
+    assert rc == 1 and why in out and f"{B} rolled-back" in err
+    rc, out, err = await fleet(*args, "--json", cwd=tmp_path)
+    assert rc == 1
+    rows = json.loads(out)
+    assert rows[1] == {"eui": B, "version": 6, "state": "rolled-back", "reason": why,
+                       "source": "mqtt", "at": "2026-12-04T05:00:00Z"}
+    await conn.close()
+
+    rc, out, err = await fleet("status", "--mqtt", mosquitto.url, "--prefix", "elsewhere", cwd=tmp_path)
+    assert rc == 1 and "no gateway has reported under elsewhere/gateway/+/state/config" in err
+    mosquitto.stop()
+    rc, out, err = await fleet("status", "--mqtt", f"mqtt://op:hunter2@127.0.0.1:{mosquitto.port}", cwd=tmp_path)
+    assert rc == 1 and len(err.splitlines()) == 1 and "hunter2" not in err
+    assert f"MQTT broker mqtt://***@127.0.0.1:{mosquitto.port}" in err
+
+
+# ---- rollout -----------------------------------------------------------------------------------
+class MirrorFetcher(FetcherInterface):
+    """ngclient's requests served from the retained mirror (runs in a worker thread)."""
+
+    def __init__(self, broker: Mosquitto, loop: asyncio.AbstractEventLoop) -> None:
+        self.broker, self.loop = broker, loop
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        topic = f"{PREFIX}/fleet/" + url.removeprefix("mqtt:///")
+        found = asyncio.run_coroutine_threadsafe(retained(self.broker, topic), self.loop).result(20)
+        if topic not in found:
+            raise exceptions.DownloadHTTPError(f"404 {url}", 404)
+        yield found[topic]
+
+
+class StandIn:
+    """A gateway as far as the rollout sees it: state messages, notifications, TUF refresh."""
+
+    def __init__(self, eui: str, broker: Mosquitto, root: bytes, workdir: Path, *, refuse: bytes = b"") -> None:
+        self.eui, self.broker, self.root, self.workdir, self.refuse = eui, broker, root, workdir, refuse
+        self.running = GOOD.encode()
+        self.notified: list[int] = []
+        self.offered: list[str] = []
+        self.refreshes = 0
+        self.conn: MqttConnection | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.wake = asyncio.Event()
+
+    async def start(self) -> None:
+        self.conn = await connect(self.broker, on_message=self._on_message)
+        await self.report(None, "none")
+        await self.conn.subscribe(f"{PREFIX}/gateway/{self.eui}/command/config")
+        await self.conn.subscribe(f"{PREFIX}/fleet/notify")
+        self.task = asyncio.create_task(self._loop())
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic.endswith("/command/config"):
+            self.notified.append(json.loads(payload)["version"])
+        self.wake.set()
+
+    async def report(self, version: int | None, st: str, reason: str | None = None) -> None:
+        assert self.conn is not None
+        await self.conn.publish(f"{PREFIX}/gateway/{self.eui}/state/config",
+                                state(self.eui, version, st, reason), retain=True)
+
+    def _refresh(self, loop: asyncio.AbstractEventLoop) -> tuple[str, int, bytes]:
+        self.refreshes += 1
+        where = self.workdir / f"r{self.refreshes}"
+        (where / "dl").mkdir(parents=True)
+        up = Updater(metadata_dir=str(where), metadata_base_url="mqtt:///metadata/",
+                     target_base_url="mqtt:///targets/", target_dir=str(where / "dl"),
+                     fetcher=MirrorFetcher(self.broker, loop), bootstrap=self.root)
+        up.refresh()
+        info = up.get_targetinfo(f"configs/{self.eui}.toml") or up.get_targetinfo("configs/all.toml")
+        assert info is not None
+        return info.path, int(info.custom["version"]), Path(up.download_target(info)).read_bytes()
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            path, version, data = await asyncio.to_thread(self._refresh, loop)
+            self.offered.append(path)
+            if data == self.refuse:
+                await self.report(version, "rolled-back", "forwarder city could not deliver within the window")
+            else:
+                self.running = data
+                await self.report(version, "confirmed")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.conn is not None:
+            await self.conn.close()
+
+
+async def fleet_of_three(tmp_path: Path, broker: Mosquitto, refuse: bytes = b"") -> list[StandIn]:
+    repo = make_repo(tmp_path)
+    root = (repo.path / "metadata" / "1.root.json").read_bytes()
+    await fleet("publish", "repo", "--mqtt", broker.url, "--prefix", PREFIX, cwd=tmp_path)
+    gws = [StandIn(e, broker, root, tmp_path / e, refuse=refuse if e == A else b"") for e in (C, A, B)]
+    for g in gws:
+        await g.start()
+    return sorted(gws, key=lambda g: g.eui)
+
+
+def signed_targets(repo_dir: Path) -> set[str]:
+    """Every target name any published targets metadata ever named."""
+    names: set[str] = set()
+    for f in (repo_dir / "metadata").glob("*.targets.json"):
+        names |= set(json.loads(f.read_text())["signed"]["targets"])
+    return names
+
+
+async def test_rollout_stops_before_the_second_wave_when_a_first_wave_gateway_rolls_back(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    (tmp_path / "new.toml").write_text(BAD)
+    gws = await fleet_of_three(tmp_path, mosquitto, refuse=BAD.encode())
+    try:
+        rc, out, err = await fleet("rollout", "repo", "--mqtt", mosquitto.url, "--prefix", PREFIX,
+                                   "--waves", "1,2,100%", "--timeout", "20", "new.toml", cwd=tmp_path)
+    finally:
+        for g in gws:
+            await g.stop()
+    assert rc == 1, (out, err)
+    assert f"stopped in wave 1: {A} rolled-back: forwarder city could not deliver" in err
+    a, b, c = gws
+    assert a.notified == [2] and a.offered == [f"configs/{A}.toml"]
+    assert b.notified == c.notified == [] and b.offered == c.offered == []
+    signed = signed_targets(tmp_path / "repo")
+    assert f"configs/{A}.toml" in signed
+    assert f"configs/{B}.toml" not in signed and f"configs/{C}.toml" not in signed
+    on_broker = await retained(mosquitto, f"{PREFIX}/fleet/targets/#")
+    assert not any(B in t or C in t for t in on_broker)
+    all_toml = [p for t, p in on_broker.items() if t.endswith(".all.toml")]
+    assert all_toml == [GOOD.encode()]  # the fleet-wide config never became the new one
+    assert (b.running, c.running) == (GOOD.encode(), GOOD.encode())
+
+
+async def test_clean_rollout_ends_with_all_three_confirmed(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    new = '[log]\nlevel = "warning"\n'
+    (tmp_path / "new.toml").write_text(new)
+    gws = await fleet_of_three(tmp_path, mosquitto)
+    try:
+        rc, out, err = await fleet("rollout", "repo", "--mqtt", mosquitto.url, "--prefix", PREFIX,
+                                   "--waves", "1,2,100%", "--timeout", "20", "new.toml", cwd=tmp_path)
+        assert rc == 0, (out, err)
+        rc, status, err = await fleet("status", "--mqtt", mosquitto.url, "--prefix", PREFIX, "--json",
+                                      cwd=tmp_path)
+    finally:
+        for g in gws:
+            await g.stop()
+    assert "wave 1: version 2 published to 1 gateway(s): " + A in out
+    assert "wave 2: version 2 published to 1 gateway(s): " + B in out
+    assert "wave 3: version 2 published to configs/all.toml for every gateway" in out
+    assert rc == 0
+    assert [(s["eui"], s["version"], s["state"]) for s in json.loads(status)] == [
+        (A, 2, "confirmed"), (B, 2, "confirmed"), (C, 2, "confirmed")]
+    a, b, c = gws
+    assert a.offered[0] == f"configs/{A}.toml" and b.offered[0] == f"configs/{B}.toml"
+    assert set(c.offered) == {"configs/all.toml"}
+    assert all(g.running == new.encode() for g in gws)
+    # the wave targets are gone: from the repository, its signed targets and the broker
+    repo = Repository.open(tmp_path / "repo")
+    assert set(repo.targets()) == {"configs/all.toml"} and repo.book["rollout_targets"] == []
+    assert not list((tmp_path / "repo" / "targets" / "configs").glob(f"*.{A}.toml"))
+    on_broker = await retained(mosquitto, f"{PREFIX}/fleet/targets/#")
+    assert not any(A in t or B in t for t in on_broker)
+
+
+async def test_rollout_times_out_naming_the_silent_gateway(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    repo = make_repo(tmp_path)
+    conn = await connect(mosquitto)
+    await conn.publish(f"{PREFIX}/gateway/{A}/state/config", state(A, 1, "confirmed"), retain=True)
+    await conn.close()
+    rc, _, err = await fleet("rollout", str(repo.path), "--mqtt", mosquitto.url, "--prefix", PREFIX,
+                               "--waves", "100%", "--timeout", "1", "all.toml", cwd=tmp_path)
+    assert rc == 2
+    assert f"no confirmation within 1s from {A} (confirmed version 1)" in err

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tuf.api import exceptions
 from tuf.ngclient import FetcherInterface, Updater
 
@@ -321,10 +322,53 @@ async def test_clean_rollout_ends_with_all_three_confirmed(tmp_path: Path, mosqu
 
 async def test_rollout_times_out_naming_the_silent_gateway(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
     repo = make_repo(tmp_path)
+    (tmp_path / "own.toml").write_text(BAD)
+    set_config(repo, tmp_path / "own.toml", A)  # A has a config of its own: left out
     conn = await connect(mosquitto)
-    await conn.publish(f"{PREFIX}/gateway/{A}/state/config", state(A, 1, "confirmed"), retain=True)
+    for eui in (A, B):
+        await conn.publish(f"{PREFIX}/gateway/{eui}/state/config", state(eui, 1, "confirmed"), retain=True)
     await conn.close()
-    rc, _, err = await fleet("rollout", str(repo.path), "--mqtt", mosquitto.url, "--prefix", PREFIX,
+    rc, out, err = await fleet("rollout", str(repo.path), "--mqtt", mosquitto.url, "--prefix", PREFIX,
                                "--waves", "100%", "--timeout", "1", "all.toml", cwd=tmp_path)
     assert rc == 2
-    assert f"no confirmation within 1s from {A} (confirmed version 1)" in err
+    assert f"{A} keeps its own configs/{A}.toml" in out and "to 1 gateway(s)" in out
+    assert f"no confirmation within 1s from {B} (confirmed version 1)." in err
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, int, Any]]:
+    """mosquitto with a TLS listener (test CA) and a password file; nothing anonymous."""
+    from tests.mosquitto import _free_port, mosquitto_binary
+    from tests.test_forward_tls import Pki
+
+    mosquitto_binary()
+    pki = Pki(tmp_path / "pki")
+    pw = tmp_path / "passwd"
+    pw.write_text("")
+    subprocess.run(["mosquitto_passwd", "-b", str(pw), "ops", "p@ss word"], check=True, capture_output=True)
+    tls_port = _free_port()
+    broker = Mosquitto(tmp_path / "mosquitto", extra_config=(
+        f"password_file {pw}\nlistener {tls_port} 127.0.0.1\n"
+        f"cafile {pki.ca}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"))
+    broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true\n", "allow_anonymous false\n"))
+    broker.start()
+    try:
+        yield broker, tls_port, pki
+    finally:
+        broker.stop()
+
+
+async def test_status_over_tls_with_password_in_the_url(tmp_path: Path, tls_broker: Any) -> None:
+    broker, tls_port, pki = tls_broker
+    conn = await connect(broker, username="ops", password="p@ss word")
+    await conn.publish(f"{PREFIX}/gateway/{A}/state/config", state(A, 3, "confirmed"), retain=True)
+    await conn.close()
+    url = f"mqtts://ops:p%40ss%20word@127.0.0.1:{tls_port}"
+    rc, out, err = await fleet("status", "--mqtt", url, "--prefix", PREFIX, "--ca", str(pki.ca), cwd=tmp_path)
+    assert rc == 0, err
+    assert out.splitlines()[1].split()[:3] == [A, "3", "confirmed"]
+    rc, out, err = await fleet("status", "--mqtt", url.replace("word@", "wort@"), "--prefix", PREFIX,
+                               "--ca", str(pki.ca), cwd=tmp_path)
+    assert rc == 1 and "check username/password" in err and "wort" not in err
+    rc, out, err = await fleet("status", "--mqtt", url, "--prefix", PREFIX, cwd=tmp_path)  # no --ca
+    assert rc == 1 and "certificate verify failed" in err and "check --ca" in err, err

@@ -166,13 +166,11 @@ def _status(args: argparse.Namespace) -> int:
         failed = [s for s in rows if s.state in FAILED]
         if failed:
             print(f"schwebe fleet: {len(failed)} gateway(s) not on the config they were sent: "
-                  + ", ".join(f"{s.eui} {s.state}" for s in failed), file=sys.stderr)
-            return 1
+                  + ", ".join(f"{s.eui} {s.state} (version {s.version})" for s in failed), file=sys.stderr)
         if late:
             print(f"schwebe fleet: no answer for version {wait} within {timeout:g}s from "
                   + ", ".join(late), file=sys.stderr)
-            return 2
-        return 0
+        return 1 if failed else 2 if late else 0
 
     return asyncio.run(_with_link(args, show))
 

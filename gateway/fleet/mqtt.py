@@ -117,7 +117,7 @@ class FleetLink:
                 timeout=timeout, max_payload=MAX_PAYLOAD, on_message=link._on_message,
                 on_oversize=link._on_oversize, on_lost=link._on_lost)
         except MqttWireError as exc:
-            raise FleetError(f"MQTT broker {broker.shown}: {exc}") from None
+            raise link._error(exc) from None
         return link
 
     async def close(self) -> None:
@@ -149,7 +149,10 @@ class FleetLink:
     def _error(self, exc: BaseException) -> FleetError:
         if isinstance(exc, TimeoutError):
             return FleetError(f"MQTT broker {self.broker.shown}: no answer in time")
-        return FleetError(f"MQTT broker {self.broker.shown}: {exc}")
+        # the client's own messages start with host:port, which the URL already says
+        why = str(exc).removeprefix(f"{self.broker.host}:{self.broker.port}: ")
+        why = why.replace("check ca_file", "check --ca")  # the hint is worded for the config file
+        return FleetError(f"MQTT broker {self.broker.shown}: {why}")
 
     # ---- reading ---------------------------------------------------------------------------
     async def subscribe(self, *filters: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109

@@ -33,6 +33,8 @@ from gateway.fleet.mqtt import (
 from gateway.fleet.repo import Repository, config_target
 
 ALL = config_target(None)
+KEPT = (" (the gateways of the waves so far keep their per-gateway target until a rollout "
+        "runs to the end)")
 
 
 class RolloutError(FleetError):
@@ -116,7 +118,8 @@ async def _wait(link: FleetLink, euis: Sequence[str], version: int, timeout: flo
     if bad:
         names = "; ".join(f"{st.eui} {st.state}: {st.reason or 'no reason given'}" for st in bad)
         raise RolloutError(f"rollout of version {version} stopped in wave {wave}: {names}. "
-                           "Later waves were not published; fix the config and run fleet rollout again", 1)
+                           f"Later waves were not published{KEPT}; fix the config and run fleet "
+                           "rollout again", 1)
     now = states()
     late = [e for e in euis if not confirmed(now.get(e))]
     if late:
@@ -125,7 +128,7 @@ async def _wait(link: FleetLink, euis: Sequence[str], version: int, timeout: flo
             return "no state" if st is None else f"{st.state} version {st.version}"
         names = ", ".join(f"{e} ({last(e)})" for e in late)
         raise RolloutError(f"rollout of version {version} stopped in wave {wave}: no confirmation within "
-                           f"{timeout:g}s from {names}. Later waves were not published", 2)
+                           f"{timeout:g}s from {names}. Later waves were not published{KEPT}", 2)
 
 
 async def rollout(repo: Repository, link: FleetLink, data: bytes, waves: Sequence[WaveStep], *,

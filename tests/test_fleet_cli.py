@@ -20,6 +20,9 @@ import pytest
 from tuf.api import exceptions
 from tuf.ngclient import FetcherInterface, Updater
 
+from gateway.fleet import FleetError
+from gateway.fleet.bundle import make_bundle
+from gateway.fleet.repo import Repository
 from gateway.remote.sealed import gateway_keypair, open_sealed
 
 EUI = "b827ebfffe000001"
@@ -182,6 +185,12 @@ def test_bundle_is_verified_by_ngclient_from_the_tar(tmp_path: Path, own: bool) 
     info = up.get_targetinfo(name)
     assert info is not None
     assert Path(up.download_target(info)).read_text() == (OWN_TOML if own else ALL_TOML)
+
+    # an expired timestamp would be refused at the gateway: refused here already
+    later = datetime.now(UTC) + timedelta(days=2)
+    with pytest.raises(FleetError, match=r"timestamp\.json expired at .*: run schwebe fleet publish"):
+        make_bundle(Repository.open(tmp_path / "repo"), eui, tmp_path / "late.tar", now=later)
+    assert not (tmp_path / "late.tar").exists()
 
     # a bundle whose config was swapped is refused by the same check
     tampered = tmp_path / "tampered.tar"

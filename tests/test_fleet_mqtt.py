@@ -118,6 +118,11 @@ async def test_mirror_retains_every_file_and_clears_removed_ones(tmp_path: Path,
     assert on_broker == {f"{PREFIX}/fleet/{rel}": data for rel, data in repository_files(repo.path).items()}
     await listener.close()
 
+    mosquitto.stop()  # signing does not depend on the broker; the operator learns it was not pushed
+    rc, out, err = await fleet("publish", "repo", "--mqtt", mosquitto.url, "--prefix", PREFIX, cwd=tmp_path)
+    assert rc == 1 and "published: targets version 4" in out
+    assert err.startswith("schwebe fleet publish: signed in repo but not mirrored: MQTT broker mqtt://127.0.0.1:")
+
 
 # ---- status ------------------------------------------------------------------------------------
 def state(eui: str, version: int | None, st: str, reason: str | None = None) -> bytes:
@@ -187,9 +192,12 @@ class MirrorFetcher(FetcherInterface):
 class StandIn:
     """A gateway as far as the rollout sees it: state messages, notifications, TUF refresh."""
 
-    def __init__(self, eui: str, broker: Mosquitto, root: bytes, workdir: Path, *, refuse: bytes = b"") -> None:
+    def __init__(self, eui: str, broker: Mosquitto, root: bytes, workdir: Path, *, refuse: bytes = b"",
+                 report_returned: bool = False) -> None:
         self.eui, self.broker, self.root, self.workdir, self.refuse = eui, broker, root, workdir, refuse
+        self.report_returned = report_returned  # rolled-back names the version it went back to
         self.running = GOOD.encode()
+        self.version: int | None = None
         self.notified: list[int] = []
         self.offered: list[str] = []
         self.refreshes = 0
@@ -234,9 +242,10 @@ class StandIn:
             path, version, data = await asyncio.to_thread(self._refresh, loop)
             self.offered.append(path)
             if data == self.refuse:
-                await self.report(version, "rolled-back", "forwarder city could not deliver within the window")
+                await self.report(self.version if self.report_returned else version, "rolled-back",
+                                  "forwarder city could not deliver within the window")
             else:
-                self.running = data
+                self.running, self.version = data, version
                 await self.report(version, "confirmed")
 
     async def stop(self) -> None:
@@ -246,11 +255,13 @@ class StandIn:
             await self.conn.close()
 
 
-async def fleet_of_three(tmp_path: Path, broker: Mosquitto, refuse: bytes = b"") -> list[StandIn]:
+async def fleet_of_three(tmp_path: Path, broker: Mosquitto, refuse: bytes = b"",
+                         report_returned: bool = False) -> list[StandIn]:
     repo = make_repo(tmp_path)
     root = (repo.path / "metadata" / "1.root.json").read_bytes()
     await fleet("publish", "repo", "--mqtt", broker.url, "--prefix", PREFIX, cwd=tmp_path)
-    gws = [StandIn(e, broker, root, tmp_path / e, refuse=refuse if e == A else b"") for e in (C, A, B)]
+    gws = [StandIn(e, broker, root, tmp_path / e, refuse=refuse if e == A else b"",
+                   report_returned=report_returned) for e in (C, A, B)]
     for g in gws:
         await g.start()
     return sorted(gws, key=lambda g: g.eui)
@@ -264,10 +275,11 @@ def signed_targets(repo_dir: Path) -> set[str]:
     return names
 
 
+@pytest.mark.parametrize("report_returned", [False, True], ids=["names-new-version", "names-old-version"])
 async def test_rollout_stops_before_the_second_wave_when_a_first_wave_gateway_rolls_back(
-        tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+        tmp_path: Path, mosquitto: Mosquitto, report_returned: bool) -> None:  # noqa: F811
     (tmp_path / "new.toml").write_text(BAD)
-    gws = await fleet_of_three(tmp_path, mosquitto, refuse=BAD.encode())
+    gws = await fleet_of_three(tmp_path, mosquitto, refuse=BAD.encode(), report_returned=report_returned)
     try:
         rc, out, err = await fleet("rollout", "repo", "--mqtt", mosquitto.url, "--prefix", PREFIX,
                                    "--waves", "1,2,100%", "--timeout", "20", "new.toml", cwd=tmp_path)

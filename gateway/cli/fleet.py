@@ -125,7 +125,10 @@ def _publish(args: argparse.Namespace) -> int:
               f"{link.prefix}/fleet/notify (version {repo.config_version})")
         return 0
 
-    return asyncio.run(_with_link(args, push))
+    try:
+        return asyncio.run(_with_link(args, push))
+    except FleetError as exc:  # the broker failed: what is signed stays signed
+        raise FleetError(f"signed in {repo.path} but not mirrored: {exc}") from None
 
 
 def _status_table(states: list[Any]) -> str:

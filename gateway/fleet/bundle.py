@@ -13,7 +13,7 @@ import io
 import os
 import tarfile
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tuf.api.exceptions import RepositoryError
@@ -40,8 +40,9 @@ def _signed(repo: Repository, rel: str) -> Metadata:  # type: ignore[type-arg]
         raise FleetError(f"{path}: not TUF metadata: {exc}") from None
 
 
-def make_bundle(repo: Repository, eui: str, out: Path, *, mtime: float | None = None) -> Bundle:
+def make_bundle(repo: Repository, eui: str, out: Path, *, now: datetime | None = None) -> Bundle:
     """Write the bundle for gateway ``eui`` to ``out`` (whole or not at all)."""
+    now = now or datetime.now(UTC)
     tv, sv = repo.published_version("targets"), repo.published_version("snapshot")
     if tv == 0:
         raise FleetError(f"{repo.path}: nothing published yet: run schwebe fleet publish {repo.path}")
@@ -49,6 +50,10 @@ def make_bundle(repo: Repository, eui: str, out: Path, *, mtime: float | None = 
     members += ["metadata/timestamp.json", f"metadata/{sv}.snapshot.json", f"metadata/{tv}.targets.json"]
     signed = _signed(repo, f"metadata/{tv}.targets.json").signed
     ts = _signed(repo, "metadata/timestamp.json").signed
+    if ts.expires <= now:
+        # the gateway would refuse it as expired metadata: say so here, not at the lamp post
+        raise FleetError(f"{repo.path}/metadata/timestamp.json expired at {ts.expires.isoformat()}: "
+                         f"run schwebe fleet publish {repo.path} first")
     wanted = []
     for name in (config_target(eui), config_target(None)):
         info = signed.targets.get(name)
@@ -59,7 +64,7 @@ def make_bundle(repo: Repository, eui: str, out: Path, *, mtime: float | None = 
         raise FleetError(f"{repo.path}: no published config for gateway {eui} (neither "
                          f"{config_target(eui)} nor {config_target(None)}): store one with "
                          "fleet set-config, then fleet publish")
-    when = int(mtime if mtime is not None else datetime.now().timestamp())
+    when = int(now.timestamp())
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:

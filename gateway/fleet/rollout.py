@@ -16,7 +16,7 @@ gateways with a config of their own.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,14 +97,25 @@ def plan_waves(steps: Sequence[WaveStep], fleet: Sequence[str]) -> list[list[str
 Say = Callable[[str], None]
 
 
-async def _wait(link: FleetLink, euis: Sequence[str], version: int, timeout: float, wave: int) -> None:  # noqa: ASYNC109
-    """Until each of ``euis`` has confirmed ``version``; RolloutError on a failure or timeout."""
+def _state_topic(link: FleetLink, eui: str) -> str:
+    return f"{link.prefix}/gateway/{eui}/state/config"
+
+
+async def _wait(link: FleetLink, euis: Sequence[str], version: int, timeout: float, wave: int,  # noqa: ASYNC109
+                before: Mapping[str, bytes | None]) -> None:
+    """Until each of ``euis`` has confirmed ``version``; RolloutError on a failure or timeout.
+
+    A failure is a ``rolled-back``/``refused`` state naming ``version``, or any such state
+    reported since this wave began (``before``: the state messages then), whichever version
+    it names: a gateway may report the version it returned to.
+    """
     def states() -> dict[str, GatewayState]:
         return gateway_states(link.messages, link.prefix)
 
     def failed() -> list[GatewayState]:
         now = states()
-        return [now[e] for e in euis if e in now and now[e].state in FAILED and now[e].version == version]
+        return [now[e] for e in euis if e in now and now[e].state in FAILED
+                and (now[e].version == version or link.messages.get(_state_topic(link, e)) != before.get(e))]
 
     def confirmed(st: GatewayState | None) -> bool:
         return st is not None and st.state == "confirmed" and st.version is not None and st.version >= version
@@ -152,6 +163,8 @@ async def rollout(repo: Repository, link: FleetLink, data: bytes, waves: Sequenc
     say(f"rolling out version {version} to {len(fleet)} gateway(s) in {len(plan)} wave(s)")
     for k, new in enumerate(plan, start=1):
         final = k == len(plan)
+        waiting = fleet if final else new
+        before = {e: link.messages.get(_state_topic(link, e)) for e in waiting}
         if final:
             repo.add_target(ALL, data, version)
             for t in made:
@@ -167,11 +180,10 @@ async def rollout(repo: Repository, link: FleetLink, data: bytes, waves: Sequenc
         repo.save()
         repo.publish()
         result = await mirror(link, Path(repo.path))
-        waiting = fleet if final else new
         await notify(link, version, waiting, broadcast=final)
         what = f"{ALL} for every gateway" if final else f"{len(new)} gateway(s): {', '.join(new)}"
         say(f"wave {k}: version {version} published to {what} ({result.published} file(s) mirrored, "
             f"{result.cleared} cleared); waiting for {len(waiting)} confirmation(s)")
-        await _wait(link, waiting, version, timeout, k)
+        await _wait(link, waiting, version, timeout, k, before)
         say(f"wave {k}: confirmed by {len(waiting)} gateway(s)")
     return version

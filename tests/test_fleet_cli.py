@@ -76,7 +76,7 @@ def test_init_set_config_publish_end_to_end(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     root = (repo / "metadata" / "1.root.json").read_bytes()
     assert r.stdout.encode() == root  # `fleet init DIR > root.json` gives the file to install
-    assert "[remote_config] root" in r.stderr and "metadata/1.root.json" in r.stderr
+    assert "[remote_config] root" in r.stderr and "repo/metadata/root.json" in r.stderr
     keys = sorted(p.name for p in (repo / "keys").glob("*.key"))
     assert keys == ["snapshot.key", "targets.2.key", "targets.key", "timestamp.key"]
     assert [p.name for p in offline.glob("*.key")] == ["root.key"]  # the root key where asked

@@ -71,7 +71,7 @@ def _init(args: argparse.Namespace) -> int:
         else:  # one directory for every role's private keys
             key_dirs.update({r: Path(item) for r in ROLES if r not in key_dirs})
     repo = Repository.init(Path(args.dir), thresholds=thresholds, key_dirs=key_dirs, expiry=expiry)
-    root = repo.path / "metadata" / "1.root.json"
+    root = repo.path / "metadata" / "root.json"  # the same bytes as 1.root.json until a key rotation
     sys.stdout.write(root.read_text(encoding="utf-8"))
     keys = sorted({str((repo.path / p).parent) for r in ROLES for p in repo.book["roles"][r]["keys"]})
     print(f"schwebe fleet: repository made in {repo.path}; private keys (0600) in {', '.join(keys)}.\n"

@@ -92,6 +92,7 @@ async def test_mirror_retains_every_file_and_clears_removed_ones(tmp_path: Path,
 
     listener = await connect(mosquitto, on_message=note)
     await listener.subscribe(f"{PREFIX}/fleet/notify")
+    await listener.subscribe(f"{PREFIX}/gateway/+/command/config")
 
     url = f"mqtt://operator:s3cr3t-pw@{mosquitto.host}:{mosquitto.port}"  # anonymous broker ignores it
     rc, out, err = await fleet("publish", "repo", "--mqtt", url, "--prefix", PREFIX, cwd=tmp_path)
@@ -102,8 +103,13 @@ async def test_mirror_retains_every_file_and_clears_removed_ones(tmp_path: Path,
     assert on_broker == {f"{PREFIX}/fleet/{rel}": data for rel, data in files.items()}
     own_rel = next(r for r in files if r.endswith(f".{A}.toml"))
     assert own_rel.startswith("targets/configs/") and "metadata/timestamp.json" in files
-    await asyncio.wait_for(noted.wait(), 5)
-    assert notes == [(f"{PREFIX}/fleet/notify", b'{"version": 2}')]
+    async with asyncio.timeout(5):
+        while len(notes) < 2:
+            noted.clear()
+            await noted.wait()
+    # the broadcast, and A (it has a config of its own) on its command topic
+    assert sorted(notes) == [(f"{PREFIX}/fleet/notify", b'{"version": 2}'),
+                             (f"{PREFIX}/gateway/{A}/command/config", b'{"version": 2}')]
 
     # the gateway's own config goes: its file leaves the directory and the broker
     repo = Repository.open(repo.path)

@@ -105,7 +105,7 @@ async def _with_link(args: argparse.Namespace, work: Callable[[Any], Awaitable[i
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from gateway.fleet.mqtt import mirror, notify, parse_broker
+    from gateway.fleet.mqtt import mirror, notify, parse_broker, read_states
 
     repo = _open_repo(args.dir)
     if args.mqtt:
@@ -119,10 +119,13 @@ def _publish(args: argparse.Namespace) -> int:
 
     async def push(link: Any) -> int:
         result = await mirror(link, repo.path)
-        await notify(link, repo.config_version, [], broadcast=True)
+        # every gateway known (its state, or a config of its own) on its command topic too
+        euis = set(await read_states(link)) | {
+            name[len("configs/"):-len(".toml")] for name in pub.config_targets if name != "configs/all.toml"}
+        await notify(link, repo.config_version, sorted(euis), broadcast=True)
         print(f"mirrored to {link.broker.shown} under {link.prefix}/fleet/: {result.published} file(s) "
               f"sent, {result.unchanged} unchanged, {result.cleared} cleared; notified "
-              f"{link.prefix}/fleet/notify (version {repo.config_version})")
+              f"{link.prefix}/fleet/notify and {len(euis)} gateway(s) (version {repo.config_version})")
         return 0
 
     try:

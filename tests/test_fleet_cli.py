@@ -206,3 +206,18 @@ def test_bundle_is_verified_by_ngclient_from_the_tar(tmp_path: Path, own: bool) 
     assert info is not None
     with pytest.raises(exceptions.LengthOrHashMismatchError):
         up.download_target(info)
+
+
+def test_waves_are_cumulative_counts_or_shares_ending_at_100_percent() -> None:
+    from gateway.fleet.rollout import parse_waves, plan_waves
+
+    fleet40 = [f"{i:016x}" for i in range(40)]
+    assert [len(w) for w in plan_waves(parse_waves("1,10%,100%"), fleet40)] == [1, 3, 36]
+    # 10% of three is less than the first wave: that wave adds no one and is left out
+    assert plan_waves(parse_waves("1,10%,100%"), ["a", "b", "c"]) == [["a"], ["b", "c"]]
+    # a first wave larger than the fleet: the final wave still switches to all.toml
+    assert plan_waves(parse_waves("5,100%"), ["a", "b"]) == [["a", "b"], []]
+    for bad, why in [("1,50%", "the last wave must be 100%"), ("0,100%", "'0' is neither"),
+                     ("x,100%", "'x' is neither"), ("1,150%", "'150%' is neither")]:
+        with pytest.raises(FleetError, match=why):
+            parse_waves(bad)

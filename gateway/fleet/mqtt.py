@@ -175,6 +175,8 @@ class FleetLink:
                 await self.conn.publish(topic, nonce)
                 while self.messages.get(topic) != nonce:
                     self._changed.clear()
+                    if self.conn.error is not None:
+                        raise self.conn.error
                     await self._changed.wait()
         except (MqttWireError, TimeoutError) as exc:
             raise self._error(exc) from None

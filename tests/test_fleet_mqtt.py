@@ -22,10 +22,10 @@ from tuf.api import exceptions
 from tuf.ngclient import FetcherInterface, Updater
 
 from gateway.fleet.configs import set_config
-from gateway.fleet.mqtt import repository_files
 from gateway.fleet.repo import Repository
 from gateway.forward.mqtt_wire import MqttConnection
-from tests.mosquitto import Mosquitto, mosquitto  # noqa: F401
+from tests.mosquitto import Mosquitto, _free_port, mosquitto, mosquitto_binary  # noqa: F401
+from tests.test_forward_tls import Pki
 
 PREFIX = "city"
 A, B, C = "b827ebfffe00000a", "b827ebfffe00000b", "b827ebfffe00000c"
@@ -79,7 +79,12 @@ def make_repo(tmp_path: Path) -> Repository:
 
 
 # ---- mirror ------------------------------------------------------------------------------------
-async def test_mirror_retains_every_file_and_clears_removed_ones(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+def mirrored(repo_dir: Path, *rels: str) -> dict[str, bytes]:
+    """The retained messages that mirror ``rels`` of the repository: topic -> the file's bytes."""
+    return {f"{PREFIX}/fleet/{rel}": (repo_dir / rel).read_bytes() for rel in rels}
+
+
+async def test_mirror_retains_what_gateways_need_and_clears_the_rest(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
     repo = make_repo(tmp_path)
     (tmp_path / "own.toml").write_text(BAD)
     set_config(repo, tmp_path / "own.toml", A)
@@ -98,11 +103,15 @@ async def test_mirror_retains_every_file_and_clears_removed_ones(tmp_path: Path,
     rc, out, err = await fleet("publish", "repo", "--mqtt", url, "--prefix", PREFIX, cwd=tmp_path)
     assert rc == 0, err
     assert "s3cr3t-pw" not in out + err and "***@" in out
-    files = repository_files(repo.path)
+    configs = sorted(p.relative_to(repo.path).as_posix() for p in (repo.path / "targets").rglob("*.toml"))
+    own_rel = next(r for r in configs if r.endswith(f".{A}.toml"))
+    all_rel = next(r for r in configs if r.endswith(".all.toml"))
     on_broker = await retained(mosquitto, f"{PREFIX}/fleet/#")
-    assert on_broker == {f"{PREFIX}/fleet/{rel}": data for rel, data in files.items()}
-    own_rel = next(r for r in files if r.endswith(f".{A}.toml"))
-    assert own_rel.startswith("targets/configs/") and "metadata/timestamp.json" in files
+    # every file of the last publish ngclient asks for, byte for byte; the first publish's
+    # snapshot and targets (still on disk for web clients mid-update) are of no use to a gateway
+    assert on_broker == mirrored(repo.path, "metadata/1.root.json", "metadata/timestamp.json",
+                                 "metadata/2.snapshot.json", "metadata/2.targets.json", own_rel, all_rel)
+    assert (repo.path / "metadata" / "1.targets.json").exists()
     async with asyncio.timeout(5):
         while len(notes) < 2:
             noted.clear()
@@ -117,11 +126,12 @@ async def test_mirror_retains_every_file_and_clears_removed_ones(tmp_path: Path,
     repo.save()
     rc, out, err = await fleet("publish", "repo", "--mqtt", mosquitto.url, "--prefix", PREFIX, cwd=tmp_path)
     assert rc == 0, err
-    # new targets/snapshot/timestamp sent; root and the unchanged all.toml not again
-    assert "3 file(s) sent" in out and "1 cleared" in out, out
+    # new targets/snapshot/timestamp sent, root and the unchanged all.toml not again; A's
+    # config and the superseded snapshot and targets cleared
+    assert "3 file(s) sent, 2 unchanged, 3 cleared" in out, out
     on_broker = await retained(mosquitto, f"{PREFIX}/fleet/#")
-    assert f"{PREFIX}/fleet/{own_rel}" not in on_broker
-    assert on_broker == {f"{PREFIX}/fleet/{rel}": data for rel, data in repository_files(repo.path).items()}
+    assert on_broker == mirrored(repo.path, "metadata/1.root.json", "metadata/timestamp.json",
+                                 "metadata/3.snapshot.json", "metadata/3.targets.json", all_rel)
     await listener.close()
 
     mosquitto.stop()  # signing does not depend on the broker; the operator learns it was not pushed
@@ -356,9 +366,6 @@ async def test_rollout_times_out_naming_the_silent_gateway(tmp_path: Path, mosqu
 @pytest.fixture
 def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, int, Any]]:
     """mosquitto with a TLS listener (test CA) and a password file; nothing anonymous."""
-    from tests.mosquitto import _free_port, mosquitto_binary
-    from tests.test_forward_tls import Pki
-
     mosquitto_binary()
     pki = Pki(tmp_path / "pki")
     pw = tmp_path / "passwd"

@@ -118,7 +118,7 @@ def _publish(args: argparse.Namespace) -> int:
         return 0
 
     async def push(link: Any) -> int:
-        result = await mirror(link, repo.path)
+        result = await mirror(link, repo)
         # every gateway known (its state, or a config of its own) on its command topic too
         euis = set(await read_states(link)) | {
             name[len("configs/"):-len(".toml")] for name in pub.config_targets if name != "configs/all.toml"}

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tuf.api.exceptions import RepositoryError
-from tuf.api.metadata import Metadata
+# Defined in _payload; tuf.api.metadata re-exports it implicitly (mypy strict).
+from tuf.api._payload import Timestamp
 
 from gateway.fleet import FleetError
-from gateway.fleet.repo import Repository, config_target, hashed_name
+from gateway.fleet.repo import Repository, config_target
+from gateway.remote import MAX_BUNDLE  # the gateway refuses larger uploads
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,36 +31,18 @@ class Bundle:
     timestamp_expires: datetime
 
 
-def _signed(repo: Repository, rel: str) -> Metadata:  # type: ignore[type-arg]
-    path = repo.path / rel
-    try:
-        return Metadata.from_bytes(path.read_bytes())
-    except OSError as exc:
-        raise FleetError(f"{path}: cannot read: {exc.strerror}") from None
-    except RepositoryError as exc:
-        raise FleetError(f"{path}: not TUF metadata: {exc}") from None
-
-
 def make_bundle(repo: Repository, eui: str, out: Path, *, now: datetime | None = None) -> Bundle:
     """Write the bundle for gateway ``eui`` to ``out`` (whole or not at all)."""
     now = now or datetime.now(UTC)
-    tv, sv = repo.published_version("targets"), repo.published_version("snapshot")
-    if tv == 0:
-        raise FleetError(f"{repo.path}: nothing published yet: run schwebe fleet publish {repo.path}")
-    members = [f"metadata/{n}.root.json" for n in repo.root_versions()]
-    members += ["metadata/timestamp.json", f"metadata/{sv}.snapshot.json", f"metadata/{tv}.targets.json"]
-    signed = _signed(repo, f"metadata/{tv}.targets.json").signed
-    ts = _signed(repo, "metadata/timestamp.json").signed
+    files = repo.published_files()
+    wanted = [name for name in (config_target(eui), config_target(None)) if name in files.values()]
+    members = [rel for rel, name in files.items() if name is None or name in wanted]
+    ts = repo.read_metadata("metadata/timestamp.json").signed
+    assert isinstance(ts, Timestamp)
     if ts.expires <= now:
         # the gateway would refuse it as expired metadata: say so here, not at the lamp post
         raise FleetError(f"{repo.path}/metadata/timestamp.json expired at {ts.expires.isoformat()}: "
                          f"run schwebe fleet publish {repo.path} first")
-    wanted = []
-    for name in (config_target(eui), config_target(None)):
-        info = signed.targets.get(name)
-        if info is not None:
-            wanted.append(name)
-            members.append(f"targets/{hashed_name(name, info.hashes['sha256'])}")
     if not wanted:
         raise FleetError(f"{repo.path}: no published config for gateway {eui} (neither "
                          f"{config_target(eui)} nor {config_target(None)}): store one with "
@@ -73,6 +56,11 @@ def make_bundle(repo: Repository, eui: str, out: Path, *, now: datetime | None =
                 info = tarfile.TarInfo(rel)
                 info.size, info.mode, info.mtime = len(data), 0o644, when
                 tar.addfile(info, io.BytesIO(data))
+        size = tmp.stat().st_size
+        if size > MAX_BUNDLE:
+            tmp.unlink()
+            raise FleetError(f"{out}: the bundle would be {size} bytes; gateways take at most "
+                             f"{MAX_BUNDLE} (too many root versions or an oversized config)")
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

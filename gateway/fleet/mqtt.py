@@ -2,8 +2,9 @@
 
 Topic layout (docs/INTERFACES.md, the remote-config contract):
 
-- ``{prefix}/fleet/<path below the repository>``: every file of metadata/ and targets/,
-  retained, QoS 1, payload = the file's bytes. A gateway's MQTT fetcher serves ngclient's
+- ``{prefix}/fleet/<path below the repository>``: the files of the last publish (every root,
+  timestamp, the current snapshot and targets, the configs they name), retained, QoS 1,
+  payload = the file's bytes. A gateway's MQTT fetcher serves ngclient's
   requests from these, so a city with only a broker needs no web server.
 - ``{prefix}/fleet/notify`` and ``{prefix}/gateway/{eui}/command/config``: ``{"version": N}``,
   not retained: refresh now.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import ssl
 from collections.abc import Callable, Iterable, Mapping
@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 from gateway.config_values import safe_url
 from gateway.fleet import FleetError
-from gateway.fleet.repo import EUI_RE
+from gateway.fleet.repo import EUI_RE, Repository
 from gateway.forward.mqtt_wire import MqttConnection, MqttWireError
 from gateway.forward.tls import client_tls_context
 
@@ -223,21 +223,18 @@ def _matches(pattern: str, topic: str) -> bool:
 
 
 # ---- the retained mirror -----------------------------------------------------------------------
-def repository_files(repo_dir: Path) -> dict[str, bytes]:
-    """Path below the repository -> bytes, for every file of metadata/ and targets/."""
+def mirror_files(repo: Repository) -> dict[str, bytes]:
+    """Path below the repository -> bytes, for the files of the last publish a gateway needs.
+
+    Only those: a gateway keeps the mirror in memory (a bounded number of files), and a
+    cron ``fleet publish`` adds a snapshot and a targets file each time.
+    """
     out: dict[str, bytes] = {}
-    for top in ("metadata", "targets"):
-        base = repo_dir / top
-        if not base.is_dir():
-            raise FleetError(f"{repo_dir}: no {top}/ directory: not a fleet repository "
-                             f"(make one with: schwebe fleet init {repo_dir})")
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue  # half-written temporary files of atomic_write
-                path = Path(dirpath) / name
-                out[path.relative_to(repo_dir).as_posix()] = path.read_bytes()
+    for rel in repo.published_files():
+        try:
+            out[rel] = (repo.path / rel).read_bytes()
+        except OSError as exc:
+            raise FleetError(f"{repo.path / rel}: cannot read: {exc.strerror}") from None
     return out
 
 
@@ -260,15 +257,16 @@ def _publish_order(rel: str) -> int:
     return 1
 
 
-async def mirror(link: FleetLink, repo_dir: Path) -> MirrorResult:
-    """Make the broker's retained ``{prefix}/fleet/...`` equal the repository directory.
+async def mirror(link: FleetLink, repo: Repository) -> MirrorResult:
+    """Make the broker's retained ``{prefix}/fleet/...`` hold the last publish (mirror_files).
 
-    Files whose retained copy already has the same bytes are not sent again; retained
-    messages of files no longer in the directory are cleared (empty retained payload).
+    Files whose retained copy already has the same bytes are not sent again; every other
+    retained message there (a removed config, superseded metadata) is cleared (empty payload)
+    once the new files are in.
     """
     base = f"{link.prefix}/fleet"
     have = await link.retained(f"{base}/metadata/#", f"{base}/targets/#")
-    files = repository_files(repo_dir)
+    files = mirror_files(repo)
     want = {f"{base}/{rel}": data for rel, data in files.items()}
     changed = sorted((rel for rel in files if have.get(f"{base}/{rel}") != files[rel]),
                      key=lambda r: (_publish_order(r), r))

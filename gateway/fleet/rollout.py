@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from gateway.fleet import FleetError
 from gateway.fleet.mqtt import (
@@ -179,7 +178,7 @@ async def rollout(repo: Repository, link: FleetLink, data: bytes, waves: Sequenc
         repo.book["rollout_targets"] = made
         repo.save()
         repo.publish()
-        result = await mirror(link, Path(repo.path))
+        result = await mirror(link, repo)
         await notify(link, version, waiting, broadcast=final)
         what = f"{ALL} for every gateway" if final else f"{len(new)} gateway(s): {', '.join(new)}"
         say(f"wave {k}: version {version} published to {what} ({result.published} file(s) mirrored, "

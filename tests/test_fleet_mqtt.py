@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -397,3 +398,51 @@ async def test_status_over_tls_with_password_in_the_url(tmp_path: Path, tls_brok
     assert rc == 1 and "check username/password" in err and "wort" not in err
     rc, out, err = await fleet("status", "--mqtt", url, "--prefix", PREFIX, cwd=tmp_path)  # no --ca
     assert rc == 1 and "certificate verify failed" in err and "check --ca" in err, err
+
+
+# ---- with a real gateway -------------------------------------------------------------------------
+def test_operator_tools_drive_a_real_gateway_over_mqtt(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    """fleet init/set-config/publish --mqtt/status --wait/rollout against `schwebe run` with
+    `[remote_config] mqtt` only: the broker is the gateway's only way to the repository."""
+    from tests.helpers.daemon import Daemon, free_port
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", "fleet", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=90)
+
+    eui = "b827ebfffe000001"
+    udp, web = free_port(socket.SOCK_DGRAM), free_port()
+    assert run("init", "repo").returncode == 0
+
+    def target(broker_url: str) -> str:
+        return (f'[[sources.gwmp]]\nbind = "127.0.0.1:{udp}"\n[[forward.mqtt]]\nname = "city"\n'
+                f'url = "{broker_url}"\n[web]\nbind = "127.0.0.1:{web}"\nopen_read_only = true\n')
+
+    site = tmp_path / "schwebe.toml"
+    site.write_text(f'[gateway]\neui = "{eui}"\ndata_dir = "{tmp_path / "data"}"\n{target(mosquitto.url)}'
+                    f'[remote_config]\nroot = "{tmp_path}/repo/metadata/root.json"\nmqtt = "city"\n'
+                    'confirm_window = "2s"\n')
+    gw = Daemon(site, web)
+    try:
+        gw.wait("forwarder connected", lambda s: s["forwarders"]["city"]["connected"])
+        (tmp_path / "all.toml").write_text(target(mosquitto.url))
+        assert run("set-config", "repo", "--all", "all.toml").stdout == "1\n"
+        r = run("publish", "repo", "--mqtt", mosquitto.url)
+        assert r.returncode == 0, r.stderr
+        r = run("status", "--mqtt", mosquitto.url, "--wait", "1", "--timeout", "30")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert r.stdout.splitlines()[1].split()[:3] == [eui, "1", "confirmed"]
+        assert " mqtt " in r.stdout.splitlines()[1]
+
+        # a config whose forwarder cannot reach its broker: the gateway undoes it, the rollout stops
+        (tmp_path / "broken.toml").write_text(target(f"mqtt://127.0.0.1:{free_port()}"))
+        r = run("rollout", "repo", "--mqtt", mosquitto.url, "--waves", "100%", "--timeout", "40", "broken.toml")
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert f"stopped in wave 1: {eui} rolled-back: version 2 rolled back: forwarder city cannot deliver" \
+            in r.stderr
+        r = run("status", "--mqtt", mosquitto.url, "--json")
+        assert r.returncode == 1
+        [row] = json.loads(r.stdout)
+        assert (row["version"], row["state"], row["source"]) == (2, "rolled-back", "mqtt")
+    finally:
+        gw.stop()

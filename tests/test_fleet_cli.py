@@ -221,3 +221,14 @@ def test_waves_are_cumulative_counts_or_shares_ending_at_100_percent() -> None:
                      ("x,100%", "'x' is neither"), ("1,150%", "'150%' is neither")]:
         with pytest.raises(FleetError, match=why):
             parse_waves(bad)
+
+
+def test_a_mirror_too_big_for_the_gateways_is_warned_about() -> None:
+    from gateway.fleet.mqtt import mirror_warning
+    from gateway.remote.manager import MIRROR_FILES
+
+    small = {f"targets/configs/{i:064x}.{i:016x}.toml": b"x" for i in range(MIRROR_FILES)}
+    assert mirror_warning(small) is None
+    big = {**small, "metadata/timestamp.json": b"{}"}
+    why = mirror_warning(big)
+    assert why is not None and f"holds {MIRROR_FILES + 1} files" in why and "[remote_config] repository" in why

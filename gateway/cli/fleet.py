@@ -123,6 +123,8 @@ def _publish(args: argparse.Namespace) -> int:
         euis = set(await read_states(link)) | {
             name[len("configs/"):-len(".toml")] for name in pub.config_targets if name != "configs/all.toml"}
         await notify(link, repo.config_version, sorted(euis), broadcast=True)
+        if result.warning:
+            print(f"schwebe fleet publish: warning: {result.warning}", file=sys.stderr)
         print(f"mirrored to {link.broker.shown} under {link.prefix}/fleet/: {result.published} file(s) "
               f"sent, {result.unchanged} unchanged, {result.cleared} cleared; notified "
               f"{link.prefix}/fleet/notify and {len(euis)} gateway(s) (version {repo.config_version})")

@@ -30,6 +30,7 @@ from gateway.fleet import FleetError
 from gateway.fleet.repo import EUI_RE, Repository
 from gateway.forward.mqtt_wire import MqttConnection, MqttWireError
 from gateway.forward.tls import client_tls_context
+from gateway.remote.manager import MIRROR_BYTES, MIRROR_FILES  # the gateway's bounds
 
 DEFAULT_PREFIX = "eu868"
 #: Largest retained message read back (a targets.json of a big fleet, a 1 MiB config).
@@ -243,6 +244,18 @@ class MirrorResult:
     published: int
     unchanged: int
     cleared: int
+    warning: str | None = None
+
+
+def mirror_warning(files: Mapping[str, bytes]) -> str | None:
+    """Why gateways could not hold this mirror (their in-memory copy is bounded), or None."""
+    size = sum(map(len, files.values()))
+    if len(files) <= MIRROR_FILES and size <= MIRROR_BYTES:
+        return None
+    return (f"the mirror holds {len(files)} files, {size} bytes; a gateway keeps at most "
+            f"{MIRROR_FILES} files, {MIRROR_BYTES} bytes of it and ignores the rest, so updates "
+            "over MQTT may stall: give gateways [remote_config] repository (HTTPS), or use fewer "
+            "per-gateway configs (smaller rollout waves)")
 
 
 def _publish_order(rel: str) -> int:
@@ -277,7 +290,7 @@ async def mirror(link: FleetLink, repo: Repository) -> MirrorResult:
     stale = sorted(t for t in have if t not in want)
     if stale:
         await link.publish((t, b"", True) for t in stale)
-    return MirrorResult(len(changed), len(files) - len(changed), len(stale))
+    return MirrorResult(len(changed), len(files) - len(changed), len(stale), mirror_warning(files))
 
 
 async def notify(link: FleetLink, version: int, euis: Iterable[str], *, broadcast: bool) -> None:

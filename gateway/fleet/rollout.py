@@ -179,6 +179,8 @@ async def rollout(repo: Repository, link: FleetLink, data: bytes, waves: Sequenc
         repo.save()
         repo.publish()
         result = await mirror(link, repo)
+        if result.warning:
+            say(f"warning: {result.warning}")
         await notify(link, version, waiting, broadcast=final)
         what = f"{ALL} for every gateway" if final else f"{len(new)} gateway(s): {', '.join(new)}"
         say(f"wave {k}: version {version} published to {what} ({result.published} file(s) mirrored, "

@@ -402,47 +402,76 @@ async def test_status_over_tls_with_password_in_the_url(tmp_path: Path, tls_brok
 
 # ---- with a real gateway -------------------------------------------------------------------------
 def test_operator_tools_drive_a_real_gateway_over_mqtt(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
-    """fleet init/set-config/publish --mqtt/status --wait/rollout against `schwebe run` with
-    `[remote_config] mqtt` only: the broker is the gateway's only way to the repository."""
+    """fleet init/seal/set-config/publish --mqtt/status --wait/rollout/bundle against `schwebe run`
+    with `[remote_config] mqtt` only: the broker is the gateway's only way to the repository,
+    apart from the technician's upload."""
+    import base64
+    import urllib.request
+
+    from gateway.web.auth import hash_password
     from tests.helpers.daemon import Daemon, free_port
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "gateway.cli", "fleet", *args], cwd=tmp_path,
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=tmp_path, input=stdin,
                               capture_output=True, text=True, timeout=90)
 
     eui = "b827ebfffe000001"
     udp, web = free_port(socket.SOCK_DGRAM), free_port()
-    assert run("init", "repo").returncode == 0
+    assert run("fleet", "init", "repo").returncode == 0
 
-    def target(broker_url: str) -> str:
+    def target(broker_url: str, password_hash: str, extra: str = "") -> str:
         return (f'[[sources.gwmp]]\nbind = "127.0.0.1:{udp}"\n[[forward.mqtt]]\nname = "city"\n'
-                f'url = "{broker_url}"\n[web]\nbind = "127.0.0.1:{web}"\nopen_read_only = true\n')
+                f'url = "{broker_url}"\n[web]\nbind = "127.0.0.1:{web}"\nopen_read_only = true\n'
+                f'username = "operator"\npassword_hash = "{password_hash}"\n{extra}')
 
+    pw_hash = hash_password("a long operator password")
     site = tmp_path / "schwebe.toml"
-    site.write_text(f'[gateway]\neui = "{eui}"\ndata_dir = "{tmp_path / "data"}"\n{target(mosquitto.url)}'
+    site.write_text(f'[gateway]\neui = "{eui}"\ndata_dir = "{tmp_path / "data"}"\n'
                     f'[remote_config]\nroot = "{tmp_path}/repo/metadata/root.json"\nmqtt = "city"\n'
-                    'confirm_window = "2s"\n')
+                    f'confirm_window = "2s"\n{target(mosquitto.url, pw_hash)}')
+    site.chmod(0o600)
     gw = Daemon(site, web)
     try:
         gw.wait("forwarder connected", lambda s: s["forwarders"]["city"]["connected"])
-        (tmp_path / "all.toml").write_text(target(mosquitto.url))
-        assert run("set-config", "repo", "--all", "all.toml").stdout == "1\n"
-        r = run("publish", "repo", "--mqtt", mosquitto.url)
+        # the login's hash is a secret: sealed to this gateway's key before it goes anywhere
+        pubkey = run("config", "pubkey", "--config", str(site)).stdout.strip()
+        sealed = run("fleet", "seal", pubkey, stdin=pw_hash).stdout.strip()
+        assert sealed.startswith("enc:v1:")
+        (tmp_path / "all.toml").write_text(target(mosquitto.url, sealed))
+        assert run("fleet", "set-config", "repo", "--all", "all.toml").stdout == "1\n"
+        r = run("fleet", "publish", "repo", "--mqtt", mosquitto.url)
         assert r.returncode == 0, r.stderr
-        r = run("status", "--mqtt", mosquitto.url, "--wait", "1", "--timeout", "30")
+        r = run("fleet", "status", "--mqtt", mosquitto.url, "--wait", "1", "--timeout", "30")
         assert r.returncode == 0, (r.stdout, r.stderr)
         assert r.stdout.splitlines()[1].split()[:3] == [eui, "1", "confirmed"]
         assert " mqtt " in r.stdout.splitlines()[1]
 
         # a config whose forwarder cannot reach its broker: the gateway undoes it, the rollout stops
-        (tmp_path / "broken.toml").write_text(target(f"mqtt://127.0.0.1:{free_port()}"))
-        r = run("rollout", "repo", "--mqtt", mosquitto.url, "--waves", "100%", "--timeout", "40", "broken.toml")
+        (tmp_path / "broken.toml").write_text(target(f"mqtt://127.0.0.1:{free_port()}", sealed))
+        r = run("fleet", "rollout", "repo", "--mqtt", mosquitto.url, "--waves", "100%", "--timeout", "40",
+                "broken.toml")
         assert r.returncode == 1, (r.stdout, r.stderr)
         assert f"stopped in wave 1: {eui} rolled-back: version 2 rolled back: forwarder city cannot deliver" \
             in r.stderr
-        r = run("status", "--mqtt", mosquitto.url, "--json")
+        r = run("fleet", "status", "--mqtt", mosquitto.url, "--json")
         assert r.returncode == 1
         [row] = json.loads(r.stdout)
         assert (row["version"], row["state"], row["source"]) == (2, "rolled-back", "mqtt")
+
+        # on site: the technician brings this gateway's bundle and uploads it with the login
+        (tmp_path / "own.toml").write_text(target(mosquitto.url, sealed, '[parking]\nclosed_spots = ["roadworks:1"]\n'))
+        assert run("fleet", "set-config", "repo", "--gateway", eui, "own.toml").stdout == "3\n"
+        assert run("fleet", "publish", "repo").returncode == 0
+        r = run("fleet", "bundle", "repo", "--gateway", eui, "-o", "site.tar")
+        assert r.returncode == 0, r.stderr
+        auth = "Basic " + base64.b64encode(b"operator:a long operator password").decode()
+        req = urllib.request.Request(f"http://127.0.0.1:{web}/api/config/bundle", method="POST",
+                                     data=(tmp_path / "site.tar").read_bytes(),
+                                     headers={"Content-Type": "application/x-tar", "Authorization": auth})
+        with urllib.request.urlopen(req, timeout=30) as answer:
+            assert json.load(answer)["version"] == 3
+        st = gw.wait("bundle confirmed", lambda s: s["remote_config"]["state"] == "confirmed"
+                     and s["remote_config"]["version"] == 3, 30)
+        assert st["remote_config"]["source"] == "bundle"
     finally:
         gw.stop()

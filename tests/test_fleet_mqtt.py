@@ -156,7 +156,7 @@ async def test_status_table_and_exit_codes(tmp_path: Path, mosquitto: Mosquitto)
     rc, out, err = await fleet(*args, cwd=tmp_path)
     assert rc == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["EUI", "VERSION", "STATE", "REASON", "SOURCE", "AT"]
+    assert lines[0].split() == ["EUI", "VERSION", "STATE", "SOURCE", "AT", "REASON"]
     assert [ln.split()[:3] for ln in lines[1:]] == [[A, "4", "confirmed"], [B, "4", "confirmed"]]
 
     # --wait: B has not yet confirmed 5 -> exit 2 naming it; then it does -> exit 0

@@ -137,9 +137,10 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _status_table(states: list[Any]) -> str:
-    cols = ("EUI", "VERSION", "STATE", "REASON", "SOURCE", "AT")
-    rows = [cols] + [(s.eui, "-" if s.version is None else str(s.version), s.state, s.reason or "-",
-                      s.source or "-", s.at or "-") for s in states]
+    # the reason last: a long one then does not push the short columns apart
+    cols = ("EUI", "VERSION", "STATE", "SOURCE", "AT", "REASON")
+    rows = [cols] + [(s.eui, "-" if s.version is None else str(s.version), s.state, s.source or "-",
+                      s.at or "-", s.reason or "-") for s in states]
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 

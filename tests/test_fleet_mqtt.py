@@ -300,22 +300,34 @@ async def test_rollout_stops_before_the_second_wave_when_a_first_wave_gateway_ro
     try:
         rc, out, err = await fleet("rollout", "repo", "--mqtt", mosquitto.url, "--prefix", PREFIX,
                                    "--waves", "1,2,100%", "--timeout", "20", "new.toml", cwd=tmp_path)
+        assert rc == 1, (out, err)
+        assert f"stopped in wave 1: {A} rolled-back: forwarder city could not deliver" in err
+        a, b, c = gws
+        assert a.notified == [2] and a.offered == [f"configs/{A}.toml"]
+        assert b.notified == c.notified == [] and b.offered == c.offered == []
+        signed = signed_targets(tmp_path / "repo")
+        assert f"configs/{A}.toml" in signed
+        assert f"configs/{B}.toml" not in signed and f"configs/{C}.toml" not in signed
+        on_broker = await retained(mosquitto, f"{PREFIX}/fleet/targets/#")
+        assert not any(B in t or C in t for t in on_broker)
+        all_toml = [p for t, p in on_broker.items() if t.endswith(".all.toml")]
+        assert all_toml == [GOOD.encode()]  # the fleet-wide config never became the new one
+        assert (b.running, c.running) == (GOOD.encode(), GOOD.encode())
+        if report_returned:
+            return
+        # fixed and run again: A (with the target the stopped rollout left) is taken back
+        fixed = '[log]\nlevel = "warning"\n'
+        (tmp_path / "fixed.toml").write_text(fixed)
+        rc, out, err = await fleet("rollout", "repo", "--mqtt", mosquitto.url, "--prefix", PREFIX,
+                                   "--waves", "1,100%", "--timeout", "20", "fixed.toml", cwd=tmp_path)
+        assert rc == 0, (out, err)
+        assert "keeps its own" not in out and f"wave 1: version 3 published to 1 gateway(s): {A}" in out
+        assert all(g.running == fixed.encode() for g in gws)
+        repo = Repository.open(tmp_path / "repo")
+        assert set(repo.targets()) == {"configs/all.toml"} and repo.book["rollout_targets"] == []
     finally:
         for g in gws:
             await g.stop()
-    assert rc == 1, (out, err)
-    assert f"stopped in wave 1: {A} rolled-back: forwarder city could not deliver" in err
-    a, b, c = gws
-    assert a.notified == [2] and a.offered == [f"configs/{A}.toml"]
-    assert b.notified == c.notified == [] and b.offered == c.offered == []
-    signed = signed_targets(tmp_path / "repo")
-    assert f"configs/{A}.toml" in signed
-    assert f"configs/{B}.toml" not in signed and f"configs/{C}.toml" not in signed
-    on_broker = await retained(mosquitto, f"{PREFIX}/fleet/targets/#")
-    assert not any(B in t or C in t for t in on_broker)
-    all_toml = [p for t, p in on_broker.items() if t.endswith(".all.toml")]
-    assert all_toml == [GOOD.encode()]  # the fleet-wide config never became the new one
-    assert (b.running, c.running) == (GOOD.encode(), GOOD.encode())
 
 
 async def test_clean_rollout_ends_with_all_three_confirmed(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811

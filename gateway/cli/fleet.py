@@ -245,6 +245,11 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         except FleetError as exc:
             print(f"schwebe fleet {args.fleet_command}: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            # not 0 (the top level's answer to Ctrl-C): a rollout or a wait did not finish
+            print(f"schwebe fleet {args.fleet_command}: interrupted; what was published stays "
+                  "published (a rollout's waves so far keep their per-gateway targets)", file=sys.stderr)
+            return 130
         except OSError as exc:  # a key directory not writable, an output path missing...
             where = f"{exc.filename}: " if exc.filename else ""
             print(f"schwebe fleet {args.fleet_command}: {where}{exc.strerror or exc}", file=sys.stderr)

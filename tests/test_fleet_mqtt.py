@@ -201,7 +201,7 @@ async def test_status_table_and_exit_codes(tmp_path: Path, mosquitto: Mosquitto)
     assert rc == 1
     rows = json.loads(out)
     assert rows[1] == {"eui": B, "version": 6, "state": "rolled-back", "reason": why,
-                       "source": "mqtt", "at": "2026-12-04T05:00:00Z"}
+                       "source": "mqtt", "at": "2026-12-04T05:00:00Z", "last_confirmed": None}
     await conn.close()
 
     rc, out, err = await fleet("status", "--mqtt", mosquitto.url, "--prefix", "elsewhere", cwd=tmp_path)
@@ -492,7 +492,7 @@ def test_operator_tools_drive_a_real_gateway_over_mqtt(tmp_path: Path, mosquitto
         r = run("fleet", "status", "--mqtt", mosquitto.url, "--json")
         assert r.returncode == 1
         [row] = json.loads(r.stdout)
-        assert (row["version"], row["state"], row["source"]) == (2, "rolled-back", "mqtt")
+        assert (row["version"], row["state"], row["source"], row["last_confirmed"]) == (2, "rolled-back", "mqtt", 1)
 
         # on site: the technician brings this gateway's bundle and uploads it with the login
         (tmp_path / "own.toml").write_text(target(mosquitto.url, sealed, '[parking]\nclosed_spots = ["roadworks:1"]\n'))

@@ -314,10 +314,12 @@ class GatewayState:
     reason: str | None
     source: str | None
     at: str | None
+    last_confirmed: int | None = None  # what runs after a rollback (the gateway reports it)
 
     def as_dict(self) -> dict[str, Any]:
         return {"eui": self.eui, "version": self.version, "state": self.state,
-                "reason": self.reason, "source": self.source, "at": self.at}
+                "reason": self.reason, "source": self.source, "at": self.at,
+                "last_confirmed": self.last_confirmed}
 
 
 def state_filter(prefix: str) -> str:
@@ -358,7 +360,9 @@ def parse_state(topic: str, payload: bytes | None) -> GatewayState | None:
         v = obj.get(key)
         return None if v is None else str(v)[:500]
 
-    return GatewayState(eui, version, str(state), text("reason"), text("source"), text("at"))
+    last = obj.get("last_confirmed")
+    last = last if isinstance(last, int) and not isinstance(last, bool) else None
+    return GatewayState(eui, version, str(state), text("reason"), text("source"), text("at"), last)
 
 
 def gateway_states(messages: Mapping[str, bytes | None], prefix: str) -> dict[str, GatewayState]:

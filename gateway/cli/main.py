@@ -318,6 +318,7 @@ def _hash_password(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.buffer import add_buffer_parser
     from gateway.cli.decode import add_decode_parser
+    from gateway.cli.fleet import add_fleet_parser
     from gateway.cli.remote import add_remote_parsers
     from gateway.cli.simulate import add_simulate_parser
 
@@ -364,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_decode_parser(sub)
     add_buffer_parser(sub)
     add_simulate_parser(sub)
+    add_fleet_parser(sub)
     return parser
 
 

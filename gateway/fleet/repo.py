@@ -29,6 +29,7 @@ from tuf.api._payload import (
     Targets,
     Timestamp,
 )
+from tuf.api.exceptions import RepositoryError
 from tuf.api.metadata import Metadata
 from tuf.api.serialization.json import JSONSerializer
 
@@ -184,8 +185,15 @@ class Repository:
         self.book["targets"][target_path] = {"sha256": sha, "length": len(data), "version": version}
         return dest
 
-    def remove_target(self, target_path: str) -> None:
-        self.book["targets"].pop(target_path, None)
+    def remove_target(self, target_path: str, *, delete: bool = False) -> None:
+        """Leave ``target_path`` out of the next publish; ``delete`` also removes its file
+        (the mirror then clears its retained copy)."""
+        info = self.book["targets"].pop(target_path, None)
+        if delete and info is not None:
+            (self.path / "targets" / hashed_name(target_path, info["sha256"])).unlink(missing_ok=True)
+
+    def published_version(self, role: str) -> int:
+        return int(self.book["published"][role])
 
     def target_bytes(self, target_path: str) -> bytes:
         info = self.book["targets"].get(target_path)
@@ -228,6 +236,34 @@ class Repository:
 
     def root_versions(self) -> list[int]:
         return list(range(1, int(self.book["published"]["root"]) + 1))
+
+    def read_metadata(self, rel: str) -> Metadata[Any]:
+        path = self.path / rel
+        try:
+            return Metadata.from_bytes(path.read_bytes())
+        except OSError as exc:
+            raise FleetError(f"{path}: cannot read: {exc.strerror}") from None
+        except RepositoryError as exc:
+            raise FleetError(f"{path}: not TUF metadata: {exc}") from None
+
+    def published_files(self) -> dict[str, str | None]:
+        """What a client needs of the last publish: path below the repository -> target name
+        (None for metadata). Every root version (a client walks them after a key rotation),
+        timestamp.json, the snapshot and targets it leads to, the files those targets name.
+        Superseded metadata and configs stay on disk for clients still on the last publish
+        but are no use to a new one.
+        """
+        tv, sv = self.published_version("targets"), self.published_version("snapshot")
+        if tv == 0:
+            raise FleetError(f"{self.path}: nothing published yet: run schwebe fleet publish {self.path}")
+        out: dict[str, str | None] = {f"metadata/{n}.root.json": None for n in self.root_versions()}
+        out.update({"metadata/timestamp.json": None, f"metadata/{sv}.snapshot.json": None,
+                    f"metadata/{tv}.targets.json": None})
+        signed = self.read_metadata(f"metadata/{tv}.targets.json").signed
+        assert isinstance(signed, Targets)
+        for name, info in sorted(signed.targets.items()):
+            out[f"targets/{hashed_name(name, info.hashes['sha256'])}"] = name
+        return out
 
 
 def _relative(p: Path, base: Path) -> Path:

@@ -522,3 +522,78 @@ def test_broker_only_city_mqtt_mirror_and_an_on_site_bundle(tmp_path: Path, mosq
         gw.stop()
         listener.close()
         site.close()
+
+
+def test_rollout_in_waves_across_three_real_gateways(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    """Three `schwebe run` gateways on one broker, `schwebe fleet rollout --waves 1,2,100%`:
+    the first gateway undoes a config that breaks its archive and the later waves never see
+    it; the fixed config then reaches all three, each confirming in its wave."""
+
+    def fleet(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", "fleet", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+
+    assert fleet("init", "repo").returncode == 0
+    euis = ["b827ebfffe0000a1", "b827ebfffe0000b2", "b827ebfffe0000c3"]
+    gateways: list[Daemon] = []
+    archive_a = tmp_path / "a" / "archive.jsonl"
+    try:
+        for eui in euis:
+            udp, web = free_port(socket.SOCK_DGRAM), free_port()
+            # gateway a keeps an archive of its own, which works; b and c have none
+            own = (f'[[forward.file]]\nname = "archive"\npath = "{archive_a}"\n'
+                   if eui == euis[0] else "")
+            config = tmp_path / f"{eui}.toml"
+            config.write_text(f"""
+[gateway]
+eui = "{eui}"
+data_dir = "{tmp_path / eui}"
+[[sources.gwmp]]
+bind = "127.0.0.1:{udp}"
+[[forward.mqtt]]
+name = "city"
+url = "{mosquitto.url}"
+{own}
+[web]
+bind = "127.0.0.1:{web}"
+open_read_only = true
+[remote_config]
+root = "{tmp_path}/repo/metadata/root.json"
+mqtt = "city"
+confirm_window = "2s"
+""")
+            gateways.append(Daemon(config, web))
+        for gw in gateways:
+            gw.wait("connected", lambda s: s["forwarders"]["city"]["connected"])
+            if gw is gateways[0]:
+                gw.wait("archive open", lambda s: s["forwarders"]["archive"]["connected"])
+
+        # the fleet config names the forward table (so it replaces the site's): its archive
+        # path cannot be created
+        fleet_cfg = (f'[[forward.mqtt]]\nname = "city"\nurl = "{mosquitto.url}"\n'
+                     '[[forward.file]]\nname = "archive"\npath = "{}"\n')
+        (tmp_path / "broken.toml").write_text(fleet_cfg.format("/proc/no-such-dir/archive.jsonl"))
+        r = fleet("rollout", "repo", "--mqtt", mosquitto.url, "--waves", "1,2,100%",
+                  "--timeout", "40", "broken.toml")
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert f"{euis[0]} rolled-back" in r.stderr and "forwarder archive cannot deliver" in r.stderr
+        st = gateways[0].wait("a rolled back", lambda s: s["remote_config"]["state"] == "rolled-back")
+        assert st["forwarders"]["archive"]["backend"]["path"] == str(archive_a)
+        time.sleep(2)
+        for gw in gateways[1:]:  # the second wave was never started
+            r2 = gw.status()["remote_config"]
+            assert r2["state"] == "none" and r2["version"] is None, r2
+
+        (tmp_path / "fixed.toml").write_text(fleet_cfg.format(tmp_path / "fleet-archive.jsonl"))
+        r = fleet("rollout", "repo", "--mqtt", mosquitto.url, "--waves", "1,2,100%",
+                  "--timeout", "60", "fixed.toml")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        r = fleet("status", "--mqtt", mosquitto.url, "--json")
+        rows = {row["eui"]: row for row in json.loads(r.stdout)}
+        assert [rows[e]["state"] for e in euis] == ["confirmed"] * 3, rows
+        for gw in gateways:
+            st = gw.status()
+            assert st["forwarders"]["archive"]["connected"] and st["remote_config"]["state"] == "confirmed"
+    finally:
+        for gw in gateways:
+            gw.stop()

@@ -92,3 +92,22 @@ def test_export_reads_around_the_damage_of_a_corrupt_store(
     lost = 3000 - len(got)
     assert 0 < lost <= 5 * 40, f"{lost} records lost for five damaged pages"
     assert "damaged pages skipped (seq" in err and f"exported {len(got)} records from a damaged store" in err
+
+
+def test_export_reads_a_store_whose_header_was_destroyed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first 100 bytes overwritten (SQLite then calls the file "not a database"): the
+    pages behind are intact and every record comes out."""
+    b = Buffer(tmp_path / "buffer.sqlite3", max_bytes=1 << 30)
+    b.open()
+    for i in range(3000):
+        b.append(make_record("uplink", "gwmp", {"i": i}, received_us=(T0 + i) * 10**6))
+    b.close()
+    moved = tmp_path / "buffer.sqlite3.corrupt-20260101T000000Z"
+    data = bytearray((tmp_path / "buffer.sqlite3").read_bytes())
+    data[:100] = bytes(100)
+    moved.write_bytes(bytes(data))
+    out = tmp_path / "rescued.jsonl"
+    assert main(["buffer", "export", "--file", str(moved), "--out", str(out)]) == 0
+    assert [json.loads(x)["body"]["i"] for x in out.read_text().splitlines()] == list(range(3000))

@@ -148,7 +148,7 @@ class Buffer:
 
     def _try_open(self) -> bool:
         try:
-            store, _event = open_store(self.path, self.synchronous, self.clock())
+            store, _event = open_store(self.path, self.synchronous, self.clock(), self._salvage)
         except (sqlite3.OperationalError, OSError) as exc:
             self._note_error(exc)
             return False
@@ -393,24 +393,41 @@ class Buffer:
             if self._malformed >= CORRUPT_AFTER:
                 self._recover_at_runtime(str(exc))
 
+    def _salvage(self, moved: Path, store: Store,
+                 cursors: list[tuple[str, int, list[tuple[int, int]]]] | None = None) -> tuple[int, int | None]:
+        from gateway.buffer.salvage import salvage_into
+
+        got = salvage_into(moved, store, max_bytes=self.max_bytes, cursors=cursors)
+        return got.records, got.lost
+
     def _recover_at_runtime(self, reason: str) -> None:
         assert self._store is not None
-        lost = sum((self._view.count or {}).values())
         self._store.close()
         moved = move_aside(self.path, self.clock())
-        log.error("BUFFER STORE CORRUPT while running (%s): moved to %s, %d records lost; "
-                  "continuing with a fresh store", reason, moved, lost)
         self._store = None
         try:
             store, _ = open_store(self.path, self.synchronous, self.clock())
         except (sqlite3.OperationalError, OSError) as exc:
+            log.error("BUFFER STORE CORRUPT while running (%s): moved to %s; no fresh store "
+                      "yet: %s", reason, moved, exc)
             self._note_error(exc)  # the next commit tries again
             return
+        # What this process knows of the cursors is newer than what the damaged file says.
+        known = [(c.name, c.low, list(c.done)) for c in self._cursors.values()]
+        try:
+            recovered, lost = self._salvage(moved, store, known)
+        except Exception:
+            log.exception("reading back the damaged store failed")
+            recovered, lost = 0, sum((self._view.count or {}).values())
+        log.error("BUFFER STORE CORRUPT while running (%s): moved to %s; %d records still owed "
+                  "were read back into a fresh store, %s could not be read; continuing",
+                  reason, moved, recovered, "an unknown number" if lost is None else lost)
         assert store.counters.events is not None
         store.counters.events.append({"time": datetime.fromtimestamp(self.clock(), UTC).isoformat(),
                                       "kind": "corrupt_store", "detail": reason,
-                                      "moved_to": str(moved), "records_lost": lost})
-        store.counters.add_drop("corrupt", "unknown", lost)
+                                      "moved_to": str(moved), "records_lost": lost,
+                                      "records_recovered": recovered})
+        store.counters.add_drop("corrupt", "unknown", lost or 0)
         # Pending records (not yet committed) keep their seqs and go into the fresh store.
         store.counters.next_seq = self._committed_max + 1
         for cur in self._cursors.values():

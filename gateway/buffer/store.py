@@ -425,9 +425,13 @@ def salvage_count(path: Path) -> int | None:
         return None
 
 
-def open_store(path: Path, synchronous: str, now: float) -> tuple[Store, dict[str, Any] | None]:
+def open_store(path: Path, synchronous: str, now: float,
+               salvage: Callable[[Path, Store], tuple[int, int | None]] | None = None,
+               ) -> tuple[Store, dict[str, Any] | None]:
     """Open or create the store; a bad file is moved aside and a fresh store opened.
 
+    ``salvage(moved, fresh)`` copies what is readable and still owed into the fresh store
+    and returns (records recovered, records lost or None when unknown).
     Returns the store and the recovery event (or None). Never raises for a bad file; raises
     sqlite3.OperationalError / OSError when the disk refuses (full, I/O error, locked,
     unwritable directory): then nothing was moved and the caller should try again later.
@@ -445,14 +449,22 @@ def open_store(path: Path, synchronous: str, now: float) -> tuple[Store, dict[st
         reason = str(exc) or type(exc).__name__
     lost = salvage_count(path)
     moved = move_aside(path, now)
-    log.error(
-        "BUFFER STORE CORRUPT: %s; moved it to %s (%s records in it are not forwarded) and "
-        "opened a fresh store. Keep the moved file for analysis; `schwebe buffer export` can "
-        "read what is left of it.", reason, moved, "unknown" if lost is None else lost,
-    )
     store = Store(path, synchronous)
+    recovered = 0
+    if salvage is not None:
+        try:
+            recovered, lost = salvage(moved, store)
+        except Exception:  # salvage is a bonus: a fresh store must open whatever it meets
+            log.exception("reading back the damaged store failed")
+    log.error(
+        "BUFFER STORE CORRUPT: %s; moved it to %s and opened a fresh store: %d records still "
+        "owed to a forwarder were read back into it, %s could not be read. Keep the moved file "
+        "for analysis; `schwebe buffer export` reads what is left of it.",
+        reason, moved, recovered, "an unknown number" if lost is None else lost,
+    )
     event = {"time": datetime.fromtimestamp(now, UTC).isoformat(), "kind": "corrupt_store",
-             "detail": reason, "moved_to": str(moved), "records_lost": lost}
+             "detail": reason, "moved_to": str(moved), "records_lost": lost,
+             "records_recovered": recovered}
     c = store.counters
     assert c.events is not None
     c.events.append(event)

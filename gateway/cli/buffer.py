@@ -19,6 +19,7 @@ from typing import IO, Any
 import cbor2
 
 from gateway.buffer import buffer_path
+from gateway.buffer.salvage import connect_ro, readable_copy, readable_rows
 from gateway.buffer.store import KIND_CODE, Counters, Store
 from gateway.datadir import live_holder
 from gateway.records import KINDS
@@ -91,44 +92,27 @@ def export_rows(path: Path, kind: str | None = None, since_us: int | None = None
                 skipped: list[tuple[int, int]] | None = None) -> Iterator[dict[str, Any]]:
     """Yield records in seq order as JSON-ready dicts; streams, never loads the table.
 
-    A damaged store (a ``*.corrupt-*`` file moved aside) is read around its bad pages: when
-    reading fails after seq ``n``, the next readable seq is searched for and reading goes on
-    from there; each unreadable stretch of seqs is appended to ``skipped``. An unreadable
-    schema or header still raises ``sqlite3.DatabaseError``.
+    A damaged store (a ``*.corrupt-*`` file moved aside) is read around its bad pages, each
+    unreadable stretch of seqs appended to ``skipped``; one whose header was destroyed is read
+    through a copy with a working header. An unreadable table still raises sqlite3.DatabaseError.
     """
-    con = _connect_ro(path)
-    try:
-        where, args = ["seq >= ?"], []
-        if kind is not None:
-            where.append("kind = ?")
-            args.append(KIND_CODE[kind])
-        if since_us is not None:
-            where.append("received_us >= ?")
-            args.append(since_us)
-        sql = ("SELECT seq, kind, priority, received_us, source, body FROM records WHERE "
-               + " AND ".join(where) + " ORDER BY seq")
-        lo = 0
-        while True:
-            last = lo - 1
-            try:
-                for seq, k, prio, rx, source, body in con.execute(sql, [lo, *args]):
-                    last = seq
-                    yield _export_row(seq, k, prio, rx, source, body)
-                return
-            except sqlite3.DatabaseError:
-                if lo == 0 and last < 0 and _first_readable(con, 0) is None:
-                    raise
-                nxt = _first_readable(con, last + 1)
-                if nxt is None or nxt <= last + 1:
-                    # Nothing readable beyond (or no progress possible): what was read is all.
-                    if skipped is not None:
-                        skipped.append((last + 1, -1))
-                    return
-                if skipped is not None:
-                    skipped.append((last + 1, nxt - 1))
-                lo = nxt
-    finally:
-        con.close()
+    if not path.exists():
+        raise FileNotFoundError(f"no buffer store at {path}; check --data-dir (the daemon's gateway.data_dir)")
+    where, args = [], []
+    if kind is not None:
+        where.append("kind = ?")
+        args.append(KIND_CODE[kind])
+    if since_us is not None:
+        where.append("received_us >= ?")
+        args.append(since_us)
+    with readable_copy(path) as readable:
+        con = connect_ro(readable)
+        try:
+            for seq, k, prio, rx, source, body in readable_rows(
+                    con, 0, skipped, " AND ".join(where), tuple(args)):
+                yield _export_row(seq, k, prio, rx, source, body)
+        finally:
+            con.close()
 
 
 def _bytes_on_disk(path: Path) -> int:
@@ -152,45 +136,6 @@ def _export_row(seq: int, k: int, prio: int, rx: int, source: str, body: bytes) 
         "source": source, "received_us": rx,
         "received": datetime.fromtimestamp(rx / 1e6, UTC).isoformat(), "body": decoded,
     }
-
-
-def _readable_from(con: sqlite3.Connection, seq: int) -> int | bool | None:
-    """The first seq >= ``seq`` whose rows read back (a few of them), None past the end, or
-    False when reading there fails."""
-    try:
-        rows = con.execute("SELECT seq, body FROM records WHERE seq >= ? ORDER BY seq LIMIT 8",
-                           (seq,)).fetchall()
-    except sqlite3.DatabaseError:
-        return False
-    return int(rows[0][0]) if rows else None
-
-
-def _first_readable(con: sqlite3.Connection, start: int) -> int | None:
-    """Smallest readable seq at or after ``start`` (damaged pages skipped), None if none."""
-    at = _readable_from(con, start)
-    if at is not False:
-        return None if at is None else int(at)
-    # Gallop past the damage, then bisect back so as few readable records as possible are lost.
-    bad, step = start, 1
-    while True:
-        probe = start + step
-        if probe > 1 << 62:
-            return None
-        at = _readable_from(con, probe)
-        if at is None:
-            return None
-        if at is not False:
-            break
-        bad, step = probe, step * 2
-    good = probe
-    while good - bad > 1:
-        mid = (bad + good) // 2
-        if _readable_from(con, mid) is False:
-            bad = mid
-        else:
-            good = mid
-    found = _readable_from(con, good)
-    return None if found is None or found is False else int(found)
 
 
 DEFAULT_CONFIG = Path("/etc/schwebe/schwebe.toml")

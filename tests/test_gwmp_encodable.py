@@ -8,34 +8,12 @@ import base64
 import json
 from typing import Any
 
-import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.gwmp_server import GwmpServer
-from gateway.config import load_config_text
-from gateway.forward.file import record_line
-from gateway.forward.registry import build_forwarder
 from gateway.records import Record
-
-EUI = 0xB827EBFFFE000001
-
-CONFIG = """
-[gateway]
-eui = "b827ebfffe000001"
-[[forward.gwmp]]
-name = "lns"
-server = "127.0.0.1:1700"
-[[forward.mqtt]]
-name = "mqtt"
-url = "mqtt://127.0.0.1"
-[[forward.http]]
-name = "http"
-url = "http://127.0.0.1/in"
-[[forward.file]]
-name = "file"
-path = "/tmp/schwebe-never-written.jsonl"
-"""
+from tests.helpers.encodable import EUI, Sink, encode_everywhere
 
 scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
            | st.floats(allow_nan=False) | st.text(max_size=40))
@@ -72,50 +50,13 @@ push_bodies = st.fixed_dictionaries({}, optional={
 })
 
 
-class _Sink:
-    """Where PUSH_ACKs go (the door answers the packet forwarder)."""
-
-    def sendto(self, data: bytes, addr: Any = None) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1700) if name == "sockname" else default
-
-
-def _forwarders() -> list[Any]:
-    cfg = load_config_text(CONFIG)
-    return [build_forwarder(f, gateway_eui=EUI, sources=[]) for f in cfg.forwarders]
-
-
-FORWARDERS = _forwarders()
-
-
-def encode_everywhere(record: Record) -> None:
-    for fwd in FORWARDERS:
-        if not fwd.accepts(record):
-            continue
-        if fwd.name == "mqtt":
-            msg = fwd.message_for(record)
-            if msg is not None:
-                orjson.loads(msg[1])
-        elif fwd.name == "http":
-            body, _ctype = fwd.encode("b", [(1, record)])
-            assert body
-        elif fwd.name == "file":
-            orjson.loads(record_line(1, record))
-        elif fwd.name == "lns":
-            datagrams, _expired = fwd._datagrams([(1, record)], record.received_us)
-            for _eui, datagram, _token, _seqs in datagrams:
-                orjson.loads(datagram[12:])
-
-
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=push_bodies, token=st.integers(0, 0xFFFF))
 def test_every_accepted_datagram_is_encodable_by_every_forwarder(body: dict[str, Any],
                                                                   token: int) -> None:
     records: list[Record] = []
     server = GwmpServer(on_uplink=records.append, on_stats=records.append)
-    server._transport = _Sink()  # type: ignore[assignment]
+    server._transport = Sink()  # type: ignore[assignment]
     payload = json.dumps(body).encode()
     datagram = bytes([2]) + token.to_bytes(2, "big") + b"\x00" + EUI.to_bytes(8, "big") + payload
     server.datagram_received(datagram, ("127.0.0.1", 40000))

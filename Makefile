@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed-test
 SOURCES := pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 
-.PHONY: demo test test-twin test-slow lint bench install clean
+.PHONY: demo test test-twin test-slow fuzz lint bench install clean
 
 APT_LINE := apt-get install python3-venv python3-dev gcc
 
@@ -83,6 +83,11 @@ test-twin: $(STAMP)
 # Long load, soak and crash-loop runs.
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# The fuzzing campaign, longer than CI's 15 s per target: make fuzz FUZZ_SECONDS=600
+FUZZ_SECONDS ?= 120
+fuzz: $(STAMP)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -s -m slow tests/test_fuzz.py
 
 # Public peers run in their own environment, never in the project's.
 PEER := .venv-peer

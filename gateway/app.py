@@ -109,20 +109,13 @@ class Supervisor:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 for comp in self.components:
-                    self.states[comp.name] = ComponentState(comp.name)
-                    start = getattr(comp, "start", None)
-                    if start is not None:
-                        try:
-                            await start()
-                        except Exception as exc:
-                            # the caller reports it (one line); a traceback says no more
-                            start_error = ComponentStartError(comp.name, exc)
-                            self.states[comp.name].last_error = describe_error(exc)
-                            break
-                    started.append(comp)
-                    tasks.append(
-                        tg.create_task(self._keep_running(comp), name=f"component:{comp.name}")
-                    )
+                    try:
+                        await self._launch(comp)
+                    except ComponentStartError as exc:
+                        # the caller reports it (one line); a traceback says no more
+                        start_error = exc
+                        self.states[comp.name].last_error = describe_error(exc.cause)
+                        break
                     if self._stop.is_set():
                         break
                 if start_error is not None:
@@ -163,13 +156,21 @@ class Supervisor:
         A failing start() raises ComponentStartError and leaves nothing behind."""
         if self._tg is None or self._stop.is_set():
             raise RuntimeError("the supervisor is not running")
+        try:
+            await self._launch(comp)
+        except ComponentStartError:
+            self.states.pop(comp.name, None)
+            raise
+
+    async def _launch(self, comp: Any) -> None:
+        """start() it, then keep its run() going in the task group."""
+        assert self._tg is not None
         self.states[comp.name] = ComponentState(comp.name)
         start = getattr(comp, "start", None)
         if start is not None:
             try:
                 await start()
             except Exception as exc:
-                self.states.pop(comp.name, None)
                 raise ComponentStartError(comp.name, exc) from exc
         self._started.append(comp)
         self._tasks.append(self._tg.create_task(self._keep_running(comp),

@@ -19,7 +19,6 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as paho
 import pytest

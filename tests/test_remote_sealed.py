@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -39,3 +40,16 @@ def test_bad_public_key_says_what_to_do() -> None:
     with pytest.raises(SealedError, match="schwebe config pubkey"):
         seal("AAAA", "x")
     assert not is_sealed("plain") and not is_sealed(3)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown (CI runs as root)")
+def test_pubkey_made_by_root_stays_readable_by_the_daemons_user(tmp_path: Path) -> None:
+    """`sudo schwebe config pubkey` on a gateway whose data directory belongs to the daemon's
+    user: the key it makes belongs to that user too, or the daemon could open no secret."""
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 4242, 4242)
+    gateway_keypair(data)
+    key = key_path(data)
+    assert (key.stat().st_uid, key.stat().st_gid) == (4242, 4242)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600

@@ -85,7 +85,10 @@ class RemoteConfig:
         it again: if that config killed the daemon, retrying would kill it in a loop).
         """
         self.store.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        gateway_keypair(Path(self.local.gateway.data_dir))
+        try:
+            gateway_keypair(Path(self.local.gateway.data_dir))
+        except (OSError, ValueError) as exc:  # sealed secrets then refuse; the gateway runs
+            log.error("remote config: the gateway key cannot be read or made: %s", exc)
         st = self.st
         if st.state == "staged":  # never ran: drop it, the next check fetches it again
             self.store.drop_candidate()

@@ -61,13 +61,19 @@ def gateway_keypair(data_dir: Path) -> str:
     """The gateway's public key (base64); the key pair is made on first call (0600)."""
     path = key_path(data_dir)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = PrivateKey.generate()
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, base64.b64encode(bytes(key)) + b"\n")
             os.fsync(fd)
+            # `schwebe config pubkey` run as root: the key must stay readable by the daemon's
+            # user, who owns the data directory
+            owner = os.stat(data_dir)
+            if os.geteuid() == 0 and owner.st_uid != 0:
+                os.fchown(fd, owner.st_uid, owner.st_gid)
+                os.chown(path.parent, owner.st_uid, owner.st_gid)
         finally:
             os.close(fd)
         # rename so a crash never leaves a half-written key that would lock out every secret

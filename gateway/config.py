@@ -550,9 +550,6 @@ def _check(cfg: Config, b: _Builder) -> None:
         why = _weak_password_hash(cfg.web.password_hash)
         if why:  # never echo the value: it may be the password itself
             b.fail("web.password_hash", f"{why}; make one with: schwebe web hash-password")
-    if (cfg.web.username is None) != (cfg.web.password_hash is None):
-        b.fail("web.username" if cfg.web.username is None else "web.password_hash",
-               "web.username and web.password_hash go together (one operator login)")
     seen_users = {cfg.web.username} if cfg.web.username else set()
     for i, user in enumerate(cfg.web.users):
         p = f"web.users[{i}]"
@@ -742,8 +739,13 @@ def config_warnings(cfg: Config) -> list[str]:
         out.append(f'gateway.data_dir = "{cfg.gateway.data_dir}": a relative path depends on the '
                    "directory schwebe starts in (systemd starts it in /); give an absolute path")
     if not cfg.web.logins() and not cfg.web.open_read_only:
-        out.append("web.password_hash: not set and no [[web.users]], so every page but /healthz "
-                   "answers 401 (no one can log in); make one with: schwebe web hash-password")
+        if cfg.web.password_hash is not None:
+            out.append("web.username: not set, so web.password_hash logs no one in and every "
+                       "page but /healthz answers 401; name the login, or use [[web.users]]")
+        else:
+            out.append("web.password_hash: not set and no [[web.users]], so every page but "
+                       "/healthz answers 401 (no one can log in); make one with: "
+                       "schwebe web hash-password")
     for i, dev in enumerate(cfg.parking.devices):
         abp = dev.dev_addr is not None and dev.nwk_s_key is not None and dev.app_s_key is not None
         if not abp and dev.app_key is None:

@@ -259,7 +259,6 @@ def test_config_users_roles_and_the_old_single_login() -> None:
      "web.users[1].name: 'a' is already a login"),
     ('[[web.users]]\nname = "tech"\nrole = "technician"\n',
      "web.users[0].password_hash: required key is missing"),
-    ('[web]\nusername = "admin"\n', "web.password_hash: web.username and web.password_hash go together"),
 ])
 def test_bad_web_users_are_refused_by_key_path(extra: str, problem: str) -> None:
     with pytest.raises(ConfigError) as exc:

@@ -80,6 +80,15 @@ class LiveFeed:
             client.task.cancel()
         log.info("live stream dropped: the client did not keep up")
 
+    def close_all(self) -> None:
+        """Shutdown: end every stream now (they would otherwise hold the server's shutdown)."""
+        for client in list(self._clients):
+            self._clients.remove(client)
+            if client.transport is not None:
+                client.transport.abort()
+            if client.task is not None:
+                client.task.cancel()
+
     def stats(self) -> dict[str, int]:
         return {"clients": len(self._clients), "events_sent": self.sent,
                 "clients_dropped": self.dropped_clients, "clients_refused": self.refused_clients}

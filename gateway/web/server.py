@@ -55,7 +55,9 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     """Every answer: no MIME sniffing, no framing, no software versions, no inline code."""
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # same-origin: no referrer to other sites, while a same-site POST still names its
+    # Origin (with no-referrer, Chromium sends "Origin: null" and the CSRF check refuses it)
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Content-Security-Policy"] = CSP
     response.headers["Server"] = "schwebe"
 
@@ -146,6 +148,7 @@ class WebServer:
             self._server.close()
             self._server = None
         if self._runner is not None:
+            self.live.close_all()
             await self._runner.cleanup()
             self._runner = None
 

@@ -376,3 +376,78 @@ async def test_log_in_on_a_phone_and_see_the_verdict(browser_page: Any) -> None:
         assert not [e for e in errors if "Content Security Policy" in e], errors
     finally:
         await server.stop()
+
+
+async def test_the_real_daemon_with_a_dead_backend_after_login(browser_page: Any, tmp_path: Any) -> None:
+    """`schwebe run`'s Gateway with a login and an HTTP backend nobody listens on: log in on a
+    phone, the verdict names the backend, frames go by live, the grid fills."""
+    import asyncio
+    import socket
+
+    from gateway.config import demo_config_text, load_config_text
+    from gateway.pipeline import Gateway
+    from gateway.web.auth import hash_password
+
+    ports = []
+    for _ in range(2):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        ports.append(s.getsockname()[1])
+        s.close()
+    text = demo_config_text(str(tmp_path), 0, ports[0]).replace(
+        "open_read_only = true",
+        "[[web.users]]\n"
+        f'name = "tech"\nrole = "technician"\npassword_hash = "{hash_password("lamp post 42")}"\n')
+    text = text.replace("[log]", "[[forward.http]]\n"
+                        f'name = "city-api"\nurl = "http://127.0.0.1:{ports[1]}/ingest"\n'
+                        'timeout = "1s"\n\n[log]')
+    gw = Gateway(load_config_text(text))
+    task = asyncio.create_task(gw.serve(install_signals=False))
+    try:
+        await asyncio.wait_for(gw.supervisor.ready.wait(), 20)
+        page = browser_page
+        await page.goto(gw.web.url)
+        await page.fill("#username", "tech")
+        await page.fill("#password", "lamp post 42")
+        await page.click("#login-button")
+        await expect(page.locator("#verdict")).not_to_contain_text("OK", timeout=15000)
+        await expect(page.locator("#verdict-reasons")).to_contain_text("city-api", timeout=15000)
+        box = await page.locator("#verdict-box").bounding_box()
+        assert box is not None and box["y"] + box["height"] < 844
+        await expect(page.locator("#live-rows tr").first).to_be_visible(timeout=10000)
+        await expect(page.locator("#spots .tile").first).to_be_visible()
+        await expect(page.locator("#chart-buffer canvas")).to_have_count(1, timeout=15000)
+        await page.screenshot(path=str(ARTEFACTS / "daemon-dead-backend.png"))
+    finally:
+        gw.supervisor.request_stop()
+        await asyncio.wait_for(task, 20)
+
+
+async def test_readable_rates_units_and_tooltips(browser_page: Any) -> None:
+    ticks = [0]
+
+    def moving() -> dict[str, Any]:
+        s = troubled_status()
+        ticks[0] += 1
+        s["counters"] = {"received": 1000 + 20 * ticks[0]}
+        return s
+
+    server = WebServer(bind=("127.0.0.1", 0), status=moving, metrics=Metrics(),
+                       healthy=lambda: True, open_read_only=True)
+    await server.start()
+    try:
+        page = browser_page
+        await page.goto(server.url)
+        # after the second refresh (2 s) the rate shows beside the total
+        await expect(page.locator("#traffic")).to_contain_text("/s)", timeout=8000)
+        radio = page.locator("#radio")
+        await expect(radio).to_contain_text("temp 41 °C")
+        await expect(radio).to_contain_text("ackr 100 %")
+        tips = await page.eval_on_selector_all("#radio td[title]", "ts => ts.map(t => t.title)")
+        assert any("rxnb" in t and "received" in t for t in tips), tips
+        assert any("ackr" in t and "acknowledged" in t for t in tips), tips
+        assert any("temperature" in t for t in tips), tips
+        buf = await page.inner_text("#buffer")
+        assert " ago)" in buf  # the last commit in local time with its age
+    finally:
+        await server.stop()

@@ -61,7 +61,7 @@ def test_phy_summary_reads_devaddr_fcnt_fport_and_join_deveui() -> None:
 async def test_a_frame_reaches_the_live_stream(server: WebServer) -> None:
     async with aiohttp.ClientSession() as s, s.get(server.url + "api/live") as resp:
         assert resp.status == 200 and resp.headers["Content-Type"] == "text/event-stream"
-        while not server.live.active:
+        while not server.live.active:  # noqa: ASYNC110  (the feed has no event to wait on)
             await asyncio.sleep(0.01)
         server.live.publish_record(uplink())  # type: ignore[arg-type]
         server.live.publish_record(make_record("parking", "edge", {
@@ -107,7 +107,7 @@ async def test_a_client_that_never_reads_is_dropped_and_never_slows_the_radio_pa
                 sent += 1
             await asyncio.sleep(0.02)
         deadline = time.monotonic() + 10
-        while received < sent and time.monotonic() < deadline:
+        while received < sent and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         task.cancel()
         stats = server.live.stats()

@@ -304,3 +304,51 @@ async def test_the_session_cookie_is_secure_under_tls(tmp_path: Path) -> None:
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     finally:
         await runner.cleanup()
+
+
+async def test_a_bundle_upload_takes_an_operator_by_basic_or_session() -> None:
+    """POST /api/config/bundle: operators only; Basic (curl) with a raw tar body, a page
+    session with its CSRF token; a form body by Basic is refused (a cross-site form could
+    send it with the browser's cached credentials)."""
+    got: list[bytes] = []
+
+    async def upload(blob: bytes) -> dict[str, Any]:
+        got.append(blob)
+        return {"state": "confirming", "version": 3}
+
+    server = WebServer(bind=("127.0.0.1", 0), status=lambda: {}, metrics=Metrics(),
+                       healthy=lambda: True, upload_bundle=upload,
+                       users=(User("tech", "technician", TECH_HASH), User("op", "operator", OP_HASH)))
+    await server.start()
+    url = server.url + "api/config/bundle"
+    tar = {"Content-Type": "application/x-tar"}
+
+    def basic(user: str, pw: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()}
+
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(url, data=b"tar-1", headers={**tar, **basic("op", OP_PW)}) as r:
+                assert r.status == 200 and (await r.json())["version"] == 3
+            async with s.post(url, data=b"tar-2", headers={**tar, **basic("tech", TECH_PW)}) as r:
+                assert r.status == 403  # technicians do not change the configuration
+            async with s.post(url, data={"f": "x"}, headers=basic("op", OP_PW)) as r:
+                assert r.status == 403
+            async with s.post(url, data=b"tar-3", headers={
+                    **tar, **basic("op", OP_PW), "Origin": "http://evil.example"}) as r:
+                assert r.status == 403
+            import io
+
+            async with s.post(url, data=io.BytesIO(b"x" * (4 << 20 | 1)),
+                              headers={**tar, **basic("op", OP_PW)}) as r:
+                assert r.status == 413
+        async with jar_session() as s:
+            base = server.url.rstrip("/")
+            token = await log_in(s, base, "op", OP_PW)
+            async with s.post(url, data=b"tar-4", headers=tar) as r:
+                assert r.status == 403  # a session without its CSRF token
+            async with s.post(url, data=b"tar-5", headers={**tar, "X-CSRF-Token": token}) as r:
+                assert r.status == 200
+        assert got == [b"tar-1", b"tar-5"]
+    finally:
+        await server.stop()

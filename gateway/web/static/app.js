@@ -158,6 +158,7 @@ function remote(rc) {
     ["state", `${rc.state}: ${words[rc.state] || ""}`, bad ? "bad" : rc.state === "confirmed" ? "ok" : ""],
     ["version", rc.version == null ? "none" : String(rc.version)],
   ];
+  if (rc.running != null && rc.running !== rc.version) list.push(["running", `version ${rc.running}`]);
   if (rc.reason) list.push(["reason", rc.reason, bad ? "bad" : ""]);
   if (rc.source) list.push(["source", rc.source]);
   rows("remote", list);

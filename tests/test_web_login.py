@@ -352,3 +352,19 @@ async def test_a_bundle_upload_takes_an_operator_by_basic_or_session() -> None:
         assert got == [b"tar-1", b"tar-5"]
     finally:
         await server.stop()
+
+
+async def test_logout_ends_the_live_stream(base: str) -> None:
+    async with jar_session() as s:
+        token = await log_in(s, base, "tech", TECH_PW)
+        async with s.get(base + "/api/live") as stream:
+            assert stream.status == 200
+            await stream.content.readline()  # the stream is open
+            async with s.post(base + "/logout", headers={"X-CSRF-Token": token},
+                              allow_redirects=False) as r:
+                assert r.status == 303
+            # the server ends the stream within a couple of seconds
+            import asyncio
+
+            rest = await asyncio.wait_for(stream.content.read(), 5)
+            assert b"data:" not in rest

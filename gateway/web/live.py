@@ -15,6 +15,7 @@ import binascii
 import json
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -27,6 +28,8 @@ log = logging.getLogger("schwebe.web")
 #: Kernel send buffer of a live stream: a stalled phone holds at most this much there.
 SNDBUF: Final = 32 * 1024
 KEEPALIVE_S: Final = 15.0
+#: How often a quiet stream checks that its login still holds.
+CHECK_S: Final = 1.0
 
 
 @dataclass(eq=False)
@@ -93,7 +96,10 @@ class LiveFeed:
         return {"clients": len(self._clients), "events_sent": self.sent,
                 "clients_dropped": self.dropped_clients, "clients_refused": self.refused_clients}
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request, *,
+                     allowed: Callable[[], bool] = lambda: True) -> web.StreamResponse:
+        """One client's stream. ``allowed`` is asked every second or so: when the login behind
+        the stream ends (logout, idle timeout) the stream ends too."""
         if len(self._clients) >= self.max_clients:
             self.refused_clients += 1
             return web.json_response({"error": f"at most {self.max_clients} live streams at once"},
@@ -109,11 +115,16 @@ class LiveFeed:
         self._clients.append(client)
         try:
             await resp.write(b"retry: 3000\n\n")
-            while True:
+            quiet = 0.0
+            while allowed():
                 try:
-                    line = await asyncio.wait_for(client.queue.get(), KEEPALIVE_S)
+                    line = await asyncio.wait_for(client.queue.get(), CHECK_S)
+                    quiet = 0.0
                 except TimeoutError:
-                    line = b": keepalive\n\n"
+                    quiet += CHECK_S
+                    if quiet < KEEPALIVE_S:
+                        continue
+                    line, quiet = b": keepalive\n\n", 0.0
                 await resp.write(line)
                 self.sent += 1
         except (ConnectionError, RuntimeError):

@@ -112,7 +112,7 @@ class WebServer:
         app = web.Application(middlewares=[self._auth_middleware], client_max_size=64 * 1024)
         self._api.add_routes(app)
         self._login.add_routes(app)
-        app.router.add_get("/api/live", self.live.handle)
+        app.router.add_get("/api/live", self._live)
         app.router.add_get("/", self._index)
         app.router.add_post("/api/config/bundle", self._config_bundle)
         app.router.add_static("/static/", _static_dir(), follow_symlinks=False)
@@ -230,6 +230,13 @@ class WebServer:
             "state": state.get("state")}})
         ok = state.get("state") in ("confirming", "confirmed")
         return web.json_response(state, status=200 if ok else 422, dumps=dumps)
+
+    async def _live(self, request: web.Request) -> web.StreamResponse:
+        who = request[PRINCIPAL_KEY]
+        if who.via != "session":
+            return await self.live.handle(request)
+        token = request.cookies.get(COOKIE)
+        return await self.live.handle(request, allowed=lambda: self.accounts.alive(token))
 
     async def _index(self, request: web.Request) -> web.Response:
         html = (_static_dir() / "index.html").read_text("utf-8")

@@ -158,6 +158,11 @@ class Accounts:
         session.last_seen = now
         return session
 
+    def alive(self, token: str | None) -> bool:
+        """Whether this session still holds (without counting as a request)."""
+        session = self.sessions.get(_digest(token)) if token else None
+        return session is not None and self.clock() - session.last_seen <= self.idle
+
     def close(self, token: str | None) -> None:
         if token:
             self.sessions.pop(_digest(token), None)

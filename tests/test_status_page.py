@@ -283,7 +283,7 @@ async def test_live_table_updates_filters_and_pauses(browser_page: Any) -> None:
         rows = page.locator("#live-rows tr")
         await expect(rows).to_have_count(6)
         first = await rows.first.inner_text()
-        assert "260abcde" in first and "102" in first and "SF9BW125" in first and "-97" in first
+        assert "260abcde" in first and "102" in first and "SF9" in first and "-97" in first
         await page.fill("#live-filter", "26011234")
         await expect(page.locator("#live-rows tr:visible")).to_have_count(3)
         server.live.publish_record(uplink(dev_addr=0x260abcde, fcnt=200))  # type: ignore[arg-type]

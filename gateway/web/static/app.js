@@ -381,7 +381,7 @@ function liveRow(ev) {
   const device = ev.dev_addr ? ev.dev_addr : ev.dev_eui ? `EUI ${ev.dev_eui}` : ev.type || "";
   const parking = ev.kind === "parking" ? `${ev.spot}: ${ev.status}` : "";
   const cells = [localTime(ev.t), ev.gateway ? ev.gateway.slice(-6) : "", device, ev.fcnt ?? "", ev.fport ?? "",
-    ev.sf ?? "", ev.rssi ?? "", ev.snr ?? "", ev.freq != null ? Number(ev.freq).toFixed(1) : "", parking];
+    ev.sf ? String(ev.sf).replace(/BW125$/, "") : "", ev.rssi ?? "", ev.snr ?? "", ev.freq != null ? Number(ev.freq).toFixed(1) : "", parking];
   for (const c of cells) { const td = document.createElement("td"); td.textContent = String(c); tr.append(td); }
   tr.dataset.devAddr = ev.dev_addr || "";
   tr.dataset.devEui = ev.dev_eui || "";

@@ -368,3 +368,19 @@ async def test_logout_ends_the_live_stream(base: str) -> None:
 
             rest = await asyncio.wait_for(stream.content.read(), 5)
             assert b"data:" not in rest
+
+
+def test_sessions_are_bounded_and_only_digests_are_kept() -> None:
+    from gateway.web.session import MAX_SESSIONS
+
+    now = [0.0]
+    accounts = Accounts([], idle=600, clock=lambda: now[0])
+    user = Login("tech", "technician", TECH_HASH)
+    tokens = []
+    for _ in range(MAX_SESSIONS + 1):
+        now[0] += 1
+        tokens.append(accounts.open(user)[0])
+    assert len(accounts.sessions) == MAX_SESSIONS
+    assert accounts.find(tokens[0]) is None  # the least recently used went first
+    assert accounts.find(tokens[-1]) is not None
+    assert not any(t in accounts.sessions for t in tokens)  # a memory dump holds no cookie

@@ -114,8 +114,10 @@ async def test_a_client_that_never_reads_is_dropped_and_never_slows_the_radio_pa
     stalled.close()
     assert stats["clients_dropped"] == 1, stats  # the sleeper, not the reader
     assert received == sent, (received, sent)  # the reading phone got every frame
-    # publishing never waits for a client: each call stays far below a millisecond's order
-    assert worst < 0.005, f"publish took {worst * 1000:.1f} ms"
+    # publishing never waits for a client (a stalled one would cost seconds): each call,
+    # the one that drops the sleeper included, stays in the tens of microseconds; the bound
+    # leaves room for a loaded CI machine
+    assert worst < 0.02, f"publish took {worst * 1000:.1f} ms"
 
 
 async def test_live_streams_are_capped(server: WebServer) -> None:

@@ -387,18 +387,22 @@ class Gateway:
     # ------------------------------------------------------------------ views
 
     async def _sample_history(self) -> None:
-        """The page's pictures: frames per concentrator, buffer depth, forwarder lag."""
+        """The page's pictures: frames per concentrator, buffer depth, forwarder lag, airtime."""
         history = self.history
         while True:
             frames: dict[str, int] = {}
+            airtime: dict[str, float] = {}  # the busiest EU868 band's share of its allowance
             for src in self.sources:
                 h = src.health()
                 for eui, g in (h.get("gateways") or {}).items():
                     frames[eui] = frames.get(eui, 0) + int(g.get("rxpk") or 0)
                 if h.get("kind") == "concentratord" and h.get("gateway_id"):
                     frames[str(h["gateway_id"])] = int(h.get("uplinks") or 0)
+                for eui, bands in (h.get("duty_cycle") or {}).items():
+                    used = [100 * b["used_s"] / b["allowance_s"] for b in bands if b["allowance_s"]]
+                    airtime[eui] = max([airtime.get(eui, 0.0), *used])
             lags = {name: loop.health().get("lag_s") for name, loop in self.deliveries.items()}
-            history.sample(frames, int(self.buffer.stats().get("records") or 0), lags)
+            history.sample(frames, int(self.buffer.stats().get("records") or 0), lags, airtime)
             await asyncio.sleep(history.interval)
 
     def _gauges(self) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:

@@ -307,7 +307,7 @@ async def test_pictures_are_drawn_from_the_history(browser_page: Any) -> None:
     for i in range(30):
         now[0] += 60
         history.sample({"b827ebfffe000001": 25 * i, "b827ebfffe000002": 10 * i}, 100 + i,
-                       {"city-broker": float(i % 5)})
+                       {"city-broker": float(i % 5)}, {"b827ebfffe000001": i / 3})
     for _ in range(20):
         history.observe(uplink())  # type: ignore[arg-type]
     errors: list[str] = []
@@ -318,7 +318,7 @@ async def test_pictures_are_drawn_from_the_history(browser_page: Any) -> None:
         page = browser_page
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         await page.goto(server.url)
-        for chart in ("chart-frames", "chart-buffer", "chart-lag", "chart-radio"):
+        for chart in ("chart-frames", "chart-buffer", "chart-lag", "chart-radio", "chart-airtime"):
             await expect(page.locator(f"#{chart} canvas")).to_have_count(1)
         legend = await page.inner_text("#chart-frames")
         assert "b827ebfffe000001" in legend and "b827ebfffe000002" in legend

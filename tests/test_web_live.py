@@ -155,6 +155,8 @@ def test_history_gives_frames_per_minute_and_stays_bounded() -> None:
     now[0] = 100.0
     h.sample({"aa": 200, "bb": 5}, 0, {})
     assert h.view()["frames_per_min"]["bb"] == [None] * 6
+    h.sample({}, 0, {}, {"b827ebfffe000001": 12.345})
+    assert h.view()["airtime_pct"] == {"b827ebfffe000001": [None] * 5 + [12.35]}
     # spoofed EUIs cannot grow it
     h.sample({f"{i:016x}": i for i in range(1000)}, 0, {})
     assert len(h.view()["frames_per_min"]) == MAX_SERIES

@@ -1,7 +1,8 @@
 """The page's pictures: a bounded in-memory history sampled by the daemon.
 
 Every `interval` seconds the daemon hands in cumulative frame counts per
-concentrator, the buffer's depth and each forwarder's lag; the last hour is
+concentrator, the buffer's depth, each forwarder's lag and each gateway's downlink
+airtime (duty cycle); the last hour is
 kept (`keep` samples). Radio quality (RSSI/SNR per spreading factor) is a
 sample of uplinks, at most `radio_per_s` a second, the last `radio_keep` kept,
 so a busy gateway pays a bounded cost for it on the radio path.
@@ -33,6 +34,7 @@ class History:
         self._frames: dict[str, deque[float | None]] = {}
         self._buffer: deque[float | None] = deque(maxlen=keep)
         self._lag: dict[str, deque[float | None]] = {}
+        self._airtime: dict[str, deque[float | None]] = {}
         self._last_counts: dict[str, int] = {}
         self._last_t: float | None = None
         self._radio: deque[tuple[float, int, float, float]] = deque(maxlen=radio_keep)
@@ -43,11 +45,13 @@ class History:
     # ------------------------------------------------------------------ input
 
     def sample(self, frames: Mapping[str, int], buffer_records: int,
-               lag_s: Mapping[str, float | None]) -> None:
-        """One point: cumulative frames per concentrator, buffer depth, lag per forwarder."""
+               lag_s: Mapping[str, float | None],
+               airtime_pct: Mapping[str, float] | None = None) -> None:
+        """One point: cumulative frames per concentrator, buffer depth, lag per forwarder,
+        downlink airtime per gateway (% of its busiest band's allowance)."""
         now = self.clock()
         self._t.append(now)
-        for table in (self._frames, self._lag):
+        for table in (self._frames, self._lag, self._airtime):
             for series in table.values():
                 series.append(None)  # every series gets one point per sample
         minutes = None if self._last_t is None else max(1e-6, (now - self._last_t) / 60)
@@ -65,6 +69,10 @@ class History:
             lag_series = self._series(self._lag, name)
             if lag_series is not None and lag is not None:
                 lag_series[-1] = round(float(lag), 1)
+        for eui, pct in (airtime_pct or {}).items():
+            air_series = self._series(self._airtime, eui)
+            if air_series is not None:
+                air_series[-1] = round(float(pct), 2)
 
     def _series(self, table: dict[str, deque[float | None]], name: str) -> deque[float | None] | None:
         series = table.get(name)
@@ -101,5 +109,6 @@ class History:
             "frames_per_min": {k: list(v) for k, v in self._frames.items()},
             "buffer_records": list(self._buffer),
             "forwarder_lag_s": {k: list(v) for k, v in self._lag.items()},
+            "airtime_pct": {k: list(v) for k, v in self._airtime.items()},
             "radio": [{"t": t, "sf": sf, "rssi": rssi, "snr": snr} for t, sf, rssi, snr in self._radio],
         }

@@ -359,6 +359,7 @@ async function pictures() {
     lineChart("chart-frames", h.t, h.frames_per_min, "/min");
     lineChart("chart-buffer", h.t, { records: h.buffer_records }, "records");
     lineChart("chart-lag", h.t, h.forwarder_lag_s, "s");
+    lineChart("chart-airtime", h.t, h.airtime_pct || {}, "%");
     radioChart(h.radio);
   } catch (e) { /* the status refresh says the gateway is gone */ }
 }

@@ -369,6 +369,13 @@ async def test_log_in_on_a_phone_and_see_the_verdict(browser_page: Any) -> None:
         session = [c for c in cookies if c["name"] == "schwebe_session"]
         assert session and session[0]["httpOnly"] and session[0]["sameSite"] == "Strict"
         await page.screenshot(path=str(ARTEFACTS / "logged-in-verdict.png"))
+        # the session ends on the server (idle timeout, restart): the page goes to the form
+        server.accounts.sessions.clear()
+        await expect(page).to_have_url(server.url + "login", timeout=6000)
+        await page.fill("#username", "tech")
+        await page.fill("#password", "ladder and lamp post")
+        await page.click("#login-button")
+        await expect(page.locator("#who")).to_contain_text("tech (technician)")
         await page.click("#logout")
         await expect(page).to_have_url(server.url + "login")
         await page.goto(server.url)

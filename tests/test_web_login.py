@@ -384,3 +384,15 @@ def test_sessions_are_bounded_and_only_digests_are_kept() -> None:
     assert accounts.find(tokens[0]) is None  # the least recently used went first
     assert accounts.find(tokens[-1]) is not None
     assert not any(t in accounts.sessions for t in tokens)  # a memory dump holds no cookie
+
+
+async def test_a_browser_never_gets_the_basic_dialog(base: str) -> None:
+    """The Basic challenge is for scripts; a lost page session gets a plain 401 (the page then
+    goes to the login form) instead of the browser's own password dialog."""
+    async with aiohttp.ClientSession() as s:
+        async with s.get(base + "/api/status") as r:
+            assert r.status == 401 and "Basic" in r.headers["WWW-Authenticate"]  # curl
+        async with s.get(base + "/api/status", headers={"X-Schwebe-Page": "1"}) as r:
+            assert r.status == 401 and "WWW-Authenticate" not in r.headers
+        async with s.get(base + "/api/live", headers={"Cookie": "schwebe_session=expired"}) as r:
+            assert r.status == 401 and "WWW-Authenticate" not in r.headers

@@ -47,6 +47,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
               "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
               "form-action 'self'")
+#: Sent by the page's own scripts with every request.
+PAGE_HEADER: Final = "X-Schwebe-Page"
 #: Paths anyone may fetch: liveness, the login form and the page's own files.
 OPEN_PATHS: Final = frozenset({"/healthz", "/login"})
 
@@ -200,9 +202,14 @@ class WebServer:
             return Principal(None, "viewer", "open")
         if header is None and request.method == "GET" and request.path == "/":
             raise web.HTTPSeeOther("/login")  # a browser without a session: the login form
+        # The Basic challenge is for scripts: a browser that has (had) a page session, or the
+        # page's own requests, get a plain 401 and go to the login form, never the browser's
+        # Basic dialog.
+        browser = COOKIE in request.cookies or PAGE_HEADER in request.headers
         return web.json_response(
             {"error": "login required: log in at /login, or send HTTP Basic (scripts)"},
-            status=401, headers={"WWW-Authenticate": 'Basic realm="schwebe", charset="UTF-8"'})
+            status=401, headers={} if browser else {
+                "WWW-Authenticate": 'Basic realm="schwebe", charset="UTF-8"'})
 
     async def _config_bundle(self, request: web.Request) -> web.Response:
         """An on-site config bundle (`schwebe fleet bundle`) as the raw request body.

@@ -68,9 +68,12 @@ function withRate(key, value, now) {
 // ------------------------------------------------------------------ the session
 
 let csrfToken = null;
+// says "the page asks": a lost session then gets a plain 401 (back to the login form), not
+// the browser's Basic dialog meant for scripts
+const PAGE = { "X-Schwebe-Page": "1" };
 async function loadSession() {
   try {
-    const r = await fetch("/api/session", { cache: "no-store" });
+    const r = await fetch("/api/session", { cache: "no-store", headers: PAGE });
     if (!r.ok) return;
     const s = await r.json();
     csrfToken = s.csrf_token;
@@ -81,7 +84,7 @@ async function loadSession() {
   } catch (e) { /* the status refresh reports an unreachable gateway */ }
 }
 $("logout").addEventListener("click", async () => {
-  await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": csrfToken || "" } });
+  await fetch("/logout", { method: "POST", headers: { ...PAGE, "X-CSRF-Token": csrfToken || "" } });
   location.assign("/login");
 });
 
@@ -244,7 +247,7 @@ $("spots").addEventListener("click", (ev) => {
 
 async function refresh() {
   try {
-    const r = await fetch("/api/status", { cache: "no-store" });
+    const r = await fetch("/api/status", { cache: "no-store", headers: PAGE });
     if (r.status === 401) { location.assign("/login"); return; }
     if (!r.ok) throw new Error("HTTP " + r.status);
     const s = await r.json();
@@ -353,7 +356,7 @@ function radioChart(points) {
 async function pictures() {
   if (typeof uPlot === "undefined") return;
   try {
-    const r = await fetch("/api/history", { cache: "no-store" });
+    const r = await fetch("/api/history", { cache: "no-store", headers: PAGE });
     if (!r.ok) return;
     const h = await r.json();
     lineChart("chart-frames", h.t, h.frames_per_min, "/min");

@@ -61,7 +61,7 @@ def troubled_status() -> dict[str, Any]:
         "write_errors": {"disk_full": 3}, "last_write_error": "database or disk is full",
         "recovery_events": [{"time": "2026-11-25T02:10:00+00:00", "kind": "corrupt_store",
                              "moved_to": "/var/lib/schwebe/buffer.sqlite3.corrupt-20261125T021000Z",
-                             "records_lost": 815}],
+                             "records_lost": 815, "records_recovered": 9185}],
     }
     s["forwarders"]["city-broker"]["last_error"] = "connect: connection refused"
     s["sources"] = {
@@ -95,7 +95,8 @@ async def test_page_puts_drops_corruption_and_silent_devices_first(browser_page:
         alerts = page.locator("#alerts")
         await expect(alerts).to_contain_text("corrupt_store")
         text = await alerts.inner_text()
-        assert "815 records lost" in text and "buffer.sqlite3.corrupt-20261125T021000Z" in text
+        assert "815 records lost, 9185 recovered" in text
+        assert "buffer.sqlite3.corrupt-20261125T021000Z" in text
         assert "dropped (full)" in text and "uplink 4100" in text
         assert "disk_full 3" in text and "database or disk is full" in text
         assert "forwarder city-broker down" in text and "connection refused" in text

@@ -94,7 +94,8 @@ function alerts(s) {
   const out = [];
   const b = s.buffer || {};
   for (const ev of b.recovery_events || [])
-    out.push([`buffer store ${ev.kind}`, `${ev.time}: ${ev.records_lost} records lost, old store kept at ${ev.moved_to}`]);
+    out.push([`buffer store ${ev.kind}`, `${ev.time}: ${ev.records_lost} records lost` +
+      `${ev.records_recovered != null ? `, ${ev.records_recovered} recovered` : ""}, old store kept at ${ev.moved_to}`]);
   for (const [reason, per] of entries(b.drops)) out.push([`buffer dropped (${reason})`, perKind(per)]);
   if (sum(b.write_errors)) out.push(["buffer write errors", `${perKind(b.write_errors)}; last: ${b.last_write_error ?? "-"}`]);
   for (const [n, f] of entries(s.forwarders))

@@ -249,13 +249,34 @@ class Forward:
 
 
 @dataclass(frozen=True, slots=True)
+class WebUser:
+    """One login for the page: a technician works on site, an operator may also change config."""
+
+    name: str
+    role: Literal["technician", "operator"]
+    # scrypt hash made by `schwebe web hash-password`; never a plain password
+    password_hash: str = _secret_field(default=dataclasses.MISSING)
+
+
+@dataclass(frozen=True, slots=True)
 class WebSection:
     bind: tuple[str, int] = field(default=("0.0.0.0", 8080), metadata=_conv(parse_hostport))
+    # the single login of older configs: an operator named `username`
     username: str | None = None
     # scrypt hash made by `schwebe web hash-password`; never a plain password
     password_hash: str | None = _secret_field()
+    users: tuple[WebUser, ...] = ()
+    # a page session ends after this long without a request
+    session_idle: float = field(default=900.0, metadata=_conv(parse_duration))
     metrics_token: str | None = _secret_field()
     open_read_only: bool = False  # demo: read-only endpoints without a login
+
+    def logins(self) -> tuple[WebUser, ...]:
+        """Every configured login; `[web] username/password_hash` is one operator."""
+        legacy: tuple[WebUser, ...] = ()
+        if self.username and self.password_hash:
+            legacy = (WebUser(self.username, "operator", self.password_hash),)
+        return legacy + self.users
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,6 +550,17 @@ def _check(cfg: Config, b: _Builder) -> None:
         why = _weak_password_hash(cfg.web.password_hash)
         if why:  # never echo the value: it may be the password itself
             b.fail("web.password_hash", f"{why}; make one with: schwebe web hash-password")
+    seen_users = {cfg.web.username} if cfg.web.username else set()
+    for i, user in enumerate(cfg.web.users):
+        p = f"web.users[{i}]"
+        if not user.name or len(user.name) > 64 or not user.name.isprintable():
+            b.fail(f"{p}.name", "a login name of 1 to 64 printable characters")
+        elif user.name in seen_users:
+            b.fail(f"{p}.name", f"{user.name!r} is already a login (names must differ)")
+        seen_users.add(user.name)
+        why = _weak_password_hash(user.password_hash)
+        if why:
+            b.fail(f"{p}.password_hash", f"{why}; make one with: schwebe web hash-password")
     spots: dict[str, str] = {}
     for i, dev in enumerate(cfg.parking.devices):
         p = f"parking.devices[{i}]"
@@ -706,9 +738,14 @@ def config_warnings(cfg: Config) -> list[str]:
     if not cfg.gateway.data_dir.is_absolute():
         out.append(f'gateway.data_dir = "{cfg.gateway.data_dir}": a relative path depends on the '
                    "directory schwebe starts in (systemd starts it in /); give an absolute path")
-    if cfg.web.password_hash is None and not cfg.web.open_read_only:
-        out.append("web.password_hash: not set, so every page but /healthz answers 401 "
-                   "(no one can log in); make one with: schwebe web hash-password")
+    if not cfg.web.logins() and not cfg.web.open_read_only:
+        if cfg.web.password_hash is not None:
+            out.append("web.username: not set, so web.password_hash logs no one in and every "
+                       "page but /healthz answers 401; name the login, or use [[web.users]]")
+        else:
+            out.append("web.password_hash: not set and no [[web.users]], so every page but "
+                       "/healthz answers 401 (no one can log in); make one with: "
+                       "schwebe web hash-password")
     for i, dev in enumerate(cfg.parking.devices):
         abp = dev.dev_addr is not None and dev.nwk_s_key is not None and dev.app_s_key is not None
         if not abp and dev.app_key is None:

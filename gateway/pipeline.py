@@ -25,6 +25,8 @@ from gateway.parking.edge import EdgeParking
 from gateway.records import Record, make_record
 from gateway.sdnotify import Notifier
 from gateway.verdict import STATES, verdict
+from gateway.web.history import History
+from gateway.web.live import LiveFeed
 from gateway.web.server import WebServer
 
 log = logging.getLogger("schwebe.pipeline")
@@ -118,8 +120,12 @@ class Gateway:
         components += self._build_simulated_serial(data_dir)
         components += source_components
         self.remote: Any = None  # gateway.remote.manager.RemoteConfig, when configs are pushed
+        # the page's live frames and pictures outlive a web server replaced by a pushed config
+        self.live = LiveFeed()
+        self.history = History()
         self.web = self._web(cfg.web)
         components.append(self.web)
+        components.append(Named("web:history", self._sample_history))
         if self.simulator is not None:
             components.append(Named("simulator", self._run_simulator))
         self.supervisor = Supervisor(
@@ -146,9 +152,13 @@ class Gateway:
             healthy=self.healthy,
             username=web.username,
             password_hash=web.password_hash,
+            users=web.users,
+            session_idle=web.session_idle,
             metrics_token=web.metrics_token,
             open_read_only=web.open_read_only,
             upload_bundle=self._upload_bundle,
+            live=self.live,
+            history=self.history,
         )
 
     async def _upload_bundle(self, blob: bytes) -> dict[str, Any]:
@@ -352,6 +362,9 @@ class Gateway:
         self.metrics.inc("records_received", kind=record.kind)
         # per input, so a pushed config that silences one is noticed (gateway/remote/)
         self.received_by_source[record.source] = self.received_by_source.get(record.source, 0) + 1
+        # the page's taps: bounded, never blocking (gateway/web/live.py, history.py)
+        self.live.publish_record(record)
+        self.history.observe(record)
 
     def accept_stats(self, record: Record) -> None:
         """A concentrator's ``stat``: without a GPS of its own (the usual packet forwarder on a
@@ -372,6 +385,25 @@ class Gateway:
         self.parking.observe_uplink(record)
 
     # ------------------------------------------------------------------ views
+
+    async def _sample_history(self) -> None:
+        """The page's pictures: frames per concentrator, buffer depth, forwarder lag, airtime."""
+        history = self.history
+        while True:
+            frames: dict[str, int] = {}
+            airtime: dict[str, float] = {}  # the busiest EU868 band's share of its allowance
+            for src in self.sources:
+                h = src.health()
+                for eui, g in (h.get("gateways") or {}).items():
+                    frames[eui] = frames.get(eui, 0) + int(g.get("rxpk") or 0)
+                if h.get("kind") == "concentratord" and h.get("gateway_id"):
+                    frames[str(h["gateway_id"])] = int(h.get("uplinks") or 0)
+                for eui, bands in (h.get("duty_cycle") or {}).items():
+                    used = [100 * b["used_s"] / b["allowance_s"] for b in bands if b["allowance_s"]]
+                    airtime[eui] = max([airtime.get(eui, 0.0), *used])
+            lags = {name: loop.health().get("lag_s") for name, loop in self.deliveries.items()}
+            history.sample(frames, int(self.buffer.stats().get("records") or 0), lags, airtime)
+            await asyncio.sleep(history.interval)
 
     def _gauges(self) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
         """Scrape-time values for /metrics: buffer, forwarders, sources, spots."""

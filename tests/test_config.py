@@ -312,7 +312,7 @@ spot_id = "city:spot:1"
     assert "3 warning(s)" in res.stdout
     # the same file with everything set: no warning at all
     cfg.write_text(cfg.read_text().replace('"relative/data"', f'"{tmp_path}/data"')
-                   + 'app_key = "000102030405060708090a0b0c0d0e0f"\n[web]\n'
+                   + 'app_key = "000102030405060708090a0b0c0d0e0f"\n[web]\nusername = "admin"\n'
                      'password_hash = "' + _a_password_hash() + '"\n')
     res = subprocess.run([sys.executable, "-m", "gateway.cli", "config", "validate", str(cfg)],
                          capture_output=True, text=True, timeout=60)

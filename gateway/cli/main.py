@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("web", help="web page tools")
     wsub = p.add_subparsers(dest="web_command", required=True, metavar="ACTION")
-    h = wsub.add_parser("hash-password", help="read a password, print its hash for [web] password_hash")
+    h = wsub.add_parser("hash-password", help="read a password, print its hash for [[web.users]] password_hash")
     h.set_defaults(func=_hash_password)
 
     add_decode_parser(sub)

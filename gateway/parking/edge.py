@@ -345,8 +345,13 @@ class EdgeParking:
     # ------------------------------------------------------------------ views
 
     def spots(self) -> dict[str, dict[str, Any]]:
-        """Spot state for the status page and API (no keys, nothing secret)."""
-        return self.spot_table.view()
+        """Spot state for the status page and API (no keys, nothing secret), with the
+        spot's parking site from config when it has one (the page groups by it)."""
+        view = self.spot_table.view()
+        for sid, place in self._place.items():
+            if sid in view and "parking_site" in place:
+                view[sid]["parking_site"] = place["parking_site"]
+        return view
 
     def counters(self) -> dict[str, dict[str, Any]]:
         """Car counters for the status page and API: the count, when it moved, last heard."""

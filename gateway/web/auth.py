@@ -53,12 +53,14 @@ def bearer_ok(header: str | None, token: str | None) -> bool:
 
 
 class Lockout:
-    """Failed logins per client and for the account, with a growing wait.
+    """Failed logins per client and per login name, with a growing wait.
 
     A client gets ``free`` attempts, then waits ``base`` seconds, doubling with each further
-    failure up to ``cap``; the account as a whole (every client together) locks the same way
-    after ``account_free`` failures, so a botnet of addresses gains nothing. A success clears
-    the client. Bounded: at most ``max_clients`` clients are remembered (the oldest forgotten).
+    failure up to ``cap``; a login name (every client together) locks the same way after
+    ``account_free`` failures, so a botnet of addresses gains nothing. Names are counted
+    whether or not they exist (a lockout must not tell which do). A success clears the client
+    and the name. Bounded: at most ``max_clients`` clients and names are remembered (the
+    oldest forgotten).
     """
 
     def __init__(self, *, free: int = 5, base: float = 1.0, cap: float = 900.0,
@@ -68,27 +70,32 @@ class Lockout:
         self.account_free, self.max_clients = account_free, max_clients
         self.clock = clock
         self._clients: dict[str, tuple[int, float]] = {}  # client -> (failures, locked until)
-        self._account: tuple[int, float] = (0, 0.0)
+        self._accounts: dict[str, tuple[int, float]] = {}  # login name -> the same
 
-    def retry_after(self, client: str) -> float:
-        """Seconds this client must wait before the next attempt (0: go ahead)."""
+    def retry_after(self, client: str, account: str | None = None) -> float:
+        """Seconds this client (for this name) must wait before the next attempt (0: go ahead)."""
         now = self.clock()
         _, until = self._clients.get(client, (0, 0.0))
-        return max(0.0, until - now, self._account[1] - now)
+        _, account_until = (self._accounts.get(account[:64], (0, 0.0)) if account is not None
+                            else (0, 0.0))
+        return max(0.0, until - now, account_until - now)
 
     def _wait(self, failures: int, free: int) -> float:
         over = failures - free
         return 0.0 if over < 0 else min(self.cap, self.base * 2.0 ** min(over, 30))
 
-    def failed(self, client: str) -> None:
-        now = self.clock()
-        n = self._clients.pop(client, (0, 0.0))[0] + 1
-        if len(self._clients) >= self.max_clients:
-            self._clients.pop(next(iter(self._clients)))
-        self._clients[client] = (n, now + self._wait(n, self.free))
-        a = self._account[0] + 1
-        self._account = (a, now + self._wait(a, self.account_free))
+    def _count(self, table: dict[str, tuple[int, float]], key: str, free: int) -> None:
+        n = table.pop(key, (0, 0.0))[0] + 1
+        if len(table) >= self.max_clients:
+            table.pop(next(iter(table)))
+        table[key] = (n, self.clock() + self._wait(n, free))
 
-    def succeeded(self, client: str) -> None:
+    def failed(self, client: str, account: str | None = None) -> None:
+        self._count(self._clients, client, self.free)
+        if account is not None:
+            self._count(self._accounts, account[:64], self.account_free)
+
+    def succeeded(self, client: str, account: str | None = None) -> None:
         self._clients.pop(client, None)
-        self._account = (0, 0.0)
+        if account is not None:
+            self._accounts.pop(account[:64], None)

@@ -1,40 +1,71 @@
-"""The web component: /healthz, /api/status, /metrics and the status page.
+"""The web component: the technician's page, its JSON API, live frames and pictures.
 
-Read-only views of state handed in as callables; a slow phone never slows the
-radio path. `schwebe run` asks for a login for all but /healthz; /metrics takes
-a bearer token; the demo may serve its read-only endpoints openly on loopback.
+Rooms: `session` (who is asking: login form, sessions, CSRF, Basic for scripts,
+roles), `api` (status, history, metrics), `live` (Server-Sent Events), `history`
+(the bounded samples behind the pictures). This module puts them together:
+one middleware decides who is asking before any handler runs, and every
+state-changing request needs a page session and its CSRF token. A slow phone
+never slows the radio path.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from gateway.metrics import Metrics
 from gateway.remote import MAX_BUNDLE
-from gateway.web.auth import Lockout, bearer_ok, parse_basic, verify_password
+from gateway.web.api import Api, StatusFn, dumps
+from gateway.web.auth import bearer_ok, parse_basic
+from gateway.web.guard import KEEPALIVE_S, ConnectionGuard, _Guarded
+from gateway.web.history import History
+from gateway.web.live import LiveFeed
+from gateway.web.session import (
+    COOKIE,
+    PRINCIPAL_KEY,
+    STATE_CHANGING,
+    Accounts,
+    Login,
+    LoginRoutes,
+    Principal,
+    require,
+)
 
 log = logging.getLogger("schwebe.web")
 
-StatusFn = Callable[[], dict[str, Any]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: No inline scripts or styles: everything the page runs is a file it serves itself.
+CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+              "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+              "form-action 'self'")
+#: Sent by the page's own scripts with every request.
+PAGE_HEADER: Final = "X-Schwebe-Page"
+#: Paths anyone may fetch: liveness, the login form and the page's own files.
+OPEN_PATHS: Final = frozenset({"/healthz", "/login"})
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer: no MIME sniffing, no framing by another site, no software versions."""
+    """Every answer: no MIME sniffing, no framing, no software versions, no inline code."""
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # same-origin: no referrer to other sites, while a same-site POST still names its
+    # Origin (with no-referrer, Chromium sends "Origin: null" and the CSRF check refuses it)
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Content-Security-Policy"] = CSP
     response.headers["Server"] = "schwebe"
+
+
+def _static_dir() -> Path:
+    return Path(str(resources.files("gateway.web").joinpath("static")))
 
 
 class WebServer:
@@ -49,45 +80,50 @@ class WebServer:
         healthy: Callable[[], bool],
         username: str | None = None,
         password_hash: str | None = None,
+        users: tuple[Any, ...] = (),
+        session_idle: float = 900.0,
         metrics_token: str | None = None,
         open_read_only: bool = False,
+        live: LiveFeed | None = None,
+        history: History | None = None,
         upload_bundle: Callable[[bytes], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._bind = bind
-        self._status = status
-        self._metrics = metrics
-        self._healthy = healthy
-        self._username = username
-        self._password_hash = password_hash
         self._metrics_token = metrics_token
         self._open = open_read_only
         self._upload_bundle = upload_bundle
+        logins = [Login(username, "operator", password_hash)] if username and password_hash else []
+        logins += [Login(u.name, u.role, u.password_hash) for u in users]
+        self.accounts = Accounts(logins, idle=session_idle)
+        self.live = live or LiveFeed()
+        self.history = history or History()
+        self._api = Api(status=status, metrics=metrics, healthy=healthy, history=self.history)
+        static = _static_dir()
+        self._login = LoginRoutes(self.accounts, lambda: (static / "login.html").read_text("utf-8"))
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self._guard = ConnectionGuard()
-        self._verified: dict[bytes, float] = {}  # sha256(header) -> expiry; scrypt is slow
-        self._scrypt_slot = asyncio.Semaphore(1)
-        self._lockout = Lockout()
         self.bound_address: tuple[str, int] | None = None
-        if not open_read_only and not (username and password_hash):
+        if not open_read_only and not logins:
             log.warning(
-                "no web login configured: only /healthz answers. Set [web] username and "
-                "password_hash (make one with `schwebe web hash-password`)."
+                "no web login configured: only /healthz answers. Add a [[web.users]] entry "
+                "(make its password_hash with `schwebe web hash-password`)."
             )
 
     def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth_middleware], client_max_size=64 * 1024)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/api/status", self._api_status)
-        app.router.add_get("/metrics", self._prometheus)
+        self._api.add_routes(app)
+        self._login.add_routes(app)
+        app.router.add_get("/api/live", self._live)
         app.router.add_get("/", self._index)
         app.router.add_post("/api/config/bundle", self._config_bundle)
+        app.router.add_static("/static/", _static_dir(), follow_symlinks=False)
         app.on_response_prepare.append(_security_headers)
         return app
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False,
-                                     keepalive_timeout=KEEPALIVE_S)
+                                     keepalive_timeout=KEEPALIVE_S, shutdown_timeout=1.0)
         await self._runner.setup()
         inner = self._runner.server
         assert inner is not None
@@ -114,16 +150,19 @@ class WebServer:
             self._server.close()
             self._server = None
         if self._runner is not None:
+            self.live.close_all()
             await self._runner.cleanup()
             self._runner = None
 
-    # ------------------------------------------------------------------ auth
+    # ------------------------------------------------------------------ who is asking
 
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self._guard.request_seen(request.transport)
         path = request.path
-        if path == "/healthz":
+        if request.method in STATE_CHANGING and not _same_origin(request):
+            return web.json_response({"error": "cross-site request refused"}, status=403)
+        if path in OPEN_PATHS or path.startswith("/static/"):
             return await handler(request)
         if path == "/metrics":
             # a token set is a token required, even where the page is open read-only
@@ -133,182 +172,100 @@ class WebServer:
                 return await handler(request)
             return web.json_response({"error": "bearer token required"}, status=401,
                                      headers={"WWW-Authenticate": "Bearer"})
-        if self._open and request.method in ("GET", "HEAD"):
-            return await handler(request)
+        who = await self._who(request)
+        if isinstance(who, web.StreamResponse):
+            return who
+        request[PRINCIPAL_KEY] = who
+        if request.method in STATE_CHANGING:
+            # every state-changing request, whatever route: a page session and its CSRF token
+            # (Basic only with a body no cross-site form can send; the route decides the rest)
+            await require(request, role="technician", csrf=True, basic=True)
+        return await handler(request)
+
+    async def _who(self, request: web.Request) -> Principal | web.StreamResponse:
+        session = self.accounts.find(request.cookies.get(COOKIE))
+        if session is not None:
+            return Principal(session.user, session.role, "session", session.csrf)
+        header = request.headers.get("Authorization")
         client = request.remote or "?"
-        wait = self._lockout.retry_after(client)
-        if wait > 0:
-            return web.json_response(
-                {"error": "too many failed logins; try again later"}, status=429,
-                headers={"Retry-After": str(math.ceil(wait))})
-        if await self._login_ok(request.headers.get("Authorization"), client):
-            return await handler(request)
+        if header is not None:
+            creds = parse_basic(header)
+            wait = self.accounts.retry_after(client, creds[0] if creds else None)
+            if wait > 0:
+                return web.json_response(
+                    {"error": "too many failed logins; try again later"}, status=429,
+                    headers={"Retry-After": str(math.ceil(wait))})
+            user = await self.accounts.basic(header, client)
+            if user is not None:
+                return Principal(user.name, user.role, "basic")
+        elif self._open and request.method in ("GET", "HEAD"):
+            return Principal(None, "viewer", "open")
+        if header is None and request.method == "GET" and request.path == "/":
+            raise web.HTTPSeeOther("/login")  # a browser without a session: the login form
+        # The Basic challenge is for scripts: a browser that has (had) a page session, or the
+        # page's own requests, get a plain 401 and go to the login form, never the browser's
+        # Basic dialog.
+        browser = COOKIE in request.cookies or PAGE_HEADER in request.headers
         return web.json_response(
-            {"error": "login required"}, status=401,
-            headers={"WWW-Authenticate": 'Basic realm="schwebe", charset="UTF-8"'},
-        )
-
-    async def _login_ok(self, header: str | None, client: str) -> bool:
-        if not (self._username and self._password_hash and header):
-            return False
-        # A header that is not valid UTF-8 arrives with surrogate escapes: hash it as bytes.
-        key = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
-        now = time.monotonic()
-        if self._verified.get(key, 0) > now:
-            return True
-        creds = parse_basic(header)
-        if creds is None:
-            self._lockout.failed(client)
-            return False
-        user_ok = hmac.compare_digest(creds[0].encode("utf-8", "surrogateescape"),
-                                      self._username.encode())
-        # scrypt runs for a wrong user too (no user enumeration by timing), one at a time and
-        # off the event loop (a login storm must never delay the radio path).
-        async with self._scrypt_slot:
-            password_ok = await asyncio.to_thread(verify_password, creds[1], self._password_hash)
-        if not (user_ok and password_ok):
-            self._lockout.failed(client)
-            log.warning("failed web login", extra={"fields": {"user": creds[0][:64], "client": client}})
-            return False
-        self._lockout.succeeded(client)
-        if len(self._verified) > 32:
-            self._verified.clear()
-        self._verified[key] = now + 300
-        return True
-
-    # ------------------------------------------------------------------ handlers
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        ok = self._healthy()
-        return web.json_response({"ok": ok}, status=200 if ok else 503)
-
-    async def _api_status(self, request: web.Request) -> web.Response:
-        return web.json_response(self._status(), dumps=_dumps)
+            {"error": "login required: log in at /login, or send HTTP Basic (scripts)"},
+            status=401, headers={} if browser else {
+                "WWW-Authenticate": 'Basic realm="schwebe", charset="UTF-8"'})
 
     async def _config_bundle(self, request: web.Request) -> web.Response:
         """An on-site config bundle (`schwebe fleet bundle`) as the raw request body.
 
-        Only a raw tar body is taken (curl --data-binary @FILE.tar -H 'Content-Type:
-        application/x-tar'): a cross-site form cannot send one, so a logged-in browser
-        cannot be made to upload by another site."""
+        Operators only. Only a raw tar body is taken (curl -u NAME --data-binary @FILE.tar
+        -H 'Content-Type: application/x-tar'): a cross-site form cannot send that type, so
+        HTTP Basic is accepted here; a page session sends its CSRF token as well."""
         if self._upload_bundle is None:
             raise web.HTTPNotFound()
+        await require(request, role="operator", csrf=True, basic=True)
         if request.content_type not in ("application/x-tar", "application/octet-stream"):
             return web.json_response(
                 {"error": "send the bundle as the body with Content-Type: application/x-tar"},
                 status=415)
-        if (request.content_length or 0) > MAX_BUNDLE:
+        body = await _read_bounded(request, MAX_BUNDLE)
+        if body is None:
             return web.json_response({"error": f"bundle larger than {MAX_BUNDLE} bytes"}, status=413)
-        body = bytearray()
-        async for chunk in request.content.iter_chunked(65536):
-            body += chunk
-            if len(body) > MAX_BUNDLE:
-                return web.json_response({"error": f"bundle larger than {MAX_BUNDLE} bytes"},
-                                         status=413)
         try:
-            state = await self._upload_bundle(bytes(body))
+            state = await self._upload_bundle(body)
         except LookupError as exc:
             return web.json_response({"error": str(exc)}, status=404)
+        who = request[PRINCIPAL_KEY]
         log.info("config bundle uploaded", extra={"fields": {
-            "client": request.remote, "bytes": len(body), "state": state.get("state")}})
+            "user": who.user, "client": request.remote, "bytes": len(body),
+            "state": state.get("state")}})
         ok = state.get("state") in ("confirming", "confirmed")
-        return web.json_response(state, status=200 if ok else 422, dumps=_dumps)
+        return web.json_response(state, status=200 if ok else 422, dumps=dumps)
 
-    async def _prometheus(self, request: web.Request) -> web.Response:
-        return web.Response(text=self._metrics.prometheus(), content_type="text/plain")
+    async def _live(self, request: web.Request) -> web.StreamResponse:
+        who = request[PRINCIPAL_KEY]
+        if who.via != "session":
+            return await self.live.handle(request)
+        token = request.cookies.get(COOKIE)
+        return await self.live.handle(request, allowed=lambda: self.accounts.alive(token))
 
     async def _index(self, request: web.Request) -> web.Response:
-        html = resources.files("gateway.web").joinpath("static/index.html").read_text("utf-8")
+        html = (_static_dir() / "index.html").read_text("utf-8")
         return web.Response(text=html, content_type="text/html",
-                            headers={"Cache-Control": "no-store",
-                                     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"})
+                            headers={"Cache-Control": "no-store"})
 
 
-#: A connection must send a whole request head within this (slow-header clients are cut off).
-HEADER_TIMEOUT_S = 10.0
-#: An idle kept-alive connection is closed after this.
-KEEPALIVE_S = 15.0
-#: Connections at once: a phone opens a handful; more is someone holding sockets.
-MAX_CONNECTIONS = 64
+async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None when it is longer than ``limit`` bytes (read no further)."""
+    if (request.content_length or 0) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
-class ConnectionGuard:
-    """Bounds the page's connections: how many at once, and how long one may take to say
-    what it wants. aiohttp has no limit on either, so 200 slow-header clients could hold
-    the port for as long as they liked."""
-
-    def __init__(self) -> None:
-        self.open: dict[asyncio.BaseTransport, None] = {}  # oldest first
-        self._served: set[asyncio.BaseTransport] = set()
-        self.refused = 0
-        self.timed_out = 0
-
-    def opened(self, transport: asyncio.BaseTransport) -> bool:
-        if len(self.open) >= MAX_CONNECTIONS:
-            # full: the oldest connection that never sent a request makes room, so a crowd
-            # of slow clients cannot keep the technician's phone out
-            silent = next((t for t in self.open if t not in self._served), None)
-            if silent is None:
-                self.refused += 1
-                return False
-            self.timed_out += 1
-            self.open.pop(silent)
-            silent.close()
-        self.open[transport] = None
-        asyncio.get_running_loop().call_later(HEADER_TIMEOUT_S, self._deadline, transport)
-        return True
-
-    def request_seen(self, transport: asyncio.BaseTransport | None) -> None:
-        if transport is not None:
-            self._served.add(transport)
-
-    def closed(self, transport: asyncio.BaseTransport) -> None:
-        self.open.pop(transport, None)
-        self._served.discard(transport)
-
-    def _deadline(self, transport: asyncio.BaseTransport) -> None:
-        if transport in self.open and transport not in self._served:
-            self.timed_out += 1
-            transport.close()
-
-
-class _Guarded(asyncio.Protocol):
-    """aiohttp's protocol for one connection, with the guard's bounds around it."""
-
-    def __init__(self, inner: Any, guard: ConnectionGuard) -> None:
-        self._inner = inner
-        self._guard = guard
-        self._made = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport
-        if not self._guard.opened(transport):
-            assert isinstance(transport, asyncio.Transport)
-            transport.abort()
-            return
-        self._made = True
-        self._inner.connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._made:
-            self._guard.closed(self._transport)
-            self._inner.connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        result: bool | None = self._inner.eof_received()
-        return result
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
-
-
-def _dumps(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, default=str)
+def _same_origin(request: web.Request) -> bool:
+    """A browser names the page that sent a POST; one from another site is refused outright."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser's cross-site form or fetch (those always say)
+    return urlsplit(origin).netloc == request.host

@@ -18,13 +18,14 @@ from typing import Any, Literal
 from gateway import frames
 from gateway.app import Supervisor
 from gateway.buffer import Buffer
-from gateway.config import Config, ForwardCommon, ParkingDevice, WebSection
+from gateway.config import Config, ForwardCommon, ParkingDevice, WebSection, redacted
 from gateway.forward.base import DeliveryLoop
 from gateway.metrics import Metrics
 from gateway.parking.edge import EdgeParking
 from gateway.records import Record, make_record
 from gateway.sdnotify import Notifier
 from gateway.verdict import STATES, verdict
+from gateway.web.actions import Actions
 from gateway.web.history import History
 from gateway.web.live import LiveFeed
 from gateway.web.server import WebServer
@@ -159,7 +160,25 @@ class Gateway:
             upload_bundle=self._upload_bundle,
             live=self.live,
             history=self.history,
+            actions=Actions(check=self._check_backends, running_config=lambda: redacted(self.cfg),
+                            restart_forwarder=self._restart_forwarder,
+                            buffer_path=self.buffer.path),
         )
+
+    async def _check_backends(self) -> list[dict[str, Any]]:
+        from gateway.forward.probe import probe
+
+        return list(await asyncio.gather(*(probe(f, gateway_eui=self.cfg.gateway.eui)
+                                           for f in self.cfg.forwarders)))
+
+    async def _restart_forwarder(self, name: str) -> bool:
+        fcfg = next((f for f in self.cfg.forwarders if f.name == name), None)
+        if fcfg is None:
+            return False
+        await self.replace_forwarder(name, fcfg)
+        if self.remote is not None:
+            self.remote.rehook()  # its MQTT channel may ride on this forwarder
+        return True
 
     async def _upload_bundle(self, blob: bytes) -> dict[str, Any]:
         if self.remote is None:

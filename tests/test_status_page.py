@@ -426,6 +426,14 @@ async def test_the_real_daemon_with_a_dead_backend_after_login(browser_page: Any
         await expect(page.locator("#spots .tile").first).to_be_visible()
         await expect(page.locator("#chart-buffer canvas")).to_have_count(1, timeout=15000)
         await page.screenshot(path=str(ARTEFACTS / "daemon-dead-backend.png"))
+        # the technician checks the backends from the phone: the dead one fails at TCP
+        page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))
+        await page.click("#check")
+        await expect(page.locator("#check-results")).to_contain_text("city-api", timeout=15000)
+        await expect(page.locator("#check-results")).to_contain_text("✗ tcp")
+        await expect(page.locator("#check-results")).to_contain_text("✓ writable")
+        await expect(page.locator("#export")).to_have_attribute("href", "/api/buffer/export")
+        await page.locator("#tech-box").screenshot(path=str(ARTEFACTS / "technician-check.png"))
     finally:
         gw.supervisor.request_stop()
         await asyncio.wait_for(task, 20)

@@ -134,6 +134,10 @@ class RemoteConfig:
         self._hook_mqtt()
         self._attached.set()
 
+    def rehook(self) -> None:
+        """The MQTT forwarder was replaced (a restart from the page): listen on the new one."""
+        self._hook_mqtt()
+
     def _hook_mqtt(self) -> None:
         if self.rc.mqtt is None or self.gw is None:
             return

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from gateway.metrics import Metrics
 from gateway.remote import MAX_BUNDLE
+from gateway.web.actions import Actions
 from gateway.web.api import Api, StatusFn, dumps
 from gateway.web.auth import bearer_ok, parse_basic
 from gateway.web.guard import KEEPALIVE_S, ConnectionGuard, _Guarded
@@ -87,11 +88,13 @@ class WebServer:
         live: LiveFeed | None = None,
         history: History | None = None,
         upload_bundle: Callable[[bytes], Awaitable[dict[str, Any]]] | None = None,
+        actions: Actions | None = None,
     ) -> None:
         self._bind = bind
         self._metrics_token = metrics_token
         self._open = open_read_only
         self._upload_bundle = upload_bundle
+        self._actions = actions
         logins = [Login(username, "operator", password_hash)] if username and password_hash else []
         logins += [Login(u.name, u.role, u.password_hash) for u in users]
         self.accounts = Accounts(logins, idle=session_idle)
@@ -117,6 +120,8 @@ class WebServer:
         app.router.add_get("/api/live", self._live)
         app.router.add_get("/", self._index)
         app.router.add_post("/api/config/bundle", self._config_bundle)
+        if self._actions is not None:
+            self._actions.add_routes(app)
         app.router.add_static("/static/", _static_dir(), follow_symlinks=False)
         app.on_response_prepare.append(_security_headers)
         return app

@@ -80,6 +80,7 @@ async function loadSession() {
     if (s.via === "session") {
       $("who-name").textContent = `${s.user} (${s.role})`;
       $("who").hidden = false;
+      $("tech-box").hidden = !["technician", "operator"].includes(s.role);
     }
   } catch (e) { /* the status refresh reports an unreachable gateway */ }
 }
@@ -281,6 +282,7 @@ async function refresh() {
     rows("forwarders", entries(s.forwarders).map(([n, f]) =>
       [n, `${f.connected ? "connected" : "DOWN"} · acked ${withRate("f/" + n, f.acked ?? 0, now)} · lag ${f.lag_records ?? "?"} records${f.lag_s != null ? ", " + age(f.lag_s) : ""}`, f.connected ? "ok" : "bad"]));
     grid(s.parking?.spots || {});
+    restartChoices(s.forwarders);
     const counters = entries(s.parking?.counters);
     $("counters-box").hidden = counters.length === 0;
     rows("counters", counters.map(([id, c]) =>
@@ -420,6 +422,48 @@ $("live-filter").addEventListener("input", () => {
   for (const tr of $("live-rows").children)
     tr.hidden = !liveMatches({ dev_addr: tr.dataset.devAddr, dev_eui: tr.dataset.devEui });
 });
+
+// ------------------------------------------------------------------ technician actions
+
+async function action(path, body) {
+  const r = await fetch(path, { method: "POST", headers: { ...PAGE, "X-CSRF-Token": csrfToken || "",
+    "Content-Type": "application/json" }, body: JSON.stringify(body || {}) });
+  const answer = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(answer.error || "HTTP " + r.status);
+  return answer;
+}
+$("check").addEventListener("click", async () => {
+  if (!confirm("Connect to every backend now (name lookup, TCP, TLS, protocol)?")) return;
+  $("check-state").textContent = "checking…";
+  try {
+    const { results } = await action("/api/actions/check");
+    $("check-state").textContent = `checked ${localTime(Date.now() / 1000)}`;
+    rows("check-results", results.flatMap((x) => x.steps.map((st, i) =>
+      [i === 0 ? `${x.name} (${x.target})` : "", `${st.ok ? "✓" : "✗"} ${st.step}: ${st.detail} · ${st.ms} ms`,
+       st.ok ? "ok" : "bad"])));
+  } catch (e) { $("check-state").textContent = "check failed: " + e.message; }
+});
+$("show-config").addEventListener("click", async () => {
+  const pre = $("running-config");
+  if (!pre.hidden) { pre.hidden = true; return; }
+  const r = await fetch("/api/config/running", { cache: "no-store", headers: PAGE });
+  pre.textContent = r.ok ? JSON.stringify(await r.json(), null, 2) : "HTTP " + r.status;
+  pre.hidden = false;
+});
+$("restart").addEventListener("click", async () => {
+  const name = $("restart-which").value;
+  if (!name || !confirm(`Restart forwarder ${name}? Its connection is closed and opened again.`)) return;
+  try {
+    await action("/api/actions/restart", { forwarder: name });
+    $("check-state").textContent = `forwarder ${name} restarted`;
+  } catch (e) { $("check-state").textContent = "restart failed: " + e.message; }
+});
+function restartChoices(forwarders) {
+  const sel = $("restart-which");
+  const names = Object.keys(forwarders || {});
+  if (sel.options.length === names.length) return;
+  sel.replaceChildren(...names.map((n) => { const o = document.createElement("option"); o.textContent = n; return o; }));
+}
 
 loadSession();
 refresh();

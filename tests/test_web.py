@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -243,3 +244,33 @@ async def test_slow_header_clients_cannot_hold_the_page(session: aiohttp.ClientS
     assert closed == 200, f"only {closed} of 200 slow connections were cut"
     assert len(server._guard.open) <= 1  # the phone's kept-alive connection only
     await server.stop()
+
+
+async def test_openapi_describes_every_route_and_the_status_it_serves(tmp_path: Path) -> None:
+    """/api/openapi.json names every route the server has (and no other), with the least role
+    each needs; a real gateway's /api/status has what the description requires."""
+    import json
+
+    from gateway.config import demo_config_text, load_config_text
+    from gateway.pipeline import Gateway
+
+    gw = Gateway(load_config_text(demo_config_text(str(tmp_path), 0, 1700)))
+    app = gw.web.make_app()
+    routes = {(r.method, r.resource.canonical) for r in app.router.routes()
+              if r.resource is not None and not r.resource.canonical.startswith("/static")
+              and r.method != "HEAD"}
+    server = await started(open_read_only=True)
+    try:
+        async with aiohttp.ClientSession() as s, s.get(server.url + "api/openapi.json") as r:
+            assert r.status == 200
+            spec = await r.json()
+    finally:
+        await server.stop()
+    documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    assert documented == routes
+    assert all(op["x-schwebe-role"] in ("none", "viewer", "technician", "operator")
+               for ops in spec["paths"].values() for op in ops.values())
+    schema = spec["paths"]["/api/status"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    status = json.loads(json.dumps(gw.status(), default=str))
+    assert set(schema["required"]) <= status.keys()
+    assert status["verdict"]["state"] in schema["properties"]["verdict"]["properties"]["state"]["enum"]

@@ -51,7 +51,7 @@ CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 
 #: Sent by the page's own scripts with every request.
 PAGE_HEADER: Final = "X-Schwebe-Page"
 #: Paths anyone may fetch: liveness, the login form and the page's own files.
-OPEN_PATHS: Final = frozenset({"/healthz", "/login"})
+OPEN_PATHS: Final = frozenset({"/healthz", "/login", "/api/openapi.json"})
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -120,6 +120,7 @@ class WebServer:
         app.router.add_get("/api/live", self._live)
         app.router.add_get("/", self._index)
         app.router.add_post("/api/config/bundle", self._config_bundle)
+        app.router.add_get("/api/openapi.json", self._openapi)
         if self._actions is not None:
             self._actions.add_routes(app)
         app.router.add_static("/static/", _static_dir(), follow_symlinks=False)
@@ -215,6 +216,11 @@ class WebServer:
             {"error": "login required: log in at /login, or send HTTP Basic (scripts)"},
             status=401, headers={} if browser else {
                 "WWW-Authenticate": 'Basic realm="schwebe", charset="UTF-8"'})
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        """The JSON API described (OpenAPI 3.1), for the city's integrators."""
+        return web.Response(body=(_static_dir() / "openapi.json").read_bytes(),
+                            content_type="application/json")
 
     async def _config_bundle(self, request: web.Request) -> web.Response:
         """An on-site config bundle (`schwebe fleet bundle`) as the raw request body.

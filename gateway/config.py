@@ -270,6 +270,8 @@ class WebSection:
     session_idle: float = field(default=900.0, metadata=_conv(parse_duration))
     metrics_token: str | None = _secret_field()
     open_read_only: bool = False  # demo: read-only endpoints without a login
+    # HTTPS with the gateway's own certificate (made on first start; `schwebe web cert`)
+    tls: bool = False
 
     def logins(self) -> tuple[WebUser, ...]:
         """Every configured login; `[web] username/password_hash` is one operator."""

@@ -146,7 +146,17 @@ class Gateway:
         return Named(f"forward:{fcfg.name}", loop.run)
 
     def _web(self, web: WebSection) -> WebServer:
+        tls = None
+        if web.tls:
+            from gateway.web.tls import ensure_cert, fingerprint
+
+            cert, key, made = ensure_cert(Path(self.cfg.gateway.data_dir), self.cfg.gateway.eui)
+            tls = (cert, key)
+            if made:
+                log.warning("made the web page's TLS certificate; pin it in the browser",
+                            extra={"fields": {"path": str(cert), "sha256": fingerprint(cert)}})
         return WebServer(
+            tls=tls,
             bind=web.bind,
             status=self.status,
             metrics=self.metrics,

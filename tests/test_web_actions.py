@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from gateway import frames
 from gateway.web.auth import hash_password
@@ -131,3 +132,58 @@ password_hash = "{hash_password(PASSWORD)}"
         assert '"user": "tech"' in gw.output()  # who did it is logged
     finally:
         gw.stop()
+
+
+def test_page_over_tls_with_the_gateways_own_pinned_certificate(tmp_path: Path) -> None:
+    """[web] tls = true: the daemon makes its certificate on first start (key 0600), logs its
+    fingerprint, `schwebe web cert` prints the same, a client pinning that certificate talks
+    to the page, and a restart keeps it."""
+    import ssl
+    import stat
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from tests.helpers.daemon import REPO
+
+    web = free_port()
+    config = tmp_path / "schwebe.toml"
+    config.write_text(f"""
+[gateway]
+eui = "b827ebfffe000001"
+data_dir = "{tmp_path / 'data'}"
+[web]
+bind = "127.0.0.1:{web}"
+tls = true
+[[web.users]]
+name = "tech"
+role = "technician"
+password_hash = "{hash_password(PASSWORD)}"
+""")
+    cert = tmp_path / "data" / "web" / "cert.pem"
+    fingerprints = []
+    for _ in range(2):  # first start makes it, the second keeps it
+        seen = len(config.with_suffix(".log").read_text()) if config.with_suffix(".log").exists() else 0
+        gw = Daemon(config, web)
+        try:
+            deadline = time.monotonic() + 20
+            while "certificate_sha256" not in gw.output()[seen:]:
+                assert time.monotonic() < deadline and gw.proc.poll() is None, gw.output()[-2000:]
+                time.sleep(0.2)
+            pinned = ssl.create_default_context(cafile=str(cert))
+            pinned.check_hostname = False  # pinned by the certificate itself, not a name
+            with urllib.request.urlopen(f"https://127.0.0.1:{web}/healthz", context=pinned, timeout=5) as r:
+                assert r.status == 200
+            line = [x for x in gw.output()[seen:].splitlines() if "certificate_sha256" in x][-1]
+            fingerprints.append(json.loads(line)["certificate_sha256"])
+            with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+                urllib.request.urlopen(f"https://127.0.0.1:{web}/healthz", timeout=5)  # not trusted
+        finally:
+            gw.stop()
+    assert fingerprints[0] == fingerprints[1]
+    assert stat.S_IMODE((tmp_path / "data" / "web" / "key.pem").stat().st_mode) == 0o600
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "web", "cert", "--config", str(config)],
+                         capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert out.split()[0] == fingerprints[0]
+

@@ -298,6 +298,27 @@ def _print_config_errors(path: str, exc: Exception) -> None:
         print(f"  {p}", file=sys.stderr)
 
 
+def _web_cert(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+    from gateway.web.tls import ensure_cert, fingerprint
+
+    try:
+        cfg = load_config(Path(args.config))
+    except ConfigError as exc:
+        _print_config_errors(args.config, exc)
+        return 2
+    try:
+        cert, _key, _made = ensure_cert(Path(cfg.gateway.data_dir), cfg.gateway.eui)
+    except OSError as exc:
+        print(f"schwebe: cannot read or make the certificate in {cfg.gateway.data_dir}/web: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"{fingerprint(cert)}  {cert}")
+    if not cfg.web.tls:
+        print("schwebe: note: [web] tls is not set: the page is served over plain HTTP", file=sys.stderr)
+    return 0
+
+
 def _hash_password(args: argparse.Namespace) -> int:
     from gateway.web.auth import hash_password
 
@@ -359,6 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("web", help="web page tools")
     wsub = p.add_subparsers(dest="web_command", required=True, metavar="ACTION")
+    c = wsub.add_parser(
+        "cert", help="print the page's TLS certificate fingerprint (made if missing)",
+        description="Print the SHA-256 fingerprint and path of the certificate the page serves "
+                    "with [web] tls = true, making it (<data_dir>/web/, key 0600) if the daemon "
+                    "has not yet. Compare it with what the phone's browser shows, then pin it.")
+    c.add_argument("--config", "-c", required=True, metavar="FILE", help="the gateway's configuration file")
+    c.set_defaults(func=_web_cert)
     h = wsub.add_parser("hash-password", help="read a password, print its hash for [[web.users]] password_hash")
     h.set_defaults(func=_hash_password)
 

@@ -51,6 +51,8 @@ CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 
 #: Sent by the page's own scripts with every request.
 PAGE_HEADER: Final = "X-Schwebe-Page"
 #: Paths anyone may fetch: liveness, the login form and the page's own files.
+#: A TLS client must finish its handshake within this (a stalled one holds a socket).
+HANDSHAKE_S: Final = 10.0
 OPEN_PATHS: Final = frozenset({"/healthz", "/login", "/api/openapi.json"})
 
 
@@ -89,12 +91,14 @@ class WebServer:
         history: History | None = None,
         upload_bundle: Callable[[bytes], Awaitable[dict[str, Any]]] | None = None,
         actions: Actions | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self._bind = bind
         self._metrics_token = metrics_token
         self._open = open_read_only
         self._upload_bundle = upload_bundle
         self._actions = actions
+        self._tls = tls
         logins = [Login(username, "operator", password_hash)] if username and password_hash else []
         logins += [Login(u.name, u.role, u.password_hash) for u in users]
         self.accounts = Accounts(logins, idle=session_idle)
@@ -134,18 +138,27 @@ class WebServer:
         inner = self._runner.server
         assert inner is not None
         loop = asyncio.get_running_loop()
+        context = None
+        if self._tls is not None:
+            from gateway.web.tls import fingerprint, server_context
+
+            context = server_context(*self._tls)
         self._server = await loop.create_server(
             lambda: _Guarded(inner(), self._guard), self._bind[0], self._bind[1],
-            reuse_address=True)
+            reuse_address=True, ssl=context,
+            ssl_handshake_timeout=HANDSHAKE_S if context is not None else None)
         sockets = list(self._server.sockets)
         self.bound_address = sockets[0].getsockname()[:2] if sockets else self._bind
-        log.info("web page listening", extra={"fields": {"url": self.url}})
+        fields: dict[str, Any] = {"url": self.url}
+        if self._tls is not None:
+            fields["certificate_sha256"] = fingerprint(self._tls[0])
+        log.info("web page listening", extra={"fields": fields})
 
     @property
     def url(self) -> str:
         host, port = self.bound_address or self._bind
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        return f"http://{shown}:{port}/"
+        return f"{'https' if self._tls else 'http'}://{shown}:{port}/"
 
     async def run(self) -> None:
         # aiohttp serves from its own tasks; nothing to do until cancelled

@@ -274,3 +274,15 @@ async def test_openapi_describes_every_route_and_the_status_it_serves(tmp_path: 
     status = json.loads(json.dumps(gw.status(), default=str))
     assert set(schema["required"]) <= status.keys()
     assert status["verdict"]["state"] in schema["properties"]["verdict"]["properties"]["state"]["enum"]
+
+
+async def test_what_a_phone_downloads_again_and_again_is_gzipped(session: aiohttp.ClientSession) -> None:
+    server = await started(open_read_only=True)
+    try:
+        for path in ("api/status", "static/app.js", ""):
+            async with session.get(server.url + path, headers={"Accept-Encoding": "gzip"}) as r:
+                assert r.status == 200 and r.headers.get("Content-Encoding") == "gzip", path
+        async with session.get(server.url + "api/status", headers={"Accept-Encoding": "identity"}) as r:
+            assert "Content-Encoding" not in r.headers
+    finally:
+        await server.stop()

@@ -67,6 +67,24 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     response.headers["Server"] = "schwebe"
 
 
+@web.middleware
+async def _compress(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """gzip what a phone downloads again and again (the status every 2 s, the page's files):
+    on a slow cell link bytes are what the technician waits for."""
+    resp = await handler(request)
+    if resp.prepared or "gzip" not in request.headers.get("Accept-Encoding", ""):
+        return resp
+    # a file's type is known only once it is opened: judge it by its name
+    if (request.path.endswith((".js", ".css", ".html", ".json")) if isinstance(resp, web.FileResponse)
+            else (resp.content_type or "").split(";")[0] in COMPRESSIBLE):
+        resp.enable_compression(web.ContentCoding.gzip)
+    return resp
+
+
+COMPRESSIBLE: Final = frozenset({"application/json", "text/html", "text/css", "text/plain",
+                                 "application/javascript", "text/javascript"})
+
+
 def _static_dir() -> Path:
     return Path(str(resources.files("gateway.web").joinpath("static")))
 
@@ -118,7 +136,7 @@ class WebServer:
             )
 
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._auth_middleware], client_max_size=64 * 1024)
+        app = web.Application(middlewares=[_compress, self._auth_middleware], client_max_size=64 * 1024)
         self._api.add_routes(app)
         self._login.add_routes(app)
         app.router.add_get("/api/live", self._live)

@@ -467,3 +467,33 @@ async def test_readable_rates_units_and_tooltips(browser_page: Any) -> None:
         assert " ago)" in buf  # the last commit in local time with its age
     finally:
         await server.stop()
+
+
+async def test_german_from_the_browser_and_english_by_the_switch(browser_page: Any) -> None:
+    """A phone set to German gets the page in German, the verdict's reasons included (the
+    first users are in Wuppertal); the switch in the header goes to English and stays."""
+    from gateway.verdict import verdict
+
+    s = troubled_status()
+    s["verdict"] = verdict(s)
+    server = WebServer(bind=("127.0.0.1", 0), status=lambda: s, metrics=Metrics(),
+                       healthy=lambda: True, open_read_only=True)
+    await server.start()
+    browser = browser_page.context.browser
+    context = await browser.new_context(locale="de-DE", viewport={"width": 390, "height": 844})
+    try:
+        page = await context.new_page()
+        await page.goto(server.url)
+        await expect(page.locator("#verdict")).to_contain_text("STÖRUNG: jetzt handeln")
+        await expect(page.locator("#verdict-reasons")).to_contain_text("Backend")
+        await expect(page.locator("h2", has_text="Parkplätze")).to_be_visible()
+        await expect(page.locator("html")).to_have_attribute("lang", "de")
+        await page.screenshot(path=str(ARTEFACTS / "deutsch.png"))
+        await page.click("#lang")
+        await expect(page.locator("#verdict")).to_contain_text("FAILING: act now")
+        await expect(page.locator("h2", has_text="Parking spots")).to_be_visible()
+        await page.reload()  # the choice is kept
+        await expect(page.locator("#verdict")).to_contain_text("FAILING: act now")
+    finally:
+        await context.close()
+        await server.stop()

@@ -23,7 +23,7 @@ const UNITS = { ackr: " %", temp: " °C" };
 function rows(el, list) {
   $(el).replaceChildren(...list.map(([k, v, cls, tip]) => {
     const tr = document.createElement("tr");
-    const a = document.createElement("td"); a.textContent = k; if (tip) a.title = tip;
+    const a = document.createElement("td"); a.textContent = t(k); if (tip) a.title = tip;
     const b = document.createElement("td"); b.textContent = v; if (cls) b.className = cls;
     tr.append(a, b); return tr;
   }));
@@ -257,17 +257,18 @@ async function refresh() {
     $("eui").textContent = s.gateway.eui;
     const v = s.verdict || { state: s.healthy ? "ok" : "failing", reasons: [] };
     $("summary").textContent =
-      `up ${age(s.gateway.uptime_s)} · parser ${s.gateway.parser} · ${v.state === "ok" ? "healthy" : v.state} · ${localTime(now / 1000)} ${TZ}`;
+      `up ${age(s.gateway.uptime_s)} · parser ${s.gateway.parser} · ${t(v.state === "ok" ? "healthy" : v.state)} · ${localTime(now / 1000)} ${TZ}`;
     $("verdict-box").className = `wide ${v.state}`;
     $("verdict").textContent =
-      { ok: "OK: data flows", degraded: "DEGRADED: works, but needs a look", failing: "FAILING: act now" }[v.state] || v.state;
+      t({ ok: "OK: data flows", degraded: "DEGRADED: works, but needs a look", failing: "FAILING: act now" }[v.state] || v.state);
     $("verdict-reasons").replaceChildren(...v.reasons.map((reason) => {
       const li = document.createElement("li");
       const what = document.createElement("strong");
-      what.textContent = `${reason.component}: ${reason.problem}`;
+      const [problem, todoText] = reasonText(reason);
+      what.textContent = `${reason.component}: ${problem}`;
       const todo = document.createElement("span");
       todo.className = "action";
-      todo.textContent = "→ " + reason.action;
+      todo.textContent = "→ " + todoText;
       li.append(what, todo);
       return li;
     }));
@@ -314,7 +315,7 @@ function lineChart(id, t, series, unit) {
   const el = $(id);
   const names = Object.keys(series);
   if (!t.length || !names.length) {
-    el.textContent = "no data yet";
+    el.textContent = t("no data yet");
     delete charts[id];
     return;
   }
@@ -415,7 +416,7 @@ function startLive() {
 $("live-pause").addEventListener("click", () => {
   paused = !paused;
   held = 0;
-  $("live-pause").textContent = paused ? "Resume" : "Pause";
+  $("live-pause").textContent = t(paused ? "Resume" : "Pause");
   liveState();
 });
 $("live-filter").addEventListener("input", () => {
@@ -434,7 +435,7 @@ async function action(path, body) {
 }
 $("check").addEventListener("click", async () => {
   if (!confirm("Connect to every backend now (name lookup, TCP, TLS, protocol)?")) return;
-  $("check-state").textContent = "checking…";
+  $("check-state").textContent = t("checking…");
   try {
     const { results } = await action("/api/actions/check");
     $("check-state").textContent = `checked ${localTime(Date.now() / 1000)}`;
@@ -465,6 +466,7 @@ function restartChoices(forwarders) {
   sel.replaceChildren(...names.map((n) => { const o = document.createElement("option"); o.textContent = n; return o; }));
 }
 
+translatePage();
 loadSession();
 refresh();
 setInterval(refresh, 2000);

@@ -1,0 +1,3 @@
+"use strict";
+// the login form in the reader's language (i18n.js)
+translatePage();

@@ -172,7 +172,7 @@ class Gateway:
             history=self.history,
             actions=Actions(check=self._check_backends, running_config=lambda: redacted(self.cfg),
                             restart_forwarder=self._restart_forwarder,
-                            buffer_path=self.buffer.path),
+                            buffer_path=self.buffer.path, close_spot=self.parking.set_closed),
         )
 
     async def _check_backends(self) -> list[dict[str, Any]]:

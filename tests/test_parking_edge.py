@@ -471,3 +471,28 @@ def test_a_replay_flood_is_counted_in_full_but_logged_sparsely(
             h.edge.observe_uplink(uplink(frame, T0 + 1))
     assert h.device(ABP_DEV)["replays"] == 10
     assert [r.fields["count"] for r in caplog.records] == [1, 2, 4, 8]  # type: ignore[attr-defined]
+
+
+def test_a_spot_closed_from_the_page_stays_closed_after_a_restart(tmp_path: Path) -> None:
+    from gateway.parking.edge import EdgeParking
+
+    def edge() -> EdgeParking:
+        return EdgeParking([], tmp_path, 3600.0, False, emit=records.append,
+                           closed_spots=("site:2",))
+
+    records: list[Any] = []
+    e = edge()
+    e.spot_table.ensure("site:1")
+    e.spot_table.ensure("site:2")
+    e.apply_closures()  # as at start: the config's closure
+    assert e.set_closed("site:1", True) and not e.set_closed("site:9", True)
+    assert e.set_closed("site:2", False)  # the config closed it; the technician reopened it
+    assert e.spots()["site:1"]["status"] == "closed" and e.spots()["site:2"]["status"] != "closed"
+    assert [(r.decoded()["spot_id"], r.decoded()["data"]["reason"]) for r in records] == [
+        ("site:2", "closed_by_operator"), ("site:1", "closed_by_operator"),
+        ("site:2", "closure_lifted")]
+    e2 = edge()  # a restart: the page's choices hold over the config's list
+    e2.spot_table.ensure("site:1")
+    e2.spot_table.ensure("site:2")
+    e2.apply_closures()
+    assert e2.spots()["site:1"]["status"] == "closed" and e2.spots()["site:2"]["status"] != "closed"

@@ -434,6 +434,13 @@ async def test_the_real_daemon_with_a_dead_backend_after_login(browser_page: Any
         await expect(page.locator("#check-results")).to_contain_text("✓ writable")
         await expect(page.locator("#export")).to_have_attribute("href", "/api/buffer/export")
         await page.locator("#tech-box").screenshot(path=str(ARTEFACTS / "technician-check.png"))
+        # a spot closed for roadworks from the phone: the tile turns closed, the spot says so
+        await page.locator("#spots .tile").first.click()
+        spot_id = (await page.locator("#spot-details-title").inner_text()).split(":")[0:4]
+        page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))
+        await page.click("#spot-close")
+        await expect(page.locator("#spot-details-title")).to_contain_text(": closed", timeout=10000)
+        assert gw.parking.spots()[":".join(spot_id)]["status"] == "closed"
     finally:
         gw.supervisor.request_stop()
         await asyncio.wait_for(task, 20)

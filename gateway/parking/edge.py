@@ -28,6 +28,7 @@ log = logging.getLogger("schwebe.parking")
 
 SPOTS_FILE: Final = "parking-spots.json"
 SESSIONS_FILE: Final = "parking-sessions.json"
+CLOSURES_FILE: Final = "parking-closures.json"  # closures and reopenings from the page
 RECORD_SOURCE: Final = "parking"
 
 _JOIN_REQUEST: Final = 0
@@ -141,7 +142,11 @@ class EdgeParking:
         self.rejoin_requests = 0
         self.save_failures = 0
         self._last_save = clock()
-        self._closed = frozenset(closed_spots)
+        self._configured_closed = frozenset(closed_spots)
+        # a technician's closures and reopenings from the page, kept across restarts
+        self._overrides_path = self.state_path / CLOSURES_FILE
+        self._overrides: dict[str, bool] = self._load_overrides()
+        self._closed = self._effective_closed()
         self._load()
 
     # ------------------------------------------------------------------ radio
@@ -317,6 +322,34 @@ class EdgeParking:
                 "last_heartbeat": None if last is None else iso_us(last),
             })
         return len(expired)
+
+    def _load_overrides(self) -> dict[str, bool]:
+        try:
+            raw = json.loads(self._overrides_path.read_bytes())
+            return {str(k): bool(v) for k, v in raw.items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, AttributeError) as exc:
+            log.error("spot closures from the page unreadable; the config's apply",
+                      extra={"fields": {"path": str(self._overrides_path), "detail": str(exc)[:200]}})
+            return {}
+
+    def _effective_closed(self) -> frozenset[str]:
+        closed = set(self._configured_closed)
+        for spot_id, is_closed in self._overrides.items():
+            (closed.add if is_closed else closed.discard)(spot_id)
+        return frozenset(closed)
+
+    def set_closed(self, spot_id: str, closed: bool) -> bool:
+        """Close or reopen one spot (a technician on the page); False for an unknown spot.
+        The choice is kept in the data directory and holds over the config's closed_spots."""
+        if spot_id not in self.spot_table.spots:
+            return False
+        self._overrides[spot_id] = closed
+        write_atomic(self._overrides_path, json.dumps(self._overrides, sort_keys=True).encode())
+        self._closed = self._effective_closed()
+        self.apply_closures()
+        return True
 
     def apply_closures(self) -> int:
         """Put the configured closures into effect (a record per spot that changed)."""

@@ -27,11 +27,12 @@ class Actions:
     def __init__(self, *, check: Callable[[], Awaitable[list[dict[str, Any]]]],
                  running_config: Callable[[], dict[str, Any]],
                  restart_forwarder: Callable[[str], Awaitable[bool]],
-                 buffer_path: Path) -> None:
+                 buffer_path: Path, close_spot: Callable[[str, bool], bool]) -> None:
         self._check = check
         self._running_config = running_config
         self._restart = restart_forwarder
         self._buffer_path = buffer_path
+        self._close_spot = close_spot
         self._checking = asyncio.Lock()
 
     def add_routes(self, app: web.Application) -> None:
@@ -39,6 +40,23 @@ class Actions:
         app.router.add_post("/api/actions/check", self.check)
         app.router.add_post("/api/actions/restart", self.restart)
         app.router.add_get("/api/buffer/export", self.export)
+        app.router.add_post("/api/actions/spot", self.spot)
+
+    async def spot(self, request: web.Request) -> web.Response:
+        """Close a spot (roadworks, an event) or reopen it: {"spot": ID, "closed": true|false}."""
+        who = await require(request, "technician")
+        try:
+            body = await request.json()
+            spot, closed = str(body["spot"])[:200], body["closed"]
+            if not isinstance(closed, bool):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": 'send {"spot": ID, "closed": true|false}'}, status=400)
+        if not self._close_spot(spot, closed):
+            return web.json_response({"error": f"no spot {spot!r}"}, status=404)
+        log.warning("spot %s from the page", "closed" if closed else "reopened",
+                    extra={"fields": {"user": who.user, "spot_id": spot}})
+        return web.json_response({"spot": spot, "closed": closed})
 
     async def running_config(self, request: web.Request) -> web.Response:
         await require(request, "technician", csrf=False)

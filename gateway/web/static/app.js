@@ -235,6 +235,17 @@ function details(id) {
     ["device", sp.device || "-", "", "DevEUI (LoRaWAN) or wired unit"],
     ["site", siteOf(id, sp)],
   ]);
+  const btn = $("spot-close");
+  btn.hidden = $("tech-box").hidden;  // technicians and operators only
+  btn.textContent = t(sp.status === "closed" ? "Reopen spot" : "Close spot");
+  btn.onclick = async () => {
+    const closing = sp.status !== "closed";
+    if (!confirm(`${closing ? "Close" : "Reopen"} ${id}?`)) return;
+    try {
+      await action("/api/actions/spot", { spot: id, closed: closing });
+      await refresh();
+    } catch (e) { alert(e.message); }
+  };
 }
 
 $("spots").addEventListener("click", (ev) => {

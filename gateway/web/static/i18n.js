@@ -29,6 +29,7 @@ const DE = {
   "FAILING: act now": "STÖRUNG: jetzt handeln", "healthy": "gesund", "degraded": "eingeschränkt",
   "failing": "gestört", "no data yet": "noch keine Daten", "checking…": "prüft…",
   "not configured": "nicht eingerichtet", "running": "läuft", "stopped": "gestoppt",
+  "Close spot": "Parkplatz sperren", "Reopen spot": "Sperre aufheben",
   "User name": "Benutzername", "Password": "Passwort", "Log in": "Anmelden",
 };
 

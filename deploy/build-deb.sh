@@ -53,7 +53,10 @@ else
     cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
     [ -e "$ROOT/etc/ssl/certs/ca-certificates.crt" ] || { echo "build-deb: $ROOT lacks ca-certificates" >&2; exit 1; }
     mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
-    chroot "$ROOT" env -i PATH=/usr/bin:/bin HOME=/root sh /tmp/schwebe-build/mkvenv.sh \
+    # pip in the root trusts what this machine trusts (a proxy's CA included).
+    cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$B/ca.crt"
+    chroot "$ROOT" env -i PATH=/usr/bin:/bin HOME=/root PIP_CERT=/tmp/schwebe-build/ca.crt \
+        sh /tmp/schwebe-build/mkvenv.sh \
         /tmp/schwebe-build/src /tmp/schwebe-build/stage "$PREFIX"
     umount "$ROOT/proc" 2>/dev/null || true
     mkdir -p "$PKG/opt/schwebe/releases"

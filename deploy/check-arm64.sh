@@ -1,6 +1,6 @@
 #!/bin/sh
 # Build the arm64 package and prove it on arm64 under emulation (not part of .ci/run: slow).
-#   deploy/check-arm64.sh [--base DIR]
+#   deploy/check-arm64.sh [--base DIR] [--deb FILE]   (--deb: test that package, skip the build)
 # 1. an arm64 Debian 12 root (debootstrap, once; kept in build/deb-base-arm64 or --base)
 # 2. the arm64 .deb built inside an overlay of it: venv from PyPI's aarch64 wheels, the
 #    Cython parser compiled by the root's own gcc (deploy/build-deb.sh --arch arm64)
@@ -12,7 +12,14 @@ set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)
 BASE="$SRC/build/deb-base-arm64"
-[ "${1:-}" = --base ] && BASE=$2
+DEB=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --base) BASE=$2; shift 2 ;;
+        --deb) DEB=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
+        *) echo "check-arm64: unknown argument '$1'" >&2; exit 2 ;;
+    esac
+done
 # The subset: parsing (compiled parser against its pure-Python twin), buffer and crash
 # safety, config, LoRaWAN crypto, sensor decoders, parking, the GWMP server and the
 # daemon's READY/SIGTERM path. Left out: tests needing mosquitto, chromium, pyzmq, the
@@ -56,15 +63,20 @@ overlay() {  # overlay NAME: a throwaway copy of the base in $WORK/NAME/root
     MOUNTS="$WORK/$1/root $MOUNTS"
 }
 
-overlay build
-T0=$(date +%s)
-DEB=$("$HERE/build-deb.sh" --arch arm64 --root "$WORK/build/root" --fast --out "$SRC/dist")
-say "built $DEB in $(( $(date +%s) - T0 )) s"
+if [ -z "$DEB" ]; then
+    overlay build
+    T0=$(date +%s)
+    DEB=$("$HERE/build-deb.sh" --arch arm64 --root "$WORK/build/root" --fast --out "$SRC/dist")
+    say "built $DEB in $(( $(date +%s) - T0 )) s"
+fi
 
 overlay test
 R="$WORK/test/root"
 T0=$(date +%s)
-DEBIAN_FRONTEND=noninteractive dpkg --root="$R" -i "$DEB" >/dev/null
+# The root's own (arm64) dpkg installs it: this machine's dpkg refuses a foreign architecture.
+cp "$DEB" "$R/tmp/schwebe.deb"
+chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+    dpkg -i /tmp/schwebe.deb >/dev/null
 say "installed in $(( $(date +%s) - T0 )) s"
 file "$R/opt/schwebe/current/lib/python3.11/site-packages/gateway/frames/"_frames_c*.so 2>/dev/null \
     | sed 's/^.*: /check-arm64: compiled parser: /' >&2 || true
@@ -75,7 +87,7 @@ cp /etc/resolv.conf "$R/etc/resolv.conf"
 cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$R/tmp/ca.crt"
 in_root() { chroot "$R" env -i PATH=/usr/bin:/bin HOME=/root PIP_CERT=/tmp/ca.crt "$@"; }
 in_root uname -m | sed 's/^/check-arm64: uname -m in the root: /' >&2
-in_root chroot --userspec=schwebe:schwebe / /usr/bin/schwebe config validate /etc/schwebe/schwebe.toml
+in_root /usr/sbin/chroot --userspec=schwebe:schwebe / /usr/bin/schwebe config validate /etc/schwebe/schwebe.toml
 
 # A test venv that sees the installed application (a .pth into its site-packages) plus
 # the test tools; the tests are copied without the gateway/ sources beside them.

@@ -17,6 +17,10 @@ SCHWEBE_REQUIRE_EXTENSIONS=1 PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip ins
     --disable-pip-version-check --no-warn-script-location "$SRC[concentratord]"
 "$VENV/bin/python" -c 'import gateway.frames._frames_c' \
     || { echo "mkvenv: the compiled frame parser does not import" >&2; exit 1; }
+# setuptools builds it with -g: the debug sections are most of its size.
+if command -v strip >/dev/null; then
+    find "$VENV/lib" -path '*/gateway/*' -name '*.so' -exec strip --strip-debug {} +
+fi
 # The gateway never installs into its own venv: pip and setuptools are dead weight there.
 "$VENV/bin/python" -m pip uninstall -q -y pip setuptools >/dev/null 2>&1 || true
 rm -f "$VENV"/bin/pip "$VENV"/bin/pip3* "$VENV"/bin/Activate.ps1

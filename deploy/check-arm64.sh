@@ -97,7 +97,9 @@ echo /opt/schwebe/current/lib/python3.11/site-packages \
 # shellcheck disable=SC2086
 in_root /tmp/testenv/bin/pip install -q --disable-pip-version-check $TEST_DEPS
 mkdir -p "$R/tmp/check"
-cp -a "$SRC/tests" "$SRC/pyproject.toml" "$R/tmp/check/"
+cp -a "$SRC/tests" "$SRC/deploy" "$SRC/pyproject.toml" "$R/tmp/check/"
+# tests that start `.venv/bin/python` of the checkout get the test venv
+ln -s /tmp/testenv "$R/tmp/check/.venv"
 T0=$(date +%s)
 set +e
 # shellcheck disable=SC2046

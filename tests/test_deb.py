@@ -16,12 +16,13 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.debroot import REPO, Root, base_root, need, throwaway
+from tests.helpers.debroot import REPO, Booted, Root, base_root, need, throwaway
+from tests.test_run_daemon import push_data
 
 DEPLOY = REPO / "deploy"
 UPGRADE = "0.1.0+upgrade1"
@@ -82,6 +83,12 @@ def root(tmp_path: Path) -> Iterator[Root]:
 def _install(root: Root, deb: Path) -> None:
     proc = root.dpkg("-i", str(deb))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _free_port_udp() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _free_port() -> int:
@@ -224,6 +231,88 @@ def test_remove_keeps_data_and_purge_deletes_it(root: Root, deb: Path) -> None:
     assert not root.p("/var/lib/schwebe").exists()
     # the user stays (Debian's practice: files it owned may live on elsewhere)
     assert root.ids("passwd", "schwebe") > 0
+
+
+def _wait_for(check: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_service_under_systemd_survives_kill_hang_and_reboot(root: Root, deb: Path) -> None:
+    """The packaged unit under systemd as PID 1, hardening and all: READY, frames forwarded,
+    kill -9 restarted, a hung event loop killed by the watchdog and restarted, and up again
+    after a reboot with its data."""
+    need("systemd-nspawn")
+    need("nsenter")
+    _install(root, deb)
+    udp, web = _free_port_udp(), _free_port()
+    root.p("/etc/schwebe/schwebe.toml").write_text(f"""
+[gateway]
+eui = "b827ebfffe000001"
+data_dir = "/var/lib/schwebe"
+[[sources.gwmp]]
+bind = "127.0.0.1:{udp}"
+[[forward.file]]
+name = "local"
+path = "/var/lib/schwebe/forwarded.jsonl"
+start = "oldest"
+[web]
+bind = "127.0.0.1:{web}"
+""")
+    root.run("/usr/bin/systemctl", "enable", "schwebe.service")
+    forwarded = root.p("/var/lib/schwebe/forwarded.jsonl")
+
+    def lines() -> int:
+        return len(forwarded.read_text().splitlines()) if forwarded.exists() else 0
+
+    def send(token: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(5)
+            s.sendto(push_data(token, 3), ("127.0.0.1", udp))
+            assert s.recv(64)[3] == 1  # PUSH_ACK: the daemon is serving
+
+    box = Booted(root, root.work / "boot.log")
+    try:
+        st = box.show("schwebe", "ActiveState", "MainPID", "NRestarts", "User")
+        assert (st["ActiveState"], st["NRestarts"]) == ("active", "0"), st
+        send(1)
+        _wait_for(lambda: lines() >= 3, "frames never reached the file forwarder", 30)
+
+        pid = st["MainPID"]
+        box.ns("systemctl", "kill", "-s", "KILL", "schwebe")
+
+        def restarted() -> bool:
+            now = box.show("schwebe", "MainPID", "ActiveState")
+            return now["ActiveState"] == "active" and now["MainPID"] not in ("0", pid)
+
+        _wait_for(restarted, "no restart after kill -9", 30)
+        assert box.show("schwebe", "NRestarts")["NRestarts"] == "1"
+        send(2)
+
+        # a hung loop: stopped, it stops pinging the watchdog (WatchdogSec=30s)
+        box.ns("systemctl", "kill", "-s", "STOP", "schwebe")
+        _wait_for(lambda: box.show("schwebe", "NRestarts")["NRestarts"] == "2",
+                  "the watchdog never restarted a hung daemon", 60)
+        journal = box.ns("journalctl", "-u", "schwebe", "--no-pager").stdout
+        assert "Watchdog timeout" in journal
+        _wait_for(lambda: box.show("schwebe", "ActiveState")["ActiveState"] == "active",
+                  "not active after the watchdog restart", 30)
+        send(3)
+        _wait_for(lambda: lines() >= 9, "frames lost across the restarts", 30)
+    finally:
+        box.poweroff()
+
+    box = Booted(root, root.work / "boot2.log")  # the reboot
+    try:
+        st = box.show("schwebe", "ActiveState", "NRestarts")
+        assert st == {"ActiveState": "active", "NRestarts": "0"}, st
+        send(4)
+        _wait_for(lambda: lines() >= 12, "nothing forwarded after the reboot", 30)
+    finally:
+        box.poweroff()
 
 
 # The unit files themselves: no package needed.

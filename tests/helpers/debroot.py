@@ -124,3 +124,54 @@ def throwaway(base: Path, work: Path) -> Iterator[Root]:
         yield root
     finally:
         root.close()
+
+
+class Booted:
+    """The root booted with systemd as PID 1 (systemd-nspawn, host network): the packaged
+    units run as on a gateway. `ns` runs a command inside; `poweroff` waits for the end."""
+
+    def __init__(self, root: Root, log: Path) -> None:
+        import time
+
+        self.root = root
+        self.log = log.open("wb")
+        self.proc = subprocess.Popen(
+            ["systemd-nspawn", "-q", "--register=no", "--keep-unit", "-D", str(root.path), "-b"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        self.leader = 0
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"systemd-nspawn exited {self.proc.returncode}: {log.read_text()[-2000:]}")
+            kids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+            for k in kids:
+                if Path(f"/proc/{k}/comm").read_text().strip() == "systemd":
+                    self.leader = int(k)
+            if self.leader:
+                state = self.ns("systemctl", "is-system-running", check=False).stdout.strip()
+                if state in ("running", "degraded"):
+                    return
+            time.sleep(0.5)
+        raise AssertionError(f"the container did not finish booting: {log.read_text()[-2000:]}")
+
+    def ns(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(["nsenter", "-t", str(self.leader), "-a", *cmd],
+                              capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
+        return proc
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.ns("systemctl", "show", unit, *(f"-p{p}" for p in props)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def poweroff(self) -> None:
+        if self.proc.poll() is None:
+            self.ns("systemctl", "poweroff", check=False)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -264,6 +265,11 @@ bind = "127.0.0.1:{web}"
 """)
     root.run("/usr/bin/systemctl", "enable", "schwebe.service")
     forwarded = root.p("/var/lib/schwebe/forwarded.jsonl")
+    # the offered journald drop-in; /var/log/journal exists, so without it logs would persist
+    dropin = root.p("/etc/systemd/journald.conf.d/schwebe.conf")
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(root.p("/usr/share/doc/schwebe/examples/schwebe-journald.conf"), dropin)
+    root.p("/var/log/journal").mkdir(parents=True, exist_ok=True)
 
     def lines() -> int:
         return len(forwarded.read_text().splitlines()) if forwarded.exists() else 0
@@ -302,6 +308,10 @@ bind = "127.0.0.1:{web}"
                   "not active after the watchdog restart", 30)
         send(3)
         _wait_for(lambda: lines() >= 9, "frames lost across the restarts", 30)
+        # the daemon's logs are in the journal, and the journal in RAM only
+        assert '"msg": "ready"' in journal
+        assert not [p for p in root.p("/var/log/journal").rglob("*") if p.is_file()]
+        assert box.ns("sh", "-c", "ls /run/log/journal/*/system.journal").returncode == 0
     finally:
         box.poweroff()
 

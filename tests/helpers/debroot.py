@@ -146,8 +146,11 @@ class Booted:
             kids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
                                   text=True).stdout.split()
             for k in kids:
-                if Path(f"/proc/{k}/comm").read_text().strip() == "systemd":
-                    self.leader = int(k)
+                try:
+                    if Path(f"/proc/{k}/comm").read_text().strip() == "systemd":
+                        self.leader = int(k)
+                except OSError:  # gone between pgrep and here
+                    continue
             if self.leader:
                 state = self.ns("systemctl", "is-system-running", check=False).stdout.strip()
                 if state in ("running", "degraded"):

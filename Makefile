@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed-test
 SOURCES := pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 
-.PHONY: demo test test-twin test-slow fuzz soak lint bench install clean
+.PHONY: demo test test-twin test-slow fuzz soak lint bench install clean deb
 
 APT_LINE := apt-get install python3-venv python3-dev gcc
 
@@ -104,6 +104,11 @@ bench: $(STAMP) $(PEER)/bin/python
 	$(PY) tests/bench/bench_frames.py --peer-python $(PEER)/bin/python
 	@for b in tests/bench/bench_*.py; do [ $$b = tests/bench/bench_frames.py ] && continue; \
 	  echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The Debian package for this machine's architecture, in dist/ (README "Deploy").
+# deploy/check-arm64.sh builds and tests the arm64 one under qemu-user-static.
+deb:
+	deploy/build-deb.sh $(DEB_FLAGS)
 
 clean:
 	rm -rf build *.egg-info gateway/*.so gateway/_*_c.c ext/*.c

@@ -18,8 +18,6 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
 cimport cython
 
-import numpy as np
-
 from gateway.frames import _frames_py as _twin
 
 cdef extern from "Python.h":
@@ -45,8 +43,6 @@ FrameError = _twin.FrameError
 GwmpPacket = _twin.GwmpPacket
 MTYPE_NAMES = _twin.MTYPE_NAMES
 IDENTIFIER_NAMES = _twin.IDENTIFIER_NAMES
-PHY_DTYPE = _twin.PHY_DTYPE
-RXPK_DTYPE = _twin.RXPK_DTYPE
 MAX_DATAGRAM = _twin.MAX_DATAGRAM
 MAX_RXPK = _twin.MAX_RXPK
 # The same limits as C values: the module names above are dict lookups and boxed compares,
@@ -61,8 +57,6 @@ encode_pull_ack = _twin.encode_pull_ack
 encode_pull_resp = _twin.encode_pull_resp
 encode_tx_ack = _twin.encode_tx_ack
 netid_devaddr_prefix = _twin.netid_devaddr_prefix
-devaddr_prefix_mask = _twin.devaddr_prefix_mask
-netid_mask = _twin.netid_mask
 
 cdef object _load_json_body = _twin.load_json_body
 import orjson
@@ -383,9 +377,34 @@ cdef enum:
     O_FREQ = 22
     O_SF = 30
 
-assert PHY_DTYPE.itemsize == 14 and RXPK_DTYPE.itemsize == 31
-assert [PHY_DTYPE.fields[k][1] for k in PHY_DTYPE.names] == [0, 4, 6, 8, 9, 11, 13]
-assert [RXPK_DTYPE.fields[k][1] for k in ("rssi", "lsnr", "freq", "sf")] == [14, 18, 22, 30]
+# numpy and the twin's dtypes are loaded on the first batch call, not at import: the daemon
+# never makes batches, and numpy would cost it ~11 MiB of RSS.
+cdef object _np = None
+
+
+cdef object _numpy():
+    global _np
+    if _np is None:
+        import numpy
+        from gateway.frames import _batch_py
+        phy, rxpk = _batch_py.PHY_DTYPE, _batch_py.RXPK_DTYPE
+        assert phy.itemsize == 14 and rxpk.itemsize == 31
+        assert [phy.fields[k][1] for k in phy.names] == [0, 4, 6, 8, 9, 11, 13]
+        assert [rxpk.fields[k][1] for k in ("rssi", "lsnr", "freq", "sf")] == [14, 18, 22, 30]
+        _np = numpy
+    return _np
+
+
+_BATCH_TWIN = frozenset({"PHY_DTYPE", "RXPK_DTYPE", "devaddr_prefix_mask", "netid_mask"})
+
+
+def __getattr__(name):
+    # the twin's batch objects, re-exported like the rest, but on first use
+    if name in _BATCH_TWIN:
+        _numpy()
+        from gateway.frames import _batch_py
+        return getattr(_batch_py, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 cdef inline void _put16(uint8_t* r, uint32_t v) noexcept nogil:
@@ -434,6 +453,8 @@ def parse_phy_batch(frames):
         frames = list(frames)
     cdef Py_ssize_t count = PyList_GET_SIZE(frames)
     cdef Py_ssize_t i, n
+    np = _numpy()
+    from gateway.frames._batch_py import PHY_DTYPE
     out = np.zeros(count, dtype=PHY_DTYPE)
     cdef uint8_t[::1] buf = out.view(np.uint8)
     cdef uint8_t* base = &buf[0] if count else NULL
@@ -1950,6 +1971,8 @@ def push_data_batch(datagrams):
         except FrameError:
             continue
     count = len(decoded)
+    np = _numpy()
+    from gateway.frames._batch_py import RXPK_DTYPE
     out = np.zeros(count, dtype=RXPK_DTYPE)
     if count == 0:
         out["fport"] = -1

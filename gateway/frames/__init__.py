@@ -6,17 +6,21 @@ like aio-libs' ``*_NO_EXTENSIONS`` switches) so a suspected compiled-path bug ca
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Final
+from types import ModuleType
+from typing import Any, Final
 
 from gateway.frames import _frames_py
 
 # The switch exists to debug the compiled path in the field; it is the one env read of the codec.
 _FORCE_PYTHON: Final = os.environ.get("SCHWEBE_NO_EXTENSIONS", "") == "1"
 
+# Imported by name: this package's lazy __getattr__ below would otherwise type it as Any?.
+_impl: ModuleType
 if not _FORCE_PYTHON:
     try:
-        from gateway.frames import _frames_c as _impl  # type: ignore[attr-defined,unused-ignore]
+        _impl = importlib.import_module("gateway.frames._frames_c")
     except ImportError:
         _impl = _frames_py
 else:
@@ -32,8 +36,6 @@ MTYPE_NAMES = _frames_py.MTYPE_NAMES
 IDENTIFIER_NAMES = _frames_py.IDENTIFIER_NAMES
 MAX_DATAGRAM = _frames_py.MAX_DATAGRAM
 MAX_RXPK = _frames_py.MAX_RXPK
-PHY_DTYPE = _frames_py.PHY_DTYPE
-RXPK_DTYPE = _frames_py.RXPK_DTYPE
 PUSH_DATA = _frames_py.PUSH_DATA
 PUSH_ACK = _frames_py.PUSH_ACK
 PULL_DATA = _frames_py.PULL_DATA
@@ -42,8 +44,6 @@ PULL_ACK = _frames_py.PULL_ACK
 TX_ACK = _frames_py.TX_ACK
 b64encode = _frames_py.b64encode
 netid_devaddr_prefix = _frames_py.netid_devaddr_prefix
-devaddr_prefix_mask = _frames_py.devaddr_prefix_mask
-netid_mask = _frames_py.netid_mask
 encode_push_data = _frames_py.encode_push_data
 encode_pull_data = _frames_py.encode_pull_data
 encode_pull_resp = _frames_py.encode_pull_resp
@@ -57,10 +57,22 @@ parse_phy = _impl.parse_phy
 parse_gwmp = _impl.parse_gwmp
 decode_push_data = _impl.decode_push_data
 b64decode_tolerant = _impl.b64decode_tolerant
-parse_phy_batch = _impl.parse_phy_batch
-push_data_batch = _impl.push_data_batch
 encode_push_ack = _impl.encode_push_ack
 encode_pull_ack = _impl.encode_pull_ack
+
+# The batch tools (numpy arrays of many frames) on first use only: numpy is ~11 MiB of RSS
+# that the daemon, which never calls them, would otherwise carry.
+_BATCH_TWIN: Final = frozenset({"PHY_DTYPE", "RXPK_DTYPE", "devaddr_prefix_mask", "netid_mask"})
+_BATCH_IMPL: Final = frozenset({"parse_phy_batch", "push_data_batch"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BATCH_TWIN:
+        return getattr(_frames_py, name)
+    if name in _BATCH_IMPL:
+        return getattr(_impl, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "IDENTIFIER_NAMES",

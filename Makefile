@@ -82,7 +82,7 @@ test-twin: $(STAMP)
 
 # Long load, soak and crash-loop runs.
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow $(SLOW_ARGS)
 
 # 5 000 frames/s with every forwarder on, RSS sampled: CI runs 60 s, this 10 minutes
 SOAK_SECONDS ?= 600

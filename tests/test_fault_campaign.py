@@ -5,7 +5,7 @@ Afterwards every frame the gateway acknowledged (PUSH_ACK) is accounted for at b
 delivered, or lost within the documented window (records not yet committed when a SIGKILL
 came: at most one commit interval's worth per kill). Duplicates are counted.
 
-`CAMPAIGN_SECONDS` (default 60) sets how long the faults go on; the figures are printed.
+`CAMPAIGN_SECONDS` (default 45) sets how long the faults go on; the figures are printed.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tests.helpers.daemon import Daemon, free_port
 from tests.mosquitto import Mosquitto, mosquitto  # noqa: F401
 
 EUI = 0xB827EBFFFE000001
-SECONDS = float(os.environ.get("CAMPAIGN_SECONDS", "60"))
+SECONDS = float(os.environ.get("CAMPAIGN_SECONDS", "45"))
 RATE = 100  # frames per second
 COMMIT = 0.5  # buffer.commit_interval
 

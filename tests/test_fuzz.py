@@ -15,7 +15,7 @@ import pytest
 from tests.fuzz.targets import TARGETS
 
 REPO = Path(__file__).resolve().parent.parent
-SECONDS = int(os.environ.get("FUZZ_SECONDS", "15"))
+SECONDS = int(os.environ.get("FUZZ_SECONDS", "10"))
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 (MQTT to mosquitto, the LNS over UDP to a stand-in network server, an HTTP webhook, a file),
 its RSS sampled from /proc the whole time. At the end every frame received is acknowledged
 by every backend, nothing dropped, and the RSS slope over the second half is printed and
-must be flat. `SOAK_SECONDS` (default 60; `make soak` runs 600)."""
+must be flat. `SOAK_SECONDS` (default 30; `make soak` runs 600)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from gateway import frames
 from tests.helpers.daemon import Daemon, free_port
 from tests.mosquitto import Mosquitto, mosquitto  # noqa: F401
 
-SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
+SECONDS = float(os.environ.get("SOAK_SECONDS", "30"))
 RATE = 5000
 PER_DATAGRAM = 8
 EUI = 0xB827EBFFFE000001

@@ -213,7 +213,7 @@ def parking_status() -> dict[str, Any]:
             "rssi": -101.0, "snr": 4.5, "category": "onStreet"}
     s["parking"] = {"spots": spots, "counters": {}}
     s["remote_config"] = {"version": 7, "state": "refused", "source": "fleet.example/targets",
-                          "reason": "signature threshold not met (1 of 2)"}
+                          "reason": "signature threshold not met (1 of 2)", "last_confirmed": 5}
     return s
 
 
@@ -251,6 +251,7 @@ async def test_parking_grid_by_site_with_tap_for_details(browser_page: Any) -> N
         await expect(remote).to_be_visible()
         await expect(remote).to_contain_text("refused")
         await expect(remote).to_contain_text("signature threshold not met")
+        await expect(remote).to_contain_text("version 5")  # what runs meanwhile
         await page.screenshot(path=str(ARTEFACTS / "parking-grid.png"), full_page=True)
     finally:
         await server.stop()

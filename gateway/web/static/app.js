@@ -163,7 +163,9 @@ function remote(rc) {
     ["state", `${rc.state}: ${words[rc.state] || ""}`, bad ? "bad" : rc.state === "confirmed" ? "ok" : ""],
     ["version", rc.version == null ? "none" : String(rc.version)],
   ];
-  if (rc.running != null && rc.running !== rc.version) list.push(["running", `version ${rc.running}`]);
+  const running = rc.last_confirmed ?? rc.running;  // the last confirmed version runs
+  if (running != null && running !== rc.version) list.push(["running", `version ${running}`]);
+  else if (running == null && bad) list.push(["running", "the on-site configuration"]);
   if (rc.reason) list.push(["reason", rc.reason, bad ? "bad" : ""]);
   if (rc.source) list.push(["source", rc.source]);
   rows("remote", list);

@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed-test
 SOURCES := pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 
-.PHONY: demo test test-twin test-slow fuzz soak lint bench install clean deb
+.PHONY: demo test test-twin test-slow fuzz soak lint bench bench-peers install clean deb
 
 APT_LINE := apt-get install python3-venv python3-dev gcc
 
@@ -113,6 +113,29 @@ bench: $(STAMP) $(PEER)/bin/python
 # deploy/check-arm64.sh builds and tests the arm64 one under qemu-user-static.
 deb:
 	deploy/build-deb.sh $(DEB_FLAGS)
+
+# The peers side by side (tests/bench/bench_peers.py), each in its own environment:
+# ThingsBoard IoT Gateway from PyPI (+ matplotlib for the plot) in .venv-tb, Node-RED from
+# npm under .bench-peers/, run by Debian's nodejs (apt-get install nodejs npm). Not in CI.
+TB := .venv-tb
+TB_EXT = $(TB)/lib/python$$($(TB)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages/thingsboard_gateway/extensions/socket
+NODE_RED := .bench-peers/node-red/node_modules/node-red/red.js
+
+$(TB)/.installed: tests/bench/peers/tb/gwmp_uplink_converter.py
+	@test -x $(TB)/bin/python || { $(PYTHON) -m venv $(TB) || { rm -rf $(TB); exit 1; }; }
+	$(TB)/bin/python -m pip install -q --disable-pip-version-check 'thingsboard-gateway==3.8.5' matplotlib \
+	  || { echo "make: could not install thingsboard-gateway into $(TB)" >&2; exit 1; }
+	cp tests/bench/peers/tb/gwmp_uplink_converter.py $(TB_EXT)/
+	@touch $@
+
+$(NODE_RED):
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "make: bench-peers needs Node.js and npm; on Debian: apt-get install nodejs npm" >&2; exit 1; }
+	mkdir -p .bench-peers/node-red
+	cd .bench-peers/node-red && npm install --no-audit --no-fund --omit=dev --silent 'node-red@4'
+
+bench-peers: $(STAMP) $(TB)/.installed $(NODE_RED)
+	$(PY) tests/bench/bench_peers.py --tb-python $(TB)/bin/python --node-red $(NODE_RED)
 
 clean:
 	rm -rf build *.egg-info gateway/*.so gateway/_*_c.c ext/*.c

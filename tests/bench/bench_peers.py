@@ -181,7 +181,7 @@ class Contender:
         else:
             cmd = [self.args.node, self.args.node_red, "-u", str(self.work), "-s",
                    str(self.work / "settings.js")]
-        self.log = open(self.work / "stdout.log", "ab")
+        self.log = open(self.work / "stdout.log", "ab")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(cmd, cwd=self.work if self.name != "schwebe" else ROOT,
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
@@ -418,7 +418,7 @@ def median(runs: list[dict[str, Any]], key: str) -> float | None:
 
 def table(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> str:
     names = [n for n in CONTENDERS if n in results]
-    head = "| figure (median of {}) | ".format(args.repeat) + " | ".join(names) + " |"
+    head = f"| figure (median of {args.repeat}) | " + " | ".join(names) + " |"
     lines = [head, "|---" * (len(names) + 1) + "|"]
     base = {k: median(results.get("schwebe", []), k) for k, _, _ in METRICS}
     for key, label, fmt in METRICS:

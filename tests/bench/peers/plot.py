@@ -8,7 +8,7 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 PANELS = (
     ("sustained_fps", "sustained frames/s before loss\n(higher is better)"),
@@ -21,11 +21,12 @@ PANELS = (
 
 
 def main() -> None:
-    data = json.load(open(sys.argv[1]))
+    with open(sys.argv[1]) as f:
+        data = json.load(f)
     runs = data["runs"]
     names = list(runs)
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for ax, (key, title) in zip(axes.flat, PANELS):
+    for ax, (key, title) in zip(axes.flat, PANELS, strict=False):
         vals = []
         for n in names:
             xs = [r[key] for r in runs[n] if r.get(key) is not None]

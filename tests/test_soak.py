@@ -6,7 +6,6 @@ must be flat. `SOAK_SECONDS` (default 30; `make soak` runs 600)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import socket
@@ -19,6 +18,7 @@ from aiohttp import web
 
 from gateway import frames
 from tests.helpers.daemon import Daemon, free_port
+from tests.helpers.threaded_app import serve_in_thread
 from tests.mosquitto import Mosquitto, mosquitto  # noqa: F401
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "30"))
@@ -67,27 +67,14 @@ class NetworkServer:
 
 class Webhook:
     def __init__(self) -> None:
-        self.port = free_port()
         self.records = 0
-        ready = threading.Event()
-        loop = asyncio.new_event_loop()
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_post("/in", self._ingest)
+        self.port = serve_in_thread(app)
 
-        async def ingest(request: web.Request) -> web.Response:
-            self.records += len((await request.json())["records"])
-            return web.json_response({"ok": True})
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            app = web.Application(client_max_size=64 << 20)
-            app.router.add_post("/in", ingest)
-            runner = web.AppRunner(app)
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-            ready.set()
-            loop.run_forever()
-
-        threading.Thread(target=serve, daemon=True).start()
-        assert ready.wait(10)
+    async def _ingest(self, request: web.Request) -> web.Response:
+        self.records += len((await request.json())["records"])
+        return web.json_response({"ok": True})
 
 
 @pytest.mark.slow

@@ -44,9 +44,7 @@ def _status(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     store = StateStore(Path(cfg.gateway.data_dir) / "remote")
-    out = store.load().public(cfg.gateway.eui)
-    out["last_confirmed"] = out.pop("running")
-    out["history"] = store.audit_tail(5)
+    out = store.public(store.load(), cfg.gateway.eui)
     if cfg.remote_config.root is None:
         out["reason"] = out["reason"] or "remote configuration is off (no [remote_config] root)"
     print(json.dumps(out, indent=2))

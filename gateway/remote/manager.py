@@ -20,7 +20,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +40,6 @@ log = logging.getLogger("schwebe.remote")
 KILL_AT_ENV = "SCHWEBE_REMOTE_KILL_AT"
 #: Bound on the MQTT mirror (files, bytes): a broker cannot fill the gateway's memory.
 MIRROR_FILES, MIRROR_BYTES = 256, 8 << 20
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """What worked under the old config when the new one was applied."""
-
-    forwarders: frozenset[str]  # answered by their backend
-    sources: frozenset[str]  # records arrived within the window before
-    counts: dict[str, int]  # records per source right after the new config started
 
 
 class RemoteConfig:
@@ -149,20 +139,13 @@ class RemoteConfig:
                    self._on_mqtt, max_bytes=MAX_TARGET + 4096)
         fwd.set_retained(self._state_topic(p), orjson.dumps(self.public()))
 
-    @staticmethod
-    def _state_topic_for(prefix: str, eui: int) -> str:
-        return f"{prefix}/gateway/{eui:016x}/state/config"
-
     def _state_topic(self, prefix: str) -> str:
-        return self._state_topic_for(prefix, self.eui)
+        return f"{prefix}/gateway/{self.eui:016x}/state/config"
 
     # ------------------------------------------------------------------ reporting
 
     def public(self) -> dict[str, Any]:
-        out = self.st.public(self.eui)
-        out["last_confirmed"] = out.pop("running")
-        out["history"] = self.store.audit_tail(5)
-        return out
+        return self.store.public(self.st, self.eui)
 
     def _set(self, state: str, version: int | None, reason: str | None, source: str | None) -> None:
         assert state in STATES

@@ -46,10 +46,10 @@ class RemoteState:
     rejected: list[int] = field(default_factory=list)
 
     def public(self, eui: int) -> dict[str, Any]:
-        """The object of `schwebe config status`, /api/status and the retained MQTT state."""
+        """The state part of what `StateStore.public` reports."""
         return {
             "eui": f"{eui:016x}", "version": self.version, "state": self.state,
-            "reason": self.reason, "source": self.source, "running": self.running,
+            "reason": self.reason, "source": self.source, "last_confirmed": self.running,
             "at": None if self.at is None else
             datetime.fromtimestamp(self.at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
@@ -62,6 +62,10 @@ class StateStore:
         self.candidate_path = directory / "candidate.toml"
         self.confirmed_path = directory / "confirmed.toml"
         self.audit_path = directory / "audit.jsonl"
+
+    def public(self, st: RemoteState, eui: int) -> dict[str, Any]:
+        """The object of `schwebe config status`, /api/status and the retained MQTT state."""
+        return {**st.public(eui), "history": self.audit_tail(5)}
 
     def load(self) -> RemoteState:
         try:

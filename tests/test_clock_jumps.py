@@ -1,6 +1,6 @@
 """The wall clock stepping forwards by years (NTP arriving late on a gateway without RTC) and
 back, under the buffer: ages count the time that really passed, nothing expires wrongly and
-nothing is kept forever. Injected clocks here; tests/test_clock_daemon.py moves the clock under
+nothing is kept forever. Injected clocks here; the daemon test in the same file moves the clock under
 a real ``schwebe run``."""
 
 from __future__ import annotations

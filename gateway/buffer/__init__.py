@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from gateway.buffer.cursor import Cursor, RangeSet
-from gateway.buffer.steps import Step, StepWatch
 from gateway.buffer.store import Counters, Store, move_aside, open_store, row_cost
+from gateway.clocksteps import Step, StepWatch
 from gateway.records import KINDS, Record
 
 log = logging.getLogger(__name__)
@@ -141,10 +141,11 @@ class Buffer:
         self._oldest_stored: dict[str, int | None] = {}  # per kind, as of the last commit
         self._last_commit_s = 0.0
         self._lock = threading.Lock()
-        # Wall-clock steps (gateway/buffer/steps.py): stamps of this run's records move with
+        # Wall-clock steps (gateway/clocksteps.py): stamps of this run's records move with
         # them. Steps not yet applied to the store are applied to what is read from it; the
         # step lock makes "applied in the store" and "still to apply" one fact for readers.
         self._watch = StepWatch(clock, monotonic)
+        self._watch.check()  # the baseline: steps from now on
         self._run_first: int | None = None  # first seq this process gave out
         self._unsaved_steps: list[Step] = []
         self._step_lock = threading.Lock()

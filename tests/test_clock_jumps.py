@@ -5,10 +5,22 @@ a real ``schwebe run``."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import socket
+import threading
+import time
 from pathlib import Path
 
+import pytest
+
+from gateway import frames
 from gateway.buffer import Buffer
 from gateway.records import Record, make_record
+from tests.helpers.daemon import Daemon, free_port
+
+EUI = 0xB827EBFFFE000001
 
 YEARS_3 = 3 * 365 * 86400.0
 HOUR = 3600.0
@@ -136,3 +148,111 @@ def test_records_of_an_earlier_run_keep_their_stamps(tmp_path: Path) -> None:
     assert b.stats()["drops"] == {}
     assert sorted(_ages(b, later)) == [120, 600]
     b.close()
+
+
+# ---------------------------------------------------------------------------- a real daemon
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+class Lns:
+    """A network server on UDP that answers PUSH_DATA only while ``up``; remembers the
+    frame numbers of the rxpk it took."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.up = False
+        self.got: set[int] = set()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except OSError:
+                return
+            if len(data) >= 12 and data[3] == 0 and self.up:  # PUSH_DATA
+                for pk in json.loads(data[12:]).get("rxpk", []):
+                    self.got.add(int.from_bytes(base64.b64decode(pk["data"])[9:13], "big"))
+                self.sock.sendto(data[:3] + b"\x01", addr)
+            elif len(data) >= 4 and data[3] == 2:  # PULL_DATA
+                self.sock.sendto(data[:3] + b"\x04", addr)
+
+
+def _push(port: int, numbers: range) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        for i in numbers:
+            phy = bytes([0x40, 1, 2, 3, 4, 0, 0, 0, 1]) + i.to_bytes(4, "big")
+            rxpk = [{"tmst": i, "freq": 868.1, "chan": 0, "rfch": 0, "stat": 1, "modu": "LORA",
+                     "datr": "SF7BW125", "codr": "4/5", "rssi": -60, "lsnr": 7.5,
+                     "size": len(phy), "data": base64.b64encode(phy).decode()}]
+            s.sendto(frames.encode_push_data(i & 0xFFFF, EUI, rxpk), ("127.0.0.1", port))
+            assert s.recv(64)[3] == 1  # PUSH_ACK: the gateway has it
+
+
+def test_schwebe_run_under_a_clock_stepped_years_forwards_and_back(tmp_path: Path) -> None:
+    """libfaketime moves the wall clock of a real `schwebe run` (its monotonic clock stays):
+    uplinks queued for a silent network server while the clock steps three years forwards
+    are neither expired by max_age nor replay_expired by the LNS forwarder, and after a step
+    back the ages on the status page are the real ones."""
+    if not LIBFAKETIME.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{LIBFAKETIME} missing: apt-get install libfaketime")
+        pytest.skip("libfaketime not installed")
+    lns, udp, web_port = Lns(), free_port(socket.SOCK_DGRAM), free_port()
+    offset = tmp_path / "faketime"
+    offset.write_text("+0\n")
+    config = tmp_path / "schwebe.toml"
+    config.write_text(f"""
+[gateway]
+eui = "b827ebfffe000001"
+data_dir = "{tmp_path / 'data'}"
+[[sources.gwmp]]
+bind = "127.0.0.1:{udp}"
+[[forward.gwmp]]
+name = "lns"
+server = "127.0.0.1:{lns.port}"
+max_replay_age = "10m"
+[buffer]
+commit_interval = "0.2s"
+[buffer.max_age]
+uplink = "1h"
+[web]
+bind = "127.0.0.1:{web_port}"
+open_read_only = true
+""")
+    env = {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME_TIMESTAMP_FILE": str(offset),
+           "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    gw = Daemon(config, web_port, env=env)
+    try:
+        gw.wait("up", lambda s: "lns" in s["forwarders"])
+        _push(udp, range(0, 20))
+        gw.wait("20 queued", lambda s: s["buffer"]["records"] >= 20)
+        time.sleep(1.5)  # received a little while ago: ages of about 1.5 s
+        offset.write_text("+3y\n")  # NTP arrives late
+        st = gw.wait("the step seen", lambda s: len(s["buffer"]["clock_steps"]) == 1)
+        assert abs(st["buffer"]["clock_steps"][0]["step_s"] - 3 * 365 * 86400) < 60
+        _push(udp, range(20, 40))
+        st = gw.wait("40 queued", lambda s: s["buffer"]["records"] >= 40)
+        assert st["buffer"]["drops"] == {}, st["buffer"]["drops"]
+        assert 1 <= st["buffer"]["oldest_age_s"]["uplink"] < 30
+        lns.up = True
+        st = gw.wait("all delivered", lambda s: lns.got >= set(range(40)), 20)
+        offset.write_text("+0\n")  # a step back by three years
+        gw.wait("the second step seen", lambda s: len(s["buffer"]["clock_steps"]) == 2)
+        lns.up = False
+        _push(udp, range(40, 50))
+        time.sleep(2)
+        st = gw.wait("10 queued, aged right", lambda s: s["forwarders"]["lns"]["lag_records"] == 10
+                     and s["forwarders"]["lns"]["lag_s"] >= 1.5)
+        assert st["forwarders"]["lns"]["lag_s"] < 30
+        lns.up = True
+        st = gw.wait("all delivered", lambda s: lns.got >= set(range(50)), 20)
+        assert st["buffer"]["drops"] == {}
+        text = json.dumps(st["forwarders"]["lns"])
+        assert '"replay_expired": 0' in text, text
+    finally:
+        assert gw.stop() == 0, gw.output()[-3000:]

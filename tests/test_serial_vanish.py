@@ -37,9 +37,9 @@ open_read_only = true
 """)
     gw = Daemon(config, web_port)
 
-    async def until(what: str, check: Any, timeout: float = 20) -> dict[str, Any]:
+    async def until(what: str, check: Any, limit: float = 20) -> dict[str, Any]:
         # the simulator writes from this loop: wait in a thread
-        return await asyncio.to_thread(gw.wait, what, check, timeout)
+        return await asyncio.to_thread(gw.wait, what, check, limit)
 
     try:
         st = await until("fixes", lambda s: (s["sources"]["gnss"]["gga"] >= 3

@@ -157,9 +157,14 @@ class GnssReader:
         link: SerialLink | None = None,
         backoff: Backoff | None = None,
         max_sentence: int = MAX_SENTENCE,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.on_fix = on_fix
         self.clock = clock
+        # How long ago the receiver last spoke is a duration: a wall clock set back (say, by
+        # this very receiver's time reaching NTP) must not keep an old position "current".
+        self.monotonic = monotonic
+        self._heard: float | None = None
         self.link = link or SerialLink(port, baudrate, backoff=backoff, name="gnss")
         self.max_sentence = max_sentence
         self.fix = GnssFix()
@@ -231,6 +236,7 @@ class GnssReader:
             talker=talker,
             observed_at=self.clock(),
         )
+        self._heard = self.monotonic()
         self.counters["gga"] += 1
 
     def _rmc(self, talker: str, f: list[str]) -> None:
@@ -258,6 +264,7 @@ class GnssReader:
             changes["utc"] = utc
             changes["time_offset"] = round(utc.timestamp() - now, 3)
         self.fix = dataclasses.replace(self.fix, **changes)
+        self._heard = self.monotonic()
         self.counters["rmc"] += 1
 
     def stat(self, max_age: float | None = 10.0) -> dict[str, Any] | None:
@@ -267,7 +274,7 @@ class GnssReader:
         """
         fix = self.fix
         if max_age is not None and (
-            fix.observed_at is None or self.clock() - fix.observed_at > max_age
+            self._heard is None or self.monotonic() - self._heard > max_age
         ):
             return None
         return fix.as_stat()

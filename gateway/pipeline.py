@@ -86,7 +86,7 @@ class Gateway:
     def __init__(self, cfg: Config, *, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
-        self.started_at = time.time()
+        self.started_at = time.monotonic()  # for uptime: the wall clock may step
         self.received_by_source: dict[str, int] = {}
         data_dir = Path(cfg.gateway.data_dir)
         self.buffer = Buffer(
@@ -480,7 +480,7 @@ class Gateway:
         out: dict[str, Any] = {
             "gateway": {
                 "eui": f"{self.cfg.gateway.eui:016x}",
-                "uptime_s": round(time.time() - self.started_at, 1),
+                "uptime_s": round(time.monotonic() - self.started_at, 1),
                 "parser": frames.IMPLEMENTATION,
                 "pid": os.getpid(),
             },

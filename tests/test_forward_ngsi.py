@@ -263,9 +263,29 @@ async def test_5xx_is_retried_and_a_stale_late_state_never_overwrites(broker, bu
     loop = DeliveryLoop(buffer, fwd, backoff_base=0.01, backoff_cap=0.05)
     await _run_until(loop, lambda: loop.acked == 1)
     assert len(b.requests) == 3 and loop.errors.get("http_503") == 1
-    buffer.append(_park("s1", "free", "2026-11-25T10:00:01Z"))  # older, from a backlog
+    # The wall clock was stepped back since (a time source that ran ahead, corrected): the
+    # next state carries an earlier observed_at but is the newer one, and is sent.
+    buffer.append(_park("s1", "free", "2026-11-25T09:00:01Z"))
     await _run_until(loop, lambda: loop.acked == 2)
-    assert len(b.requests) == 3 and fwd.health()["stale_skipped"] == 1
+    assert len(b.requests) == 4 and fwd.health()["stale_skipped"] == 0
+    assert b.requests[-1]["body"][0]["status"]["value"] == "free"
+
+
+async def test_a_state_from_the_backlog_never_overwrites_a_newer_one(broker) -> None:
+    b, url = broker
+    fwd = NgsiForwarder(NgsiLdForward(name="cb", url=url, context=CTX, token=b.token))
+    await fwd.connect()
+    try:
+        # live first: seq 9 is sent, then the backlog's seq 4 of the same spot arrives
+        await fwd.send([(9, _park("s1", "occupied", "2026-11-25T10:00:05Z"))])
+        await fwd.send([(4, _park("s1", "free", "2026-11-25T10:00:09Z"))])
+        # in one batch, the highest seq wins whatever the stamps say
+        await fwd.send([(12, _park("s2", "occupied", "2026-11-25T10:00:09Z")),
+                        (11, _park("s2", "free", "2026-11-25T10:00:01Z"))])
+    finally:
+        await fwd.close()
+    assert fwd.health()["stale_skipped"] == 1
+    assert [e["status"]["value"] for r in b.requests for e in r["body"]] == ["occupied", "occupied"]
 
 
 async def test_207_retries_only_retryable_entities_and_puts_aside_the_rest(broker, buffer: Buffer) -> None:

@@ -150,7 +150,8 @@ async def test_unplug_and_replug_resumes_fixes(tmp_path: Path) -> None:
 
 def test_stat_gives_the_fix_in_semtech_terms() -> None:
     now = [1306574870.0]  # 2011-05-28 09:27:50 UTC, the time in the sample sentences
-    r = GnssReader("/dev/null-not-opened", 9600, None, clock=lambda: now[0])
+    r = GnssReader("/dev/null-not-opened", 9600, None, clock=lambda: now[0],
+                   monotonic=lambda: now[0])
     assert r.stat() is None  # nothing heard yet
     r.feed(GGA + b"\r\n")
     # GGA only: no date yet, so the time is the system clock when the fix came.
@@ -175,6 +176,19 @@ def test_stat_gives_the_fix_in_semtech_terms() -> None:
     assert r.stat(max_age=None) is not None and r.stat(max_age=20) is not None
     r.feed(nmea_sentence("GPGGA,092802.000,,,,,0,00,99.9,,M,,M,,") + b"\r\n")
     assert r.stat() is None  # fix lost
+
+
+def test_a_clock_step_neither_keeps_an_old_fix_nor_drops_a_fresh_one() -> None:
+    wall, mono = [1306574870.0], [100.0]
+    r = GnssReader("/dev/null-not-opened", 9600, None, clock=lambda: wall[0],
+                   monotonic=lambda: mono[0])
+    r.feed(GGA + b"\r\n")
+    wall[0] += 3 * 365 * 86400  # NTP arrives late
+    mono[0] += 1
+    assert r.stat() is not None  # heard a second ago
+    wall[0] -= 5 * 365 * 86400  # a bad time source sets it back
+    mono[0] += 11
+    assert r.stat() is None  # the receiver has been quiet for 12 s, whatever the wall clock says
 
 
 async def test_stat_on_pty_follows_the_receiver(tmp_path: Path) -> None:

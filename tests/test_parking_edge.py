@@ -46,8 +46,15 @@ SECRETS = (ABP_NWK, ABP_APP, APP_KEY)
 
 
 class Clock:
+    """The wall clock; ``stepped`` is how far it was set by hand (the monotonic clock did not
+    move by that much)."""
+
     def __init__(self, t: float = T0) -> None:
         self.t = t
+        self.stepped = 0.0
+
+    def mono(self) -> float:
+        return self.t - self.stepped
 
     def __call__(self) -> float:
         return self.t
@@ -84,7 +91,8 @@ class Harness:
         self.records: list[Record] = []
         self.clock = Clock()
         self.edge = EdgeParking(devices, tmp, timeout, heartbeats, self.records.append,
-                                clock=self.clock, save_interval=0.01, sweep_interval=0.01)
+                                clock=self.clock, save_interval=0.01, sweep_interval=0.01,
+                                monotonic=self.clock.mono)
 
     def bodies(self) -> list[dict[str, Any]]:
         out = []
@@ -261,6 +269,23 @@ def test_heartbeat_timeout_turns_spot_unknown_with_a_record(tmp_path: Path) -> N
     assert body["data"] == {"reason": "heartbeat_timeout", "last_heartbeat": iso_us(int(T0 * S))}
     hx.edge.observe_uplink(uplink(abp_frame(2, True), T0 + 3700))
     assert hx.status(ABP_DEV.spot_id) == "occupied"  # the sensor is back
+
+
+@pytest.mark.parametrize("step", [3 * 365 * 86400.0, -3 * 365 * 86400.0])
+def test_heartbeat_timeout_counts_real_time_across_a_clock_step(tmp_path: Path, step: float) -> None:
+    hx = Harness(tmp_path, [ABP_DEV], timeout=3600)
+    hx.edge.observe_uplink(uplink(abp_frame(1, True), T0))
+    hx.clock.t += 100
+    hx.clock.t += step  # NTP arrives late (forwards), or a time source that ran ahead is fixed
+    hx.clock.stepped += step
+    assert hx.edge.sweep() == 0  # not "silent for three years"
+    spot = hx.edge.spots()[ABP_DEV.spot_id]
+    assert (spot["status"], spot["last_heartbeat"]) == ("occupied", iso_us(int((T0 + step) * S)))
+    hx.clock.t += 3499
+    assert hx.edge.sweep() == 0
+    hx.clock.t += 2
+    assert hx.edge.sweep() == 1  # an hour after the sensor's last word, not three years
+    assert hx.status(ABP_DEV.spot_id) == "unknown"
 
 
 async def test_run_sweeps_and_saves_in_the_background(tmp_path: Path) -> None:

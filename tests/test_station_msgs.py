@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.clocksteps import StepWatch
 from gateway.config import load_config_text
 from gateway.forward.station_creds import load_credentials, parse_token_headers
 from gateway.forward.station_msgs import (
@@ -44,6 +45,23 @@ def test_a_long_silence_spanning_several_wraps_is_counted_from_the_wall_clock() 
     gap = 2 * 3600 * 10**6 + 123  # two hours: the counter wrapped once and a bit
     later = clock.to_xtime((5 + gap) & 0xFFFFFFFF, T0 + gap + 300)  # receive-time jitter
     assert later - first == gap
+
+
+@pytest.mark.parametrize("step_s", [3 * 365 * 86400, -3 * 365 * 86400])
+def test_xtime_runs_on_across_a_wall_clock_step(step_s: int) -> None:
+    wall, mono = [T0 / 1e6], [100.0]
+    watch = StepWatch(lambda: wall[0], lambda: mono[0])
+    watch.check()
+    clock = XtimeClock(rctx=0, rng=random.Random(4))
+    first = clock.to_xtime(5, int(wall[0] * 1e6))
+    mono[0] += 60
+    wall[0] += 60 + step_s  # NTP arrives late, or a bad time source is corrected
+    step = watch.check()
+    assert step is not None
+    clock.follow_step(step)
+    later = clock.to_xtime(5 + 60_000_000, int(wall[0] * 1e6))
+    assert later - first == 60_000_000 and clock.restarts == 0
+    assert clock.to_tmst(later + 1_000_000) == 5 + 61_000_000  # RX1 for that frame
 
 
 def test_a_concentrator_restart_starts_a_new_session_and_old_downlinks_are_refused() -> None:
@@ -194,3 +212,22 @@ def test_whatever_a_server_sends_is_taken_or_refused_with_a_value_error(dn: dict
         return
     for a in attempts:
         assert a.txpk["size"] == len(bytes.fromhex(str(dn["pdu"])))
+
+
+def test_json_nested_past_pythons_limit_is_a_malformed_message_not_an_exception() -> None:
+    """Found writing the ``station`` fuzz target: json.loads raises RecursionError (not ValueError)
+    on deep nesting, which went out of the websocket reader, the handshake and discovery."""
+
+    from gateway.forward.base import ForwarderError
+    from gateway.forward.station_link import handshake, router_info_uri
+    from tests.fuzz.targets import STATION_ROUTER, _station, _Ws
+
+    deep = "[" * 100_000
+    with pytest.raises(ForwarderError, match="not a JSON object"):
+        router_info_uri(deep, STATION_ROUTER, "s")
+    fwd, r, loop = _station()
+    with pytest.raises(ForwarderError, match="nested too deeply"):
+        loop.run_until_complete(handshake(_Ws([deep]), "s", 1.0))  # type: ignore[arg-type]
+    before = fwd.errors.get("malformed_message", 0)
+    fwd._message(r, '{"msgtype": "router_config", "x": ' + deep)
+    assert fwd.errors["malformed_message"] == before + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -305,7 +306,8 @@ async def test_pictures_are_drawn_from_the_history(browser_page: Any) -> None:
     from tests.test_web_live import uplink
 
     now = [1_764_000_000.0]
-    history = History(interval=60, radio_per_s=1e9, clock=lambda: now[0])
+    history = History(interval=60, radio_per_s=1e9, clock=lambda: now[0],
+                      monotonic=lambda: now[0] + time.monotonic())
     for i in range(30):
         now[0] += 60
         history.sample({"b827ebfffe000001": 25 * i, "b827ebfffe000002": 10 * i}, 100 + i,

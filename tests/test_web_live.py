@@ -142,7 +142,7 @@ async def test_live_needs_a_login_outside_the_demo() -> None:
 
 def test_history_gives_frames_per_minute_and_stays_bounded() -> None:
     now = [0.0]
-    h = History(interval=10, keep=6, clock=lambda: now[0])
+    h = History(interval=10, keep=6, clock=lambda: now[0], monotonic=lambda: now[0])
     for i in range(10):
         now[0] = i * 10.0
         h.sample({"aa": 20 * i}, buffer_records=i, lag_s={"broker": None if i < 2 else 1.5 * i})
@@ -160,6 +160,16 @@ def test_history_gives_frames_per_minute_and_stays_bounded() -> None:
     # spoofed EUIs cannot grow it
     h.sample({f"{i:016x}": i for i in range(1000)}, 0, {})
     assert len(h.view()["frames_per_min"]) == MAX_SERIES
+
+
+def test_a_wall_clock_step_back_draws_no_spike() -> None:
+    wall, mono = [1_790_000_000.0], [50.0]
+    h = History(interval=10, clock=lambda: wall[0], monotonic=lambda: mono[0])
+    h.sample({"aa": 0}, 0, {})
+    wall[0] -= 3 * 365 * 86400 - 10  # a time source that ran ahead, corrected
+    mono[0] += 10
+    h.sample({"aa": 20}, 0, {})
+    assert h.view()["frames_per_min"]["aa"][-1] == 120.0  # 20 frames in 10 s, not 20 in 1 µs
 
 
 def test_radio_samples_are_rate_limited_on_the_radio_path() -> None:

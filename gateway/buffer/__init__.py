@@ -35,13 +35,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from gateway.buffer.cursor import Cursor, RangeSet
 from gateway.buffer.store import Counters, Store, move_aside, open_store, row_cost
+from gateway.clocksteps import Step, StepWatch
 from gateway.records import KINDS, Record
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class _Snapshot:
     mem_drops: dict[str, dict[str, int]] = field(default_factory=dict)
     taken: int = 0  # the pending prefix this commit covers (``rows``: the part still owed)
     force: bool = False  # write even when every backend already has everything
+    steps: list[Step] = field(default_factory=list)  # wall-clock steps to apply to stored stamps
     skipped: bool = False  # set by the committer: nothing needed writing
 
 
@@ -98,6 +100,7 @@ class Buffer:
         synchronous: Literal["NORMAL", "FULL"] | str = "NORMAL",
         clock: Callable[[], float] = time.time,
         disk_free: Callable[[Path], int] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"buffer synchronous={synchronous!r}: use 'NORMAL' or 'FULL'")
@@ -138,6 +141,15 @@ class Buffer:
         self._oldest_stored: dict[str, int | None] = {}  # per kind, as of the last commit
         self._last_commit_s = 0.0
         self._lock = threading.Lock()
+        # Wall-clock steps (gateway/clocksteps.py): stamps of this run's records move with
+        # them. Steps not yet applied to the store are applied to what is read from it; the
+        # step lock makes "applied in the store" and "still to apply" one fact for readers.
+        self._watch = StepWatch(clock, monotonic)
+        self._watch.check()  # the baseline: steps from now on
+        self._run_first: int | None = None  # first seq this process gave out
+        self._unsaved_steps: list[Step] = []
+        self._step_lock = threading.Lock()
+        self._steps_seen: list[dict[str, Any]] = []
 
     # ---- life cycle --------------------------------------------------------------------
     def open(self) -> None:
@@ -169,6 +181,8 @@ class Buffer:
                 self._cursors[name] = cur
                 self._versions[name] = 0
         self._deleted_through = min(self._persisted_lows.values(), default=0)
+        if self._run_first is None:
+            self._run_first = self._next_seq
 
     def close(self) -> None:
         """Final commit, then close. Records that cannot be written are reported lost."""
@@ -246,6 +260,7 @@ class Buffer:
         return ok
 
     def _prepare(self, force: bool = False) -> _Snapshot:
+        self._watch_clock()
         self._committing = len(self._pending)
         cursors, versions = [], {}
         for name, cur in self._cursors.items():
@@ -273,6 +288,7 @@ class Buffer:
             rows=rows, next_seq=self._next_seq, cursors=cursors, versions=versions,
             forget=self._forget[:], delete_through=through, now=self.clock(), disk_low=disk_low,
             mem_drops=copy.deepcopy(self._mem_drops), taken=len(self._pending), force=force,
+            steps=self._unsaved_steps[:],
         )
         return snap
 
@@ -285,19 +301,22 @@ class Buffer:
             store = self._store
             if store is None:
                 return False
-            if not snap.force and (self._nothing_to_write(snap) or self._all_delivered(store, snap)):
+            if not snap.force and not snap.steps and (
+                    self._nothing_to_write(snap) or self._all_delivered(store, snap)):
                 snap.skipped = True  # nothing went to the card: cursors stay to be written
                 return True  # an idle gateway writes nothing: not one page, not one fsync
             self._next_expiry = snap.now + max(self.commit_interval, IDLE_EXPIRY_CHECK)
             t0 = time.monotonic()
             try:
-                try:
-                    store.transaction(lambda: self._body(store, snap, make_room=snap.disk_low))
-                except sqlite3.OperationalError as exc:
-                    if "full" not in str(exc):
-                        raise
-                    # Disk full: free pages by policy inside the transaction, then insert into them.
-                    store.transaction(lambda: self._body(store, snap, make_room=True))
+                with self._step_lock if snap.steps else contextlib.nullcontext():
+                    try:
+                        store.transaction(lambda: self._body(store, snap, make_room=snap.disk_low))
+                    except sqlite3.OperationalError as exc:
+                        if "full" not in str(exc):
+                            raise
+                        # Disk full: free pages by policy inside the transaction, then insert into them.
+                        store.transaction(lambda: self._body(store, snap, make_room=True))
+                    self._unsaved_steps = self._unsaved_steps[len(snap.steps):]
             except sqlite3.DatabaseError as exc:
                 self._note_error(exc)
                 return False
@@ -333,6 +352,11 @@ class Buffer:
 
     def _body(self, store: Store, snap: _Snapshot, *, make_room: bool) -> None:
         c = store.counters
+        for step in snap.steps:
+            # Before the insert: every stored row of this run was written with the old scale
+            # (or inside the step's new-scale window); the rows inserted now were re-stamped
+            # in memory already.
+            store.rebase(self._run_first or 0, step.delta_us, step.lo_us, step.hi_us)
         for reason, per in snap.mem_drops.items():
             for kind, n in per.items():
                 c.add_drop(reason, kind, n)
@@ -496,6 +520,7 @@ class Buffer:
     def take(self, name: str, max_records: int, max_bytes: int) -> Batch | None:
         """Non-waiting form of :meth:`next_batch`. Live records get half a batch during backlog
         unless the cursor was registered with ``live_first=False``."""
+        self._watch_clock()  # before a forwarder judges ages (LNS replay) against the clock
         cur = self._cursors[name]
         version = (cur.low, len(cur.done))
         try:
@@ -512,7 +537,12 @@ class Buffer:
     def _read(self, lo: int, hi: int, limit: int) -> list[tuple[int, Record]]:
         res: list[tuple[int, Record]] = []
         if lo <= self._committed_max and self._store is not None:
-            res = self._store.read_range(lo, min(hi, self._committed_max), limit)
+            if not self._unsaved_steps:
+                res = self._store.read_range(lo, min(hi, self._committed_max), limit)
+            else:
+                with self._step_lock:  # a commit applying the steps is not half-way meanwhile
+                    res = self._restamp(self._store.read_range(lo, min(hi, self._committed_max), limit),
+                                        self._unsaved_steps)
         if len(res) < limit and hi > self._committed_max:
             start = bisect.bisect_left(self._pending, max(lo, self._committed_max + 1), key=lambda x: x[0])
             for item in self._pending[start:]:
@@ -535,9 +565,38 @@ class Buffer:
         """Delivery failed: every record of the batch will be offered again."""
         self.ack(name, batch, ())
 
+    # ---- wall-clock steps -------------------------------------------------------------
+    def _watch_clock(self) -> None:
+        step = self._watch.check()
+        if step is None:
+            return
+        log.warning("the wall clock stepped by %+.0f s (NTP, or a bad time source): the receive "
+                    "times of the records this process holds move with it, so their ages "
+                    "(max_age, replay age) count the time that really passed", step.delta_us / 1e6)
+        self._pending = self._restamp(self._pending, [step])
+        self._steps_seen = [*self._steps_seen, {
+            "time": datetime.fromtimestamp(step.at, UTC).isoformat(timespec="seconds"),
+            "step_s": round(step.delta_us / 1e6, 3)}][-8:]
+        with self._step_lock:
+            self._unsaved_steps = [*self._unsaved_steps, step]
+        if self._commit_soon is not None:
+            self._commit_soon.set()
+
+    def _restamp(self, rows: list[tuple[int, Record]], steps: list[Step]) -> list[tuple[int, Record]]:
+        first = self._run_first if self._run_first is not None else 0
+        out = []
+        for seq, r in rows:
+            rx = r.received_us
+            if seq >= first:
+                for step in steps:
+                    rx = step.apply(rx)
+            out.append((seq, r if rx == r.received_us else replace(r, received_us=rx)))
+        return out
+
     # ---- status --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Figures for /api/status and ``schwebe buffer inspect``."""
+        self._watch_clock()
         now = self.clock()
         v = self._view
         assert v.count is not None and v.nbytes is not None and v.drops is not None
@@ -579,6 +638,7 @@ class Buffer:
             "write_errors": dict(self._write_errors),
             "last_write_error": self._last_error,
             "recovery_events": list(v.events or []),
+            "clock_steps": list(self._steps_seen),
             "next_seq": self._next_seq,
         }
 

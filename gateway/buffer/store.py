@@ -303,6 +303,16 @@ class Store:
         """Every cursor has passed ``seq``: one range delete on the rowid tree."""
         return sum(self._delete("seq <= ?", (seq,)).values())
 
+    def rebase(self, first_seq: int, delta_us: int, lo_us: int, hi_us: int) -> int:
+        """The wall clock stepped by ``delta_us``: move the receive times of rows from
+        ``first_seq`` on that were stamped before the step (outside ``[lo_us, hi_us]``)."""
+        cur = self.w.execute(
+            "UPDATE records SET received_us = received_us + ? "
+            "WHERE seq >= ? AND (received_us < ? OR received_us > ?)",
+            (delta_us, first_seq, lo_us, hi_us),
+        )
+        return cur.rowcount
+
     def expire(self, kind: str, cutoff_us: int) -> int:
         code = KIND_CODE[kind]
         # Walks the kind's index from its oldest row; stops at the first young one, so the

@@ -152,7 +152,7 @@ class DeliveryLoop:
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         rng: random.Random | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,  # durations only: steps of the wall clock must not count
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.buffer = buffer

@@ -264,15 +264,15 @@ class MqttForwarder(Forwarder):
             raise ForwarderError("disconnected", f"MQTT {self.name}: not connected")
         msgs: list[tuple[str, bytes, bool]] = []
         new_euis: list[str] = []
-        spots: list[tuple[str, Any]] = []
-        for _seq, record in records:
+        spots: list[tuple[str, int]] = []
+        for seq, record in records:
             try:
                 if record.kind == "parking":
                     body = cbor2.loads(record.body)
-                    if self.newest.is_stale(str(body["spot_id"]), body.get("observed_at")):
+                    if self.newest.is_stale(str(body["spot_id"]), seq):
                         self.counters["stale_skipped"] = self.counters.get("stale_skipped", 0) + 1
                         continue
-                    spots.append((str(body["spot_id"]), body.get("observed_at")))
+                    spots.append((str(body["spot_id"]), seq))
                 msg = self.message_for(record)
             except (KeyError, TypeError, ValueError, cbor2.CBORDecodeError) as exc:
                 # A malformed body can never succeed; acked so it does not block the rest.

@@ -54,19 +54,24 @@ def _when(text: Any) -> datetime | None:
 
 
 class NewestPerSpot:
-    """Remembers the newest ``observed_at`` delivered per spot, to drop stale late arrivals."""
+    """Remembers the newest state delivered per spot, to drop stale late arrivals.
+
+    "Newest" is the buffer's sequence number (the order the gateway received the uplinks), not
+    ``observed_at``: that is a wall-clock stamp, and a clock stepped back (a time source that
+    ran ahead, corrected) would make every later state look older than the last one delivered
+    until the clock caught up, dropping them all as stale.
+    """
 
     def __init__(self) -> None:
-        self._newest: dict[str, datetime] = {}
+        self._newest: dict[str, int] = {}
 
-    def is_stale(self, spot_id: str, observed_at: Any) -> bool:
-        t, newest = _when(observed_at), self._newest.get(spot_id)
-        return t is not None and newest is not None and t < newest
+    def is_stale(self, spot_id: str, seq: int) -> bool:
+        newest = self._newest.get(spot_id)
+        return newest is not None and seq < newest
 
-    def delivered(self, spot_id: str, observed_at: Any) -> None:
-        t = _when(observed_at)
-        if t is not None and (spot_id not in self._newest or t > self._newest[spot_id]):
-            self._newest[spot_id] = t
+    def delivered(self, spot_id: str, seq: int) -> None:
+        if seq > self._newest.get(spot_id, -1):
+            self._newest[spot_id] = seq
 
 
 def _point(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -173,7 +178,7 @@ class NgsiForwarder(Forwarder):
     async def send(self, records: list[tuple[int, Record]]) -> SendResult:
         if self._session is None:
             raise ForwarderError("disconnected", f"NGSI {self.name}: not connected")
-        latest: dict[str, tuple[dict[str, Any], list[int]]] = {}
+        latest: dict[str, tuple[dict[str, Any], list[int]]] = {}  # spot: newest body, its seqs
         for seq, record in records:
             try:
                 body = cbor2.loads(record.body)
@@ -183,18 +188,21 @@ class NgsiForwarder(Forwarder):
             except (KeyError, TypeError, ValueError, cbor2.CBORDecodeError):
                 self._count(self.put_aside, "bad_record")
                 continue
-            if self.newest.is_stale(spot, body.get("observed_at")):
+            if self.newest.is_stale(spot, seq):
                 self.counters["stale_skipped"] += 1
                 continue
             prev = latest.get(spot)
-            seqs = [*prev[1], seq] if prev else [seq]
-            if prev is None or not self._older(body, prev[0]):
-                latest[spot] = (body, seqs)
+            # A batch may hold backlog and live records in any order: the highest seq is the
+            # newest state, the others are acknowledged with it.
+            if prev is None:
+                latest[spot] = (body, [seq])
+            elif seq > max(prev[1]):
+                latest[spot] = (body, [*prev[1], seq])
             else:
-                latest[spot] = (prev[0], seqs)
+                latest[spot] = (prev[0], [*prev[1], seq])
         if not latest:
             return SendResult.all()
-        for spot, (body, _) in latest.items():
+        for spot, (body, _seqs) in latest.items():
             if spot not in self.incomplete and len(self.incomplete) < MAX_INCOMPLETE_SHOWN:
                 missing = missing_model_attrs(body)
                 if missing:
@@ -210,20 +218,15 @@ class NgsiForwarder(Forwarder):
         failed_ids = await self._post(orjson.dumps(payload))
         self.counters["batches"] += 1
         retry_seqs: set[int] = set()
-        for spot, (body, seqs) in latest.items():
+        for spot, (_body, seqs) in latest.items():
             if spot_urn(spot) in failed_ids:
                 retry_seqs.update(seqs)
             else:
                 self.counters["entities_sent"] += 1
-                self.newest.delivered(spot, body.get("observed_at"))
+                self.newest.delivered(spot, max(seqs))
         if not retry_seqs:
             return SendResult.all()
         return SendResult(frozenset(s for s, _ in records if s not in retry_seqs))
-
-    @staticmethod
-    def _older(a: dict[str, Any], b: dict[str, Any]) -> bool:
-        ta, tb = _when(a.get("observed_at")), _when(b.get("observed_at"))
-        return ta is not None and tb is not None and ta < tb
 
     async def _post(self, data: bytes) -> set[str]:
         """POST one batch; return the entity ids to retry. Raises when the whole batch must wait."""

@@ -34,6 +34,7 @@ from typing import Any, Final
 import aiohttp
 import cbor2
 
+from gateway.clocksteps import StepWatch
 from gateway.config import StationForward
 from gateway.forward.base import Forwarder, ForwarderError, SendResult
 from gateway.forward.mqtt import DownlinkRelay
@@ -70,6 +71,7 @@ class StationForwarder(Forwarder):
         late_after: float = 10.0,
         clock_us: Callable[[], int] = now_us,
         rng: random.Random | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(cfg.name, kinds=cfg.kinds or NATURAL_KINDS, dev_addr_prefixes=cfg.dev_addr_prefixes,
                          net_ids=cfg.net_ids)
@@ -79,6 +81,11 @@ class StationForwarder(Forwarder):
         self.relays = list(relays)
         self.late_after = late_after
         self.clock_us = clock_us
+        # xtime extends the concentrator's counter by the receive times: a step of the wall
+        # clock must move the reference (gateway/clocksteps.py), or frames after a step back
+        # get no usable xtime until the clock catches up.
+        self._watch = StepWatch(lambda: clock_us() / 1e6, monotonic)
+        self._watch.check()
         self.rng = rng or random.Random()
         self._routers: dict[int, Router] = {}
         self._loaded = False
@@ -287,7 +294,7 @@ class StationForwarder(Forwarder):
     def _message(self, r: Router, text: str) -> None:
         try:
             msg = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
             self._count("malformed_message")
             return
         if not isinstance(msg, dict):
@@ -419,6 +426,11 @@ class StationForwarder(Forwarder):
     async def send(self, records: list[tuple[int, Record]]) -> SendResult:
         if self._session is None:
             raise ForwarderError("disconnected", f"{self.section}: not connected")
+        step = self._watch.check()
+        if step is not None:
+            for r in self._routers.values():
+                for clock in r.clocks.values():
+                    clock.follow_step(step)
         now = self.clock_us()
         acked: list[int] = []
         frames: list[tuple[int, Record, Router, int | None, dict[str, Any], bytes]] = []

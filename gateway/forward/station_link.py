@@ -62,9 +62,14 @@ async def discover(session: aiohttp.ClientSession, creds: Credentials, uri: str,
     if msg.type != aiohttp.WSMsgType.TEXT:
         raise ForwarderError("discovery", f"{section}: router-info closed without an answer for "
                              f"router {eui_str(router_id)} ({msg.type.name}); check the uri")
+    return router_info_uri(msg.data, router_id, section)
+
+
+def router_info_uri(text: str, router_id: int, section: str) -> str:
+    """The traffic socket's uri from the server's router-info answer; ForwarderError says why not."""
     try:
-        info = json.loads(msg.data)
-    except ValueError:
+        info = json.loads(text)
+    except (ValueError, RecursionError):  # nesting past Python's limit is bad JSON too
         info = None
     if not isinstance(info, dict):
         raise ForwarderError("discovery", f"{section}: router-info answer is not a JSON object")
@@ -94,7 +99,10 @@ async def handshake(ws: aiohttp.ClientWebSocketResponse, where: str,
             if msg.type != aiohttp.WSMsgType.TEXT:
                 raise ForwarderError("no_router_config", f"{where}: traffic socket closed before "
                                      f"router_config ({msg.type.name})")
-            data = json.loads(msg.data)
+            try:
+                data = json.loads(msg.data)
+            except RecursionError:  # nesting past Python's limit
+                raise ValueError("router_config nested too deeply") from None
             if isinstance(data, dict) and data.get("msgtype") == "router_config":
                 return data
     except TimeoutError:

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from gateway.clocksteps import Step
 from gateway.forward.base import net_id_matches
 
 #: EU868 data rates as Basics Station writes them, [SF, BW kHz, downlink only]; SF 0 is FSK.
@@ -231,6 +232,12 @@ class XtimeClock:
         if gap >= 0:
             self._ref = (ext, received_us)
         return self._xtime(max(ext, 0))
+
+    def follow_step(self, step: Step) -> None:
+        """The wall clock stepped: the reference receive time moves with it (when it was taken
+        before the step), so the next frame is not "years later" or "years earlier"."""
+        if self._ref is not None:
+            self._ref = (self._ref[0], step.apply(self._ref[1]))
 
     def to_tmst(self, xtime: int) -> int | None:
         """The counter value for a downlink ``xtime``; None if it is from another session."""

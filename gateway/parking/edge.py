@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from gateway import frames
+from gateway.clocksteps import StepWatch
 from gateway.config import ParkingDevice
 from gateway.fsio import write_atomic
 from gateway.parking import registry
@@ -96,6 +97,7 @@ class EdgeParking:
         save_interval: float = 30.0,
         sweep_interval: float | None = None,
         closed_spots: Sequence[str] = (),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if heartbeat_timeout <= 0:
             raise ValueError(f"parking.heartbeat_timeout must be positive, got {heartbeat_timeout}")
@@ -104,6 +106,12 @@ class EdgeParking:
         self.record_heartbeats = record_heartbeats
         self.emit = emit
         self.clock = clock
+        self.monotonic = monotonic
+        # A step of the wall clock (NTP arriving late, a bad time source) moves the stamps this
+        # process took before it, so heartbeat timeouts count the time that really passed.
+        self._watch = StepWatch(clock, monotonic)
+        self._watch.check()  # the baseline: steps from now on
+        self._run_from_us = int(clock() * 1e6)
         self.save_interval = save_interval
         # Timing a timeout to a tenth of itself is plenty; a minute caps the sweep cost.
         self.sweep_interval = (
@@ -141,7 +149,7 @@ class EdgeParking:
         self.undecodable = 0  # genuine frames the decoder answered with errors only
         self.rejoin_requests = 0
         self.save_failures = 0
-        self._last_save = clock()
+        self._last_save = monotonic()  # a duration: the wall clock may step
         self._configured_closed = frozenset(closed_spots)
         # a technician's closures and reopenings from the page, kept across restarts
         self._overrides_path = self.state_path / CLOSURES_FILE
@@ -311,6 +319,7 @@ class EdgeParking:
 
     def sweep(self, now: float | None = None) -> int:
         """Mark spots whose sensor missed its heartbeat ``unknown``; returns how many."""
+        self._follow_clock()
         now_us = int((self.clock() if now is None else now) * 1_000_000)
         expired = self.spot_table.sweep(now_us, int(self.heartbeat_timeout * 1_000_000))
         for spot in expired:
@@ -322,6 +331,15 @@ class EdgeParking:
                 "last_heartbeat": None if last is None else iso_us(last),
             })
         return len(expired)
+
+    def _follow_clock(self) -> None:
+        step = self._watch.check()
+        if step is None:
+            return
+        moved = self.spot_table.restamp(step, self._run_from_us)
+        self._run_from_us += step.delta_us
+        log.warning("the wall clock stepped; spot times taken before it moved with it",
+                    extra={"fields": {"step_s": round(step.delta_us / 1e6, 3), "spots": moved}})
 
     def _load_overrides(self) -> dict[str, bool]:
         try:
@@ -368,7 +386,7 @@ class EdgeParking:
         while True:
             await asyncio.sleep(min(self.sweep_interval, self.save_interval))
             self.sweep()
-            if self.clock() - self._last_save >= self.save_interval:
+            if self.monotonic() - self._last_save >= self.save_interval:
                 await self._save_async()
 
     async def stop(self) -> None:
@@ -415,7 +433,7 @@ class EdgeParking:
         payloads = self._dirty_payloads()
         for name, payload in payloads:
             await asyncio.to_thread(self._write, name, payload)
-        self._last_save = self.clock()
+        self._last_save = self.monotonic()
 
     def _dirty_payloads(self) -> list[tuple[str, bytes]]:
         out: list[tuple[str, bytes]] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
+from gateway.clocksteps import Step
 from gateway.records import iso_us as iso_us  # spots and their records share one format
 
 Status = Literal["free", "occupied", "unknown", "closed"]
@@ -146,6 +147,24 @@ class SpotTable:
         if expired:
             self.dirty = True
         return expired
+
+    def restamp(self, step: Step, run_from_us: int) -> int:
+        """The wall clock stepped: move the times this process took before the step (from
+        ``run_from_us`` on, old scale, outside the step's new-scale window); times loaded from
+        an earlier run keep theirs. Returns how many spots changed."""
+        old_end = step.hi_us - step.delta_us  # the old scale ends where the new one starts
+        n = 0
+        for spot in self.spots.values():
+            before = (spot.heartbeat_us, spot.changed_us)
+            if spot.heartbeat_us is not None and run_from_us <= spot.heartbeat_us <= old_end:
+                spot.heartbeat_us = step.apply(spot.heartbeat_us)
+            if spot.changed_us is not None and run_from_us <= spot.changed_us <= old_end:
+                spot.changed_us = step.apply(spot.changed_us)
+            if (spot.heartbeat_us, spot.changed_us) != before:
+                n += 1
+        if n:
+            self.dirty = True
+        return n
 
     def set_closures(self, closed: frozenset[str], now_us: int) -> list[Spot]:
         """Apply an operator's closures: listed spots become ``closed``; spots no longer listed

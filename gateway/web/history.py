@@ -54,8 +54,11 @@ class History:
         for table in (self._frames, self._lag, self._airtime):
             for series in table.values():
                 series.append(None)  # every series gets one point per sample
-        minutes = None if self._last_t is None else max(1e-6, (now - self._last_t) / 60)
-        self._last_t = now
+        # The rate's interval by the monotonic clock: a wall clock stepped back would make it
+        # negative (a spike of millions of frames/min), stepped forwards years long.
+        mono = self.monotonic()
+        minutes = None if self._last_t is None else max(1e-6, (mono - self._last_t) / 60)
+        self._last_t = mono
         for eui, total in frames.items():
             before = self._last_counts.get(eui)
             frames_series = self._series(self._frames, eui)

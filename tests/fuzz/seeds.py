@@ -8,10 +8,13 @@ under tests/fuzz/corpus/<target>/.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 from drivers.modbus_rtu import crc16
@@ -19,6 +22,9 @@ from gateway import frames
 from gateway.parking import registry
 
 HERE = Path(__file__).parent
+#: A published repository (public metadata and one target; its keys were thrown away) for
+#: the ``metadata`` target: valid for 20 years, so mutations of it reach past the signatures.
+TUF = HERE / "tuf"
 VECTORS = HERE.parent / "vectors"
 EUI = 0xB827EBFFFE000001
 
@@ -28,6 +34,44 @@ def _nmea(body: bytes) -> bytes:
     for b in body:
         check ^= b
     return b"$" + body + b"*%02X" % check
+
+
+def make_tuf_repo() -> None:
+    from gateway.fleet.repo import DAY, ROLES, Repository
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Repository.init(Path(tmp) / "repo", expiry={r: 20 * 365 * DAY for r in ROLES})
+        repo.add_target("configs/all.toml", b'[[forward.mqtt]]\nname = "city"\n'
+                        b'url = "mqtt://broker.example.org"\n', repo.bump_version())
+        repo.save()
+        repo.publish()
+        shutil.rmtree(TUF, ignore_errors=True)
+        for sub in ("metadata", "targets"):
+            shutil.copytree(Path(tmp) / "repo" / sub, TUF / sub)
+
+
+@functools.cache
+def tuf_files() -> dict[str, bytes]:
+    """The repository's files as a gateway fetches them (``metadata/...``, ``targets/...``)."""
+    return {p.relative_to(TUF).as_posix(): p.read_bytes() for p in sorted(TUF.rglob("*")) if p.is_file()}
+
+
+def station_seeds() -> list[bytes]:
+    from tests.fuzz.targets import STATION_LOCAL, _station
+    from tests.helpers.station_lns import EU868_ROUTER_CONFIG
+
+    xtime = _station()[1].clocks[STATION_LOCAL]._xtime(1_000_000)  # an uplink it has seen
+    dn = {"msgtype": "dnmsg", "DevEui": "00-00-00-00-00-00-00-01", "dC": 0, "diid": 7, "pdu": "60aabbccdd",
+          "RxDelay": 1, "RX1DR": 5, "RX1Freq": 868100000, "RX2DR": 0, "RX2Freq": 869525000,
+          "xtime": xtime, "rctx": 0, "priority": 0, "MuxTime": 1790000000.5}
+    msgs: list[object] = [
+        {"router": "0-16c0:1ff:0:1", "muxs": "muxs-::0", "uri": "wss://lns.example.org:6887/traffic/0-16c0:1ff:0:1"},
+        {"router": 1, "error": "Router not provisioned"},
+        EU868_ROUTER_CONFIG, dn, {**dn, "dC": 2, "xtime": 0},
+        {"msgtype": "dnsched", "schedule": [{"pdu": "60", "DR": 3, "Freq": 869525000, "gpstime": 10**15}]},
+        {"msgtype": "timesync", "txtime": 123456789, "gpstime": 1_400_000_000_000_000},
+        {"msgtype": "runcmd", "command": "reboot"}, {"msgtype": "error", "error": "x" * 40}]
+    return [json.dumps(m).encode() for m in msgs]
 
 
 def seeds() -> dict[str, list[bytes]]:
@@ -61,10 +105,21 @@ def seeds() -> dict[str, list[bytes]]:
             info.size = len(body)
             t.addfile(info, io.BytesIO(body))
     return {"gwmp": gwmp, "phy": phys, "sensors": sensors, "nmea": nmea, "modbus": modbus,
-            "config": [example], "bundle": [tar.getvalue()], "remote_target": [target]}
+            "config": [example], "bundle": [tar.getvalue()], "remote_target": [target],
+            "station": station_seeds(),
+            "metadata": metadata_seeds()}
+
+
+def metadata_seeds() -> list[bytes]:
+    files = tuf_files()
+    names = sorted([*files, "metadata/2.root.json"])  # as the target picks them
+    return [bytes([names.index(k)]) + v for k, v in files.items()] + [
+        bytes([names.index("metadata/2.root.json")]) + files["metadata/1.root.json"]]
 
 
 def main() -> None:
+    if not TUF.exists():
+        make_tuf_repo()
     for target, items in seeds().items():
         d = HERE / "corpus" / target
         d.mkdir(parents=True, exist_ok=True)

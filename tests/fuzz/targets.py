@@ -7,9 +7,13 @@ a config problem message grows past its bound. Run by ``tests/fuzz/run.py`` (ath
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import random
 import tomllib
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from drivers import gnss, modbus_rtu
 from gateway.config import MAX_PROBLEM, ConfigError, load_config_text
@@ -116,7 +120,114 @@ def remote_target(data: bytes) -> None:
         pass
 
 
+# ---- Basics Station: what an LNS sends ----------------------------------------------------
+
+STATION_ROUTER = 0x0016C001FF000001
+STATION_LOCAL = 0xB827EBFFFE000001
+_station_state: list[Any] = []
+
+
+class _Ws:
+    """The websocket as the station code sees it: answers ``receive`` from a script."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts, self.sent, self.closed = texts, [], False
+
+    async def send_str(self, text: str) -> None:
+        self.sent.append(text)
+
+    async def receive(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - aiohttp's signature
+        import aiohttp
+
+        if not self.texts:
+            return aiohttp.WSMessage(aiohttp.WSMsgType.CLOSED, None, None)
+        return aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, self.texts.pop(0), None)
+
+    async def pong(self, data: bytes) -> None:
+        pass
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class _Relay:
+    """A local packet forwarder that takes every downlink (so dntxed goes back up)."""
+
+    async def send_downlink(self, local: int | None, txpk: dict[str, Any]) -> dict[str, Any]:
+        return {"error": "NONE"}
+
+
+def _station() -> tuple[Any, Any, asyncio.AbstractEventLoop]:
+    if not _station_state:
+        from gateway.config import StationForward
+        from gateway.forward.station import StationForwarder
+
+        cfg = StationForward(name="lns", uri="ws://lns.invalid:6090", eui_map={STATION_LOCAL: STATION_ROUTER})
+        fwd = StationForwarder(cfg, gateway_eui=STATION_LOCAL, relays=[_Relay()],  # type: ignore[list-item]
+                               rng=random.Random(0))
+        r = fwd._router(STATION_ROUTER)
+        r.clocks[STATION_LOCAL].to_xtime(1_000_000, 1_790_000_000_000_000)
+        r.ws = _Ws([])
+        _station_state.extend([fwd, r, asyncio.new_event_loop()])
+    return _station_state[0], _station_state[1], _station_state[2]
+
+
+def station(data: bytes) -> None:
+    """LNS messages (router-info answer, the muxs handshake, router_config, dnmsg, timesync,
+    anything else): taken or refused with the station code's own errors (ForwarderError,
+    counted, logged), never an exception out of the reader."""
+    from gateway.forward.base import ForwarderError
+    from gateway.forward.station_link import handshake, router_info_uri
+
+    fwd, r, loop = _station()
+    text = data.decode("utf-8", "replace")
+    try:
+        router_info_uri(text, STATION_ROUTER, "fuzz")
+    except ForwarderError:
+        pass
+
+    async def once() -> None:
+        try:
+            await handshake(_Ws([text]), "fuzz", 1.0)  # type: ignore[arg-type]
+        except ForwarderError:
+            pass
+        fwd._message(r, text)
+        tasks = list(fwd._tasks)
+        if tasks:
+            await asyncio.gather(*tasks)  # a downlink task's exception is a defect too
+
+    loop.run_until_complete(once())
+
+
+# ---- remote configuration: the TUF metadata a gateway reads -------------------------------
+
+def metadata(data: bytes) -> None:
+    """One file of a valid repository replaced by the fuzzer's bytes (the first byte picks
+    which; ``2.root.json`` is a root rotation): the check refuses with Refused, nothing else."""
+    import shutil
+    import tempfile
+
+    from gateway.remote.client import Refused, check
+    from gateway.remote.fetchers import FilesFetcher
+    from tests.fuzz.seeds import TUF, tuf_files
+
+    if not data:
+        return
+    files = tuf_files()
+    names = sorted([*files, "metadata/2.root.json"])
+    served = {**files, names[data[0] % len(names)]: data[1:]}
+    state = Path(tempfile.mkdtemp(prefix="schwebe-fuzz-"))
+    try:
+        check(fetcher=FilesFetcher(served, "fuzz"), base_url="https://repo.invalid",
+              state_dir=state, trusted_root=TUF / "metadata" / "1.root.json", eui=STATION_LOCAL)
+    except Refused:
+        pass
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "gwmp": gwmp, "phy": phy, "sensors": sensors, "nmea": nmea, "modbus": modbus,
     "config": config, "bundle": bundle, "remote_target": remote_target,
+    "station": station, "metadata": metadata,
 }

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 PANELS = (
-    ("sustained_fps", "sustained frames/s before loss\n(higher is better)"),
+    ("sustained_fps", "sustained frames/s before loss\n(higher is better; >= : no loss at the top step)"),
     ("cpu_s_per_10k", "CPU s per 10 000 frames\n(log scale, lower is better)"),
     ("peak_rss_mib", "peak RSS, MiB\n(lower is better)"),
     ("bytes_per_frame", "bytes written per frame\n(log scale, lower is better)"),
@@ -30,6 +30,16 @@ def med(runs: list[dict], key: str) -> float | None:
     return statistics.median(xs) if xs else None
 
 
+def sustained(fig: dict, step_seconds: float) -> float:
+    """As bench_peers.sustained: what the sender really gave at the highest step delivered whole."""
+    best = 0.0
+    for _rate, sent, got in fig.get("ladder", ()):
+        if got < 0.999 * sent:
+            break
+        best = sent / step_seconds
+    return best
+
+
 def main() -> None:
     with open(sys.argv[1]) as f:
         data = json.load(f)
@@ -40,6 +50,8 @@ def main() -> None:
         vals, labels = [], []
         for n in names:
             v = med(runs[n], key)
+            if key == "sustained_fps" and v:
+                v = med([{"s": sustained(r, args["step_seconds"])} for r in runs[n]], "s")
             if key.endswith("_lost") and v is not None:
                 sent = med(runs[n], key.replace("lost", "sent"))
                 v = 100 * v / sent if sent else None
@@ -51,7 +63,8 @@ def main() -> None:
                 labels.append(f"< {args['ladder'][0]:g}")
             else:
                 vals.append(v)
-                labels.append(f"{v:.3g}" + ("%" if key.endswith("_lost") else ""))
+                capped = key == "sustained_fps" and (med(runs[n], key) or 0) >= args["ladder"][-1]
+                labels.append((">= " if capped else "") + f"{v:.3g}" + ("%" if key.endswith("_lost") else ""))
         bars = ax.bar(names, vals, color=["#2a7" if n == "schwebe" else "#888" for n in names])
         if key in ("cpu_s_per_10k", "bytes_per_frame") and any(v > 0 for v in vals):
             ax.set_yscale("log")

@@ -64,11 +64,17 @@ def main() -> None:
             else:
                 vals.append(v)
                 capped = key == "sustained_fps" and (med(runs[n], key) or 0) >= args["ladder"][-1]
-                labels.append((">= " if capped else "") + f"{v:.3g}" + ("%" if key.endswith("_lost") else ""))
+                text = f"{v:.0f}" if v >= 1000 else f"{v:.3g}"
+                labels.append((">= " if capped else "") + text + ("%" if key.endswith("_lost") else ""))
         bars = ax.bar(names, vals, color=["#2a7" if n == "schwebe" else "#888" for n in names])
         if key in ("cpu_s_per_10k", "bytes_per_frame") and any(v > 0 for v in vals):
             ax.set_yscale("log")
-        ax.bar_label(bars, labels=labels, fontsize=8)
+        ax.bar_label(bars, labels=[lb if v > 0 or not ax.get_yscale() == "log" else "" for lb, v in
+                                   zip(labels, vals, strict=True)], fontsize=8)
+        if ax.get_yscale() == "log":  # a zero bar has no place on a log axis: its label sits at the foot
+            for x, (lb, v) in enumerate(zip(labels, vals, strict=True)):
+                if v <= 0:
+                    ax.text(x, 0.02, lb, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
         ax.set_title(title.format(outage=args["outage_seconds"]), fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
         ax.margins(y=0.2)

@@ -69,7 +69,7 @@ def main() -> None:
         bars = ax.bar(names, vals, color=["#2a7" if n == "schwebe" else "#888" for n in names])
         if key in ("cpu_s_per_10k", "bytes_per_frame") and any(v > 0 for v in vals):
             ax.set_yscale("log")
-        ax.bar_label(bars, labels=[lb if v > 0 or not ax.get_yscale() == "log" else "" for lb, v in
+        ax.bar_label(bars, labels=[lb if v > 0 or ax.get_yscale() != "log" else "" for lb, v in
                                    zip(labels, vals, strict=True)], fontsize=8)
         if ax.get_yscale() == "log":  # a zero bar has no place on a log axis: its label sits at the foot
             for x, (lb, v) in enumerate(zip(labels, vals, strict=True)):

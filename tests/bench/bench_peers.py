@@ -15,12 +15,16 @@ The subscriber also answers ThingsBoard's session-limits request as the platform
 Per contender and repetition (contenders alternated, order rotated each repetition):
   cost      500 frames/s for --cost-seconds: CPU per 10 000 delivered frames, bytes written
             (/proc/<pid>/io write_bytes) per delivered frame, then the peak RSS (VmHWM)
-  ladder    --ladder rates for --step-seconds each; "sustained" is the highest rate with
-            >= 99.9 % delivered (the ladder stops at the first rate that loses more)
-  outage    100 frames/s; the broker is stopped for --outage-seconds and restarted; lost =
-            sent - delivered after the drain
-  kill      500 frames/s for 3 s; SIGKILL the moment the sender stops, restart on the same
-            data, lost = sent - delivered after the drain
+  ladder    --ladder rates for --step-seconds each; "sustained" is the rate the sender really
+            gave (sent / step) at the highest step with >= 99.9 % delivered (the ladder stops at
+            the first step that loses more)
+  outage    100 frames/s: 3 s, then the broker is stopped for --outage-seconds, restarted, and
+            8 s more; lost = sent - delivered after the drain; also the seconds from the broker's
+            return to the first uplink delivered after it
+  kill      500 frames/s for --kill-seconds; SIGKILL the moment the sender stops, restart on
+            the same data, lost = sent - delivered after the drain; once with a healthy broker
+            (what is in flight inside), once with the broker down from before the first frame
+            until after the restart (everything received is held: the durable buffer's case)
 Each phase starts the contender anew (fresh data directory; the kill phase restarts it on its
 own), so a backlog left by one phase cannot pass for another's deliveries.
 
@@ -367,47 +371,70 @@ class Slot:
             eui = self.next_eui()
             result: dict[str, int] = {}
             sender = threading.Thread(target=lambda: result.update(
-                sent=simulate(c.udp, 100, a.outage_seconds + 8, eui, seed=self.rep * 100 + 90)))
+                sent=simulate(c.udp, 100, a.outage_seconds + 11, eui, seed=self.rep * 100 + 90)))
             sender.start()
-            time.sleep(3)
+            time.sleep(3)  # 3 s of traffic through, then the outage, then 8 s after it
             self.broker.stop()
             time.sleep(a.outage_seconds)
+            held = counter.count(eui)
             self.broker.start()
+            back = time.monotonic()
+            resumed = None  # seconds from the broker's return to the first uplink delivered since
+            while sender.is_alive() or (resumed is None and time.monotonic() - back < a.outage_seconds + 15):
+                if resumed is None and counter.count(eui) > held:
+                    resumed = round(time.monotonic() - back, 1)
+                time.sleep(0.05)
             sender.join()
             got = drain(counter, eui, result["sent"], stall=max(a.stall, 5), cap=a.outage_seconds + 15)
-            return {"outage_sent": result["sent"], "outage_lost": result["sent"] - got}
+            return {"outage_sent": result["sent"], "outage_lost": result["sent"] - got,
+                    "outage_resumed_s": resumed}
         finally:
             c.stop()
 
     def phase_kill(self, counter: Counter) -> dict[str, Any]:
+        """SIGKILL mid-stream, twice: with a healthy broker (what is in flight inside the
+        contender at that moment) and with the broker down (everything received is still held:
+        the case a durable buffer exists for). The kill comes the moment the sender stops."""
         a = self.args
-        c = self.contender("kill")
-        c.start()
-        try:
-            c.wait_ready(counter)
-            eui = self.next_eui()
-            sent = simulate(c.udp, 500, 3, eui, seed=self.rep * 100 + 91)
-            c.stop(signal.SIGKILL)  # the moment the stream ends: whatever is in flight inside
+        fig: dict[str, Any] = {}
+        for key, broker_down in (("kill", False), ("kill_backlog", True)):
+            c = self.contender(key)
             c.start()
-            c.wait_ready(counter)
-            got = drain(counter, eui, sent, stall=max(a.stall, 5), cap=a.drain_cap + 10)
-            return {"kill_sent": sent, "kill_lost": sent - got}
-        finally:
-            c.stop()
+            try:
+                c.wait_ready(counter)
+                eui = self.next_eui()
+                if broker_down:
+                    self.broker.stop()
+                sent = simulate(c.udp, 500, a.kill_seconds, eui, seed=self.rep * 100 + 91 + broker_down)
+                c.stop(signal.SIGKILL)
+                c.start()
+                if broker_down:
+                    time.sleep(1)  # restarted before the broker comes back, as after a power cut
+                    self.broker.start()
+                c.wait_ready(counter)
+                got = drain(counter, eui, sent, stall=max(a.stall, 5), cap=a.drain_cap + 10)
+                fig.update({f"{key}_sent": sent, f"{key}_lost": sent - got})
+            finally:
+                c.stop()
+        return fig
 
 
 # ---- report ----------------------------------------------------------------------------------
 METRICS = (
     ("sustained_fps", "sustained frames/s before loss", "{:.0f}"),
-    ("cpu_s_per_10k", "CPU s per 10 000 frames", "{:.2f}"),
+    ("cpu_s_per_10k", "CPU s per 10 000 frames (at 500/s)", "{:.2f}"),
     ("peak_rss_mib", "peak RSS MiB", "{:.0f}"),
-    ("bytes_per_frame", "bytes written per frame", "{:.0f}"),
-    ("outage_lost", "lost, broker down {outage}s", "{:.0f}"),
-    ("kill_lost", "lost, SIGKILL + restart", "{:.0f}"),
+    ("bytes_per_frame", "bytes written per frame (at 500/s)", "{:.0f}"),
+    ("outage_lost", "lost, broker down {outage} s (at 100/s)", "{:.0f}"),
+    ("outage_resumed_s", "s from the broker's return to the next delivery", "{:.1f}"),
+    ("kill_lost", "lost, SIGKILL + restart, broker up", "{:.0f}"),
+    ("kill_backlog_lost", "lost, SIGKILL + restart, broker down", "{:.0f}"),
 )
-# What a contender cannot do, whatever the numbers say.
+LOSSES = ("outage_lost", "kill_lost", "kill_backlog_lost")
+COST = ("cpu_s_per_10k", "bytes_per_frame")
+# What a contender cannot do, whatever the numbers say: the cell says "cannot" and why.
 CANNOT = {
-    ("node-red", "bytes_per_frame"): "no disk buffer: nothing is written, nothing survives a crash",
+    ("node-red", "bytes_per_frame"): "no disk buffer, in-flight messages live in memory",
 }
 
 
@@ -416,28 +443,56 @@ def median(runs: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def table(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> str:
+def sustained(fig: dict[str, Any], step_seconds: float) -> float:
+    """Frames/s the sender really gave at the highest rate delivered whole (it may give less than
+    asked at the top of the ladder: it shares the cores too); 0 when the first rate lost."""
+    best = 0.0
+    for _rate, sent, got in fig.get("ladder", ()):
+        if got < 0.999 * sent:
+            break
+        best = sent / step_seconds
+    return best
+
+
+def cell(name: str, key: str, runs: list[dict[str, Any]], base: float | None, fmt: str,
+         args: Any) -> str:
+    """One table cell: the median, its ratio to Schwebe's, and what the number leaves out."""
+    if (name, key) in CANNOT:
+        return f"cannot ({CANNOT[(name, key)]})"
+    if key == "sustained_fps":
+        ladder = [float(r) for r in args.ladder]
+        top = median(runs, key) or 0
+        if top == 0:
+            return f"< {ladder[0]:.0f} (lost at the lowest rate asked)"
+        v = median([{"s": sustained(r, args.step_seconds)} for r in runs], "s") or 0
+        if top >= ladder[-1]:
+            return f">= {v:.0f} (no loss at the top step, {ladder[-1]:.0f} asked)"
+        return f"{v:.0f}"
+    v = median(runs, key)
+    if v is None:
+        return "n/a"
+    out = fmt.format(v)
+    if key in LOSSES:
+        sent = median(runs, key.replace("lost", "sent"))
+        return out + (f" of {sent:.0f}" if sent else "")
+    if name != "schwebe" and base and key != "outage_resumed_s":
+        out += f" ({v / base:.1f}x)"
+    if key in COST:
+        sent, got = median(runs, "cost_sent"), median(runs, "cost_delivered")
+        if sent and got is not None and got < 0.999 * sent:
+            out += f" (per delivered frame; delivered {got:.0f} of {sent:.0f})"
+    return out
+
+
+def table(results: dict[str, list[dict[str, Any]]], args: Any) -> str:
+    """The Markdown table of medians, as the README shows it."""
     names = [n for n in CONTENDERS if n in results]
-    head = f"| figure (median of {args.repeat}) | " + " | ".join(names) + " |"
-    lines = [head, "|---" * (len(names) + 1) + "|"]
-    base = {k: median(results.get("schwebe", []), k) for k, _, _ in METRICS}
+    lines = [f"| figure (median of {args.repeat}) | " + " | ".join(names) + " |",
+             "|---" * (len(names) + 1) + "|"]
     for key, label, fmt in METRICS:
-        cells = []
-        for n in names:
-            v = median(results[n], key)
-            if v is None:
-                cells.append("n/a")
-                continue
-            cell = fmt.format(v)
-            if key == "outage_lost" or key == "kill_lost":
-                sent = median(results[n], key.replace("lost", "sent"))
-                cell += f" of {sent:.0f}" if sent else ""
-            elif n != "schwebe" and base[key]:
-                cell += f" ({v / base[key]:.1f}x)"
-            if (n, key) in CANNOT:
-                cell += f" ({CANNOT[(n, key)]})"
-            cells.append(cell)
-        lines.append(f"| {label.format(outage=int(args.outage_seconds))} | " + " | ".join(cells) + " |")
+        base = median(results.get("schwebe", []), key)
+        cells = [cell(n, key, results[n], base, fmt, args) for n in names]
+        lines.append(f"| {label.format(outage=f'{args.outage_seconds:g}')} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -448,15 +503,20 @@ def main() -> None:
     ap.add_argument("--node-red", default=str(ROOT / ".bench-peers" / "node-red" / "node_modules" / "node-red" / "red.js"))
     ap.add_argument("--contenders", default=",".join(CONTENDERS))
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--cost-seconds", type=float, default=6.0)
+    ap.add_argument("--cost-seconds", type=float, default=5.0)
     ap.add_argument("--step-seconds", type=float, default=3.0)
-    ap.add_argument("--ladder", default="1000,2000,4000")
+    ap.add_argument("--ladder", default="1000,2000,4000,8000")
     ap.add_argument("--outage-seconds", type=float, default=10.0)
+    ap.add_argument("--kill-seconds", type=float, default=3.0)
     ap.add_argument("--stall", type=float, default=3.0, help="drain: stop after this long without progress")
     ap.add_argument("--drain-cap", type=float, default=15.0)
     ap.add_argument("--results", default=str(PEERS / "results.json"))
     ap.add_argument("--plot", default=str(ROOT / "docs" / "peers.png"))
     args = ap.parse_args()
+    # Stopped by SIGTERM or Ctrl-C (even when started in the background, where SIGINT comes
+    # ignored): unwind, so that every contender and broker started so far is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args.ladder = [float(r) for r in args.ladder.split(",")]
     # The peers run in their own work directories: paths given relative to here must hold there.
     args.tb_python, args.node_red = os.path.abspath(args.tb_python), os.path.abspath(args.node_red)
@@ -464,6 +524,8 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="schwebe-peers-", dir=ROOT))  # on disk: write_bytes counts
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     t0 = time.monotonic()
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start "
+          "(sender, broker and contender share them)", flush=True)
     try:
         for rep in range(args.repeat):
             order = names[rep % len(names):] + names[:rep % len(names)]
@@ -480,7 +542,11 @@ def main() -> None:
     print()
     print(out)
     print(f"\nwall time {time.monotonic() - t0:.0f} s")
-    Path(args.results).write_text(json.dumps({"args": {k: v for k, v in vars(args).items()},
+    kept = ("repeat", "cost_seconds", "step_seconds", "ladder", "outage_seconds", "kill_seconds",
+            "stall", "drain_cap")
+    machine = {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
+               "wall_s": round(time.monotonic() - t0), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    Path(args.results).write_text(json.dumps({"args": {k: getattr(args, k) for k in kept}, "machine": machine,
                                               "runs": results, "table": out}, indent=1) + "\n")
     if os.path.exists(args.tb_python):
         subprocess.run([args.tb_python, str(PEERS / "plot.py"), args.results, args.plot], check=False)

@@ -7,7 +7,7 @@ input (tests/test_frames_differential.py). It parses structure only; crypto live
 from __future__ import annotations
 
 import binascii
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -538,6 +538,31 @@ def decode_push_data(datagram: bytes) -> PushData:
         raise FrameError("not_push_data", 3, f"expected PUSH_DATA, got {IDENTIFIER_NAMES[ident]}")
     eui = _eui(datagram, ident)
     return push_data_from_body(version, token, eui, load_json_body(datagram[12:], 12))
+
+
+# ---------------------------------------------------------------------------- decode batches
+
+
+def decode_lines(
+    kind: str, lines: list[bytes | None], fallback: Callable[[bytes | None], tuple[bytes, bool]]
+) -> tuple[bytes, int]:
+    """Output of a ``schwebe decode phy|gwmp -`` batch for ``lines`` (bytes without their line
+    end; None for an overlong line): one JSON line each, "\\n"-terminated, in order.
+
+    The twin answers every line with ``fallback(line) -> (bytes, failed)``, the general path;
+    the compiled module writes the lines it can answer with certainty itself, byte for byte
+    the same. Returns (output, number of failed lines).
+    """
+    if kind not in ("phy", "gwmp"):
+        raise ValueError(f"kind must be 'phy' or 'gwmp', not {kind!r}")
+    parts: list[bytes] = []
+    failed = 0
+    for line in lines:
+        text, bad = fallback(line)
+        failed += bad
+        parts.append(text)
+        parts.append(b"\n")
+    return b"".join(parts), failed
 
 
 # ---------------------------------------------------------------------------- encoders

@@ -8,25 +8,33 @@
 # `decode_lines` sends every line to `fallback`; tests/test_decode_batch_fast.py compares the
 # two CLIs byte for byte.
 
-from cpython.mem cimport PyMem_Realloc
 from libc.string cimport strlen
-from libc.stdint cimport int16_t
+from cpython.mem cimport PyMem_Realloc
+
+cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject** pv, Py_ssize_t newsize) except -1
+
 
 cdef struct Out:
-    char* buf
+    PyObject* obj   # the bytes object the output is written into (ours alone: resizable)
+    char* buf       # its buffer
     Py_ssize_t n
     Py_ssize_t cap
 
 
 cdef int _grow(Out* o, Py_ssize_t need) except -1:
+    """Room for ``need`` more bytes. The output is a bytes object from the start, so handing
+    it out costs a shrink in place, not a copy (and a fresh set of pages) of everything."""
     cdef Py_ssize_t cap = o.cap * 2 if o.cap else 65536
-    cdef char* nb
     while cap < o.n + need:
         cap *= 2
-    nb = <char*>PyMem_Realloc(o.buf, cap)
-    if nb == NULL:
-        raise MemoryError()
-    o.buf = nb
+    if o.obj == NULL:
+        first = PyBytes_FromStringAndSize(NULL, cap)
+        Py_INCREF(first)
+        o.obj = <PyObject*>first
+    else:
+        _PyBytes_Resize(&o.obj, cap)
+    o.buf = PyBytes_AS_STRING(<object>o.obj)
     o.cap = cap
     return 0
 
@@ -269,34 +277,6 @@ for _i, _c in enumerate("0123456789abcdef"):
     _HEXVAL[ord(_c.upper())] = _i
 
 
-# Two hex digits as read from memory (a little-endian uint16) -> their byte, or -1: one load
-# per output byte, and errors OR-ed together and checked once per line, not per digit.
-cdef int16_t _HEX2[65536]
-for _i in range(65536):
-    _HEX2[_i] = -1 if _HEXVAL[_i & 255] < 0 or _HEXVAL[_i >> 8] < 0 else (
-        (_HEXVAL[_i & 255] << 4) | _HEXVAL[_i >> 8])
-
-
-cdef object _unhex(const uint8_t* s, Py_ssize_t n):
-    """bytes of an even run of hex digits; None for anything else (bytes.fromhex says why)."""
-    cdef Py_ssize_t i
-    cdef int16_t v, bad = 0
-    cdef uint8_t* d
-    cdef uint16_t pair
-    if n == 0 or n & 1:
-        return None
-    out = PyBytes_FromStringAndSize(NULL, n >> 1)
-    d = <uint8_t*>PyBytes_AS_STRING(out)
-    for i in range(n >> 1):
-        memcpy(&pair, s + 2 * i, 2)
-        v = _HEX2[pair]
-        bad |= v
-        d[i] = <uint8_t>v
-    if bad < 0:
-        return None
-    return out
-
-
 cdef inline bint _strip_space(uint8_t ch) noexcept nogil:
     # What str.strip() removes among ASCII characters.
     return ch == 32 or (9 <= ch <= 13) or (28 <= ch <= 31)
@@ -522,8 +502,7 @@ cdef bint _canon_value(Cur* c, Out* o, int depth) except -1:
     return False
 
 
-cdef inline bint _is_key(const uint8_t* k, Py_ssize_t n, const char* name) noexcept nogil:
-    cdef Py_ssize_t m = strlen(name)
+cdef inline bint _is_key(const uint8_t* k, Py_ssize_t n, const char* name, Py_ssize_t m) noexcept nogil:
     return n == m and memcmp(k, name, m) == 0
 
 
@@ -557,7 +536,7 @@ cdef bint _rxpk_json(Cur* c, Out* o) except -1:
         klen = q - k
         if _dup_key(kp, kn, nkeys, &bloom, k, klen):
             return False
-        if _is_key(k, klen, b"PHYPayload") or _is_key(k, klen, b"phy") or _is_key(k, klen, b"error"):
+        if _is_key(k, klen, b"PHYPayload", 10) or _is_key(k, klen, b"phy", 3) or _is_key(k, klen, b"error", 5):
             return False  # the general path overwrites it in place
         kp[nkeys] = k
         kn[nkeys] = klen
@@ -575,12 +554,12 @@ cdef bint _rxpk_json(Cur* c, Out* o) except -1:
         v = c.p
         if not _canon_value(c, o, 3):
             return False
-        if _is_key(k, klen, b"data"):
+        if _is_key(k, klen, b"data", 4):
             if v[0] != 34:
                 return False
             data = v + 1
             ndata = c.p - v - 2
-        elif _is_key(k, klen, b"size"):
+        elif _is_key(k, klen, b"size", 4):
             if c.p - v > 9 or v[0] == 45 or memchr(v, 46, c.p - v) != NULL or not _digit(v[0]):
                 return False
             has_size = True
@@ -655,8 +634,8 @@ cdef bint _gwmp_json(Out* o, const uint8_t* base, Py_ssize_t n) except -1:
             klen = q - k
             if _dup_key(kp, kn, nkeys, &bloom, k, klen):
                 return False
-            if (_is_key(k, klen, b"ProtocolVersion") or _is_key(k, klen, b"Token")
-                    or _is_key(k, klen, b"Identifier") or _is_key(k, klen, b"GatewayEUI")):
+            if (_is_key(k, klen, b"ProtocolVersion", 15) or _is_key(k, klen, b"Token", 5)
+                    or _is_key(k, klen, b"Identifier", 10) or _is_key(k, klen, b"GatewayEUI", 10)):
                 return False
             kp[nkeys] = k
             kn[nkeys] = klen
@@ -672,7 +651,7 @@ cdef bint _gwmp_json(Out* o, const uint8_t* base, Py_ssize_t n) except -1:
             _ws(&c)
             if c.p >= c.end:
                 return False
-            if _is_key(k, klen, b"rxpk"):
+            if _is_key(k, klen, b"rxpk", 4):
                 if c.p[0] != 91:
                     return False
                 c.p += 1
@@ -697,7 +676,7 @@ cdef bint _gwmp_json(Out* o, const uint8_t* base, Py_ssize_t n) except -1:
                             break
                         return False
                 _put(o, b"]", 1)
-            elif _is_key(k, klen, b"stat"):
+            elif _is_key(k, klen, b"stat", 4):
                 if c.p[0] == 123:
                     c.p += 1
                     _put(o, b"{", 1)
@@ -726,16 +705,56 @@ cdef bint _gwmp_json(Out* o, const uint8_t* base, Py_ssize_t n) except -1:
     return True
 
 
-def decode_lines(kind, list lines, fallback):
-    """Output of a `schwebe decode phy|gwmp -` batch for ``lines`` (bytes without their line
-    end; None for an overlong line): one JSON line each, "\\n"-terminated, in order.
+# The datagram or frame of the line at hand, NUL-terminated as the JSON scan wants it (its byte
+# loop stops at a byte that cannot be in a plain string): one buffer for every line.
+cdef uint8_t* _scratch = NULL
+cdef Py_ssize_t _scratch_cap = 0
 
-    Lines this module cannot answer with certainty go to ``fallback(line) -> (bytes, failed)``.
-    Returns (output, number of failed lines).
+#: Longer lines (a datagram's hex is at most 2 * 65507) go to the general path, which also
+#: says when a line is longer than the tool takes.
+cdef Py_ssize_t _FAST_LINE_MAX = 2 * 65507 + 256
+
+
+cdef const uint8_t* _unhex_scratch(const uint8_t* s, Py_ssize_t n) except? NULL:
+    """The bytes of an even run of hex digits in the scratch buffer; NULL for anything else."""
+    global _scratch, _scratch_cap
+    cdef Py_ssize_t i
+    cdef int v, bad = 0
+    cdef uint8_t* grown
+    if n == 0 or n & 1:
+        return NULL
+    if _scratch_cap < (n >> 1) + 1:
+        grown = <uint8_t*>PyMem_Realloc(_scratch, (n >> 1) + 1)
+        if grown == NULL:
+            raise MemoryError()
+        _scratch = grown
+        _scratch_cap = (n >> 1) + 1
+    for i in range(n >> 1):
+        # a bad digit is -1: the pair comes out negative, and so does `bad` (checked once)
+        v = (_HEXVAL[s[2 * i]] * 16) | _HEXVAL[s[2 * i + 1]]
+        bad |= v
+        _scratch[i] = <uint8_t>v
+    _scratch[n >> 1] = 0
+    if bad < 0:
+        return NULL
+    return _scratch
+
+
+def decode_lines(kind, bytes block, fallback):
+    """Output of a `schwebe decode phy|gwmp -` batch for the lines of ``block`` (each ended by
+    "\\n"; a last one without it counts too): one JSON line each, "\\n"-terminated, in order.
+
+    Lines this module cannot answer with certainty go to ``fallback(line) -> (bytes, failed)``
+    (the line without its "\\n"). Returns (output, number of failed lines).
     """
     cdef Out o
-    cdef Py_ssize_t i, mark, hn, need, nlines = PyList_GET_SIZE(lines)
+    cdef Py_ssize_t mark, hn, n = PyBytes_GET_SIZE(block)
+    cdef const uint8_t* base = <const uint8_t*>PyBytes_AS_STRING(block)
+    cdef const uint8_t* p = base
+    cdef const uint8_t* end = base + n
+    cdef const uint8_t* q
     cdef const uint8_t* hp
+    cdef const uint8_t* raw
     cdef bint gwmp
     cdef int failed = 0
     cdef bint ok
@@ -746,42 +765,43 @@ def decode_lines(kind, list lines, fallback):
     else:
         raise ValueError(f"kind must be 'phy' or 'gwmp', not {kind!r}")
     _mac_tables()
+    o.obj = NULL
     o.buf = NULL
     o.n = 0
     o.cap = 0
-    need = 0
-    for i in range(nlines):
-        line = <object>PyList_GET_ITEM(lines, i)
-        if PyBytes_CheckExact(line):
-            need += PyBytes_GET_SIZE(line)
     # what the output takes, about: a PHYPayload's object is ~5x its hex, a datagram's ~1x
-    _grow(&o, (need + need // 4 if gwmp else 6 * need) + 4096)
+    _grow(&o, (n + n // 4 if gwmp else 6 * n) + 4096)
     try:
-        for i in range(nlines):
-            line = <object>PyList_GET_ITEM(lines, i)
+        while p < end:
+            q = <const uint8_t*>memchr(p, 10, end - p)
+            if q == NULL:
+                q = end
             mark = o.n
             ok = False
-            if PyBytes_CheckExact(line) and _input_hex(
-                <const uint8_t*>PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line),
-                b"gwmp" if gwmp else b"phy", 4 if gwmp else 3, &hp, &hn,
+            if q - p <= _FAST_LINE_MAX and _input_hex(
+                p, q - p, b"gwmp" if gwmp else b"phy", 4 if gwmp else 3, &hp, &hn
             ):
-                raw = _unhex(hp, hn)
-                if raw is not None:
+                raw = _unhex_scratch(hp, hn)
+                if raw != NULL:
                     if gwmp:
-                        ok = _gwmp_json(&o, <const uint8_t*>PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw))
+                        ok = _gwmp_json(&o, raw, hn >> 1)
                     else:
-                        ok = _phy_json(&o, <const uint8_t*>PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw))
+                        ok = _phy_json(&o, raw, hn >> 1)
             if ok:
                 _put(&o, b"\n", 1)
+                p = q + 1
                 continue
             o.n = mark  # drop what a refused line wrote
-            text, bad = fallback(line)
+            text, bad = fallback(PyBytes_FromStringAndSize(<const char*>p, q - p))
             if not PyBytes_CheckExact(text):
                 raise TypeError(f"fallback must return bytes, not {type(text).__name__}")
             if bad:
                 failed += 1
             _put(&o, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
             _put(&o, b"\n", 1)
-        return PyBytes_FromStringAndSize(o.buf, o.n), failed
+            p = q + 1
+        _PyBytes_Resize(&o.obj, o.n)
+        result = <object>o.obj
+        return result, failed
     finally:
-        PyMem_Free(o.buf)
+        Py_XDECREF(o.obj)

@@ -10,6 +10,7 @@ comparison is not the general path against itself.
 from __future__ import annotations
 
 import base64
+import io
 import os
 import random
 import subprocess
@@ -22,7 +23,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.cli.decode import MAX_LINE, _answer, _bare_hex, _field
+from gateway.cli.decode import (
+    MAX_LINE,
+    _answer,
+    _bare_hex,
+    _byte_chunks,
+    _checked,
+    _field,
+    _lines,
+)
 from gateway.frames import _frames_py as twin
 from gateway.frames.decode import decode_gwmp, decode_phy
 from tests.test_frames_differential import _compiled
@@ -45,9 +54,10 @@ def _gwmp_answer(line: bytes | None) -> tuple[bytes, bool]:
 ANSWER = {"phy": _phy_answer, "gwmp": _gwmp_answer}
 
 
-def both(kind: str, lines: list[bytes | None]) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
+def both(kind: str, lines: list[bytes]) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
     c = _compiled()
-    return c.decode_lines(kind, lines, ANSWER[kind]), twin.decode_lines(kind, lines, ANSWER[kind])
+    block = b"".join(line + b"\n" for line in lines)
+    return c.decode_lines(kind, block, ANSWER[kind]), twin.decode_lines(kind, block, ANSWER[kind])
 
 
 def _rxpk(frame: bytes, **extra: Any) -> dict[str, Any]:
@@ -178,31 +188,32 @@ def test_compiled_writes_forwarder_traffic_itself() -> None:
     rng = random.Random(11)
     frames = make_frames(500, rng)
     dgs, _ = make_datagrams(frames, rng)
-    calls: list[bytes | None] = []
+    calls: list[bytes] = []
 
     def counting(kind: str) -> Any:
-        def answer(line: bytes | None) -> tuple[bytes, bool]:
+        def answer(line: bytes) -> tuple[bytes, bool]:
             calls.append(line)
             return ANSWER[kind](line)
 
         return answer
 
     for kind, items in (("phy", frames), ("gwmp", dgs)):
-        lines: list[bytes | None] = [i.hex().encode() for i in items]
-        out, failed = c.decode_lines(kind, lines, counting(kind))
+        lines = [i.hex().encode() for i in items]
+        out, failed = c.decode_lines(kind, b"\n".join(lines), counting(kind))  # no last \n
         assert calls == [] and failed == 0
         want = b"".join(ANSWER[kind](line)[0] + b"\n" for line in lines)
         assert out == want
 
 
 def test_bad_lines_count_as_failed_in_both() -> None:
-    lines: list[bytes | None] = [DATA_UP.hex().encode(), b"zz", None, b""]
+    lines = [DATA_UP.hex().encode(), b"zz", b"0" * (MAX_LINE + 1), b""]
     (c_out, c_bad), (t_out, t_bad) = both("phy", lines)
     assert c_out == t_out and c_bad == t_bad == 3
+    assert b"line_too_long" in c_out
     with pytest.raises(ValueError, match="kind"):
-        _compiled().decode_lines("sensor", lines, _phy_answer)
+        _compiled().decode_lines("sensor", b"", _phy_answer)
     with pytest.raises(ValueError, match="kind"):
-        twin.decode_lines("sensor", lines, _phy_answer)
+        twin.decode_lines("sensor", b"", _phy_answer)
 
 
 # ---------------------------------------------------------------------------- hypothesis
@@ -254,3 +265,52 @@ def test_gwmp_lines_match_the_general_path(lines: list[bytes]) -> None:
 def test_phy_lines_match_the_general_path(lines: list[bytes]) -> None:
     (c_out, c_bad), (t_out, t_bad) = both("phy", list(lines))
     assert c_out == t_out and c_bad == t_bad
+
+
+def _pieces(data: bytes, sizes: list[int]) -> Any:
+    """A read() that hands ``data`` out in pieces of the given sizes (then what is left)."""
+    view = [data]
+    it = iter(sizes)
+
+    def read(_n: int) -> bytes:
+        size = next(it, len(view[0]))
+        out, view[0] = view[0][:size], view[0][size:]
+        return out
+
+    return read
+
+
+def _text_lines(data: bytes) -> list[str | None]:
+    stream = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace")
+    return list(_lines(stream))
+
+
+def _byte_lines(data: bytes, sizes: list[int]) -> list[str | None]:
+    out: list[str | None] = []
+    for block in _byte_chunks(_pieces(data, sizes)):
+        if block is None:
+            out.append(None)
+            continue
+        for line in block.split(b"\n")[:-1]:
+            checked = _checked(line)
+            out.append(None if checked is None else checked.decode("utf-8", "replace"))
+    return out
+
+
+@QUICK
+@given(
+    st.lists(st.sampled_from([b"ab", b"\r", b"\n", b"\r\n", b"\xc3\xa9", b"\xff", b" "]), max_size=30),
+    st.lists(st.integers(1, 7), max_size=30),
+)
+def test_byte_reader_splits_lines_as_text_mode_does(parts: list[bytes], sizes: list[int]) -> None:
+    data = b"".join(parts)
+    assert _byte_lines(data, sizes) == _text_lines(data)
+
+
+def test_byte_reader_drops_a_huge_line_in_bounded_pieces() -> None:
+    huge = b"4" * (4 * MAX_LINE + 10)
+    data = b"40\n" + huge + b"\r\n41\r"
+    sizes = [MAX_LINE // 2] * 12
+    assert _byte_lines(data, sizes) == _text_lines(data) == ["40", None, "41"]
+    assert _byte_lines(b"40\n" + b"\xc3\xa9" * (MAX_LINE // 2 + 1) + b"\n", [MAX_LINE]) == [
+        "40", "\u00e9" * (MAX_LINE // 2 + 1)]  # more bytes than MAX_LINE, not more characters

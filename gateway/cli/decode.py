@@ -168,9 +168,10 @@ def _checked(line: bytes) -> bytes | None:
     return line
 
 
-def _byte_chunks(read: Callable[[int], bytes]) -> Iterator[list[bytes | None]]:
-    """The complete lines of each read, without their line ends (\\n, \\r\\n or \\r, as text
-    mode reads them); None for a line longer than MAX_LINE, in bounded memory."""
+def _byte_chunks(read: Callable[[int], bytes]) -> Iterator[bytes | None]:
+    """What each read completes: a block of whole lines, each ended by \\n (\\r\\n and \\r
+    become \\n, as text mode reads them), or None for a line longer than MAX_LINE whose
+    end is still far (its bytes are dropped as they come: memory stays bounded)."""
     pending = b""  # the start of a line whose end has not come yet
     skipping = False  # inside an overlong line already reported
     drop_lf = False  # the last read ended in \\r: a \\n starting the next one belongs to it
@@ -178,36 +179,36 @@ def _byte_chunks(read: Callable[[int], bytes]) -> Iterator[list[bytes | None]]:
         data = read(_READ)
         if not data:
             if pending and not skipping:
-                yield [_checked(pending)]
+                yield pending + b"\n"
             return
         if drop_lf and data[:1] == b"\n":
             data = data[1:]
         drop_lf = data[-1:] == b"\r"
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        split = (pending + data).split(b"\n")
-        pending = split.pop()
-        if skipping and split:
-            del split[0]  # the end of the overlong line
-            skipping = False
+        cut = data.rfind(b"\n") + 1
         if skipping:
-            pending = b""  # still inside the overlong line
-            continue
-        lines: list[bytes | None] = list(split)
-        if max(map(len, split), default=0) > MAX_LINE:
-            lines = [_checked(line) for line in split]
+            start = data.find(b"\n") + 1
+            if not start:
+                continue  # still inside the overlong line
+            skipping = False
+            data, cut, pending = data[start:], cut - start, b""
+        if cut:
+            head = data if cut == len(data) else data[:cut]
+            yield pending + head if pending else head
+            pending = data[cut:]
+        else:
+            pending += data
         if len(pending) > _SURELY_LONG:
-            lines.append(None)
+            yield None
             skipping = True
             pending = b""
-        if lines:
-            yield lines
 
 
-def _text_chunks(stdin: IO[str]) -> Iterator[list[bytes | None]]:
+def _text_chunks(stdin: IO[str]) -> Iterator[bytes | None]:
     """Each line of a text stream on its own (it is answered before the next is read)."""
     for line in _lines(stdin):
-        yield [None if line is None else line.encode("utf-8", "surrogatepass")]
+        yield None if line is None else line.encode("utf-8", "surrogatepass") + b"\n"
 
 
 def _answer(
@@ -219,6 +220,8 @@ def _answer(
     A line is a JSON object, or the bare form ``bare`` turns into one (hex for phy/gwmp,
     ``MODEL FPORT HEX`` for sensor), so a plain list of captured frames works as it is.
     """
+    if line is not None and len(line) > MAX_LINE:
+        line = _checked(line)
     try:
         if line is None:
             raise DecodeError("line_too_long", f"input line longer than {MAX_LINE} characters")
@@ -241,7 +244,7 @@ def _answer(
 
 
 def _batch(
-    chunks: Iterator[list[bytes | None]], write: Callable[[bytes], None],
+    chunks: Iterator[bytes | None], write: Callable[[bytes], None],
     handle: Callable[[dict[str, Any]], dict[str, Any]], bare: Callable[[str], dict[str, Any]],
     fast: str | None = None,
 ) -> int:
@@ -255,13 +258,17 @@ def _batch(
     def answer(line: bytes | None) -> tuple[bytes, bool]:
         return _answer(line, handle, bare)
 
-    for lines in chunks:
-        if fast is not None:
-            out, bad = decode_lines(fast, lines, answer)
+    bad: int
+    for block in chunks:
+        if block is None:
+            out, bad = answer(None)
+            out += b"\n"
+        elif fast is not None:
+            out, bad = decode_lines(fast, block, answer)
         else:
             parts = []
             bad = 0
-            for line in lines:
+            for line in block.split(b"\n")[:-1]:
                 text, line_bad = answer(line)
                 bad += line_bad
                 parts.append(text + b"\n")
@@ -309,7 +316,7 @@ def run_decode(
     ``binary`` (stdin's and stdout's byte streams) makes a batch read and write bytes: the
     fast path of a capture file. Without it a batch reads ``stdin`` line by line."""
     what = args.decode_command
-    chunks: Iterator[list[bytes | None]]
+    chunks: Iterator[bytes | None]
     if binary is not None:
         chunks = _byte_chunks(binary[0].read1)  # type: ignore[attr-defined]
         out_b = binary[1]

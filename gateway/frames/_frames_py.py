@@ -544,10 +544,10 @@ def decode_push_data(datagram: bytes) -> PushData:
 
 
 def decode_lines(
-    kind: str, lines: list[bytes | None], fallback: Callable[[bytes | None], tuple[bytes, bool]]
+    kind: str, block: bytes, fallback: Callable[[bytes], tuple[bytes, bool]]
 ) -> tuple[bytes, int]:
-    """Output of a ``schwebe decode phy|gwmp -`` batch for ``lines`` (bytes without their line
-    end; None for an overlong line): one JSON line each, "\\n"-terminated, in order.
+    """Output of a ``schwebe decode phy|gwmp -`` batch for the lines of ``block`` (each ended
+    by "\\n"; a last one without it counts too): one JSON line each, "\\n"-terminated, in order.
 
     The twin answers every line with ``fallback(line) -> (bytes, failed)``, the general path;
     the compiled module writes the lines it can answer with certainty itself, byte for byte
@@ -555,6 +555,9 @@ def decode_lines(
     """
     if kind not in ("phy", "gwmp"):
         raise ValueError(f"kind must be 'phy' or 'gwmp', not {kind!r}")
+    lines = block.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
     parts: list[bytes] = []
     failed = 0
     for line in lines:

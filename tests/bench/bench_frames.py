@@ -141,16 +141,18 @@ def _cli_run(kind: str, path: Path, twin: bool) -> tuple[float, float, bytes]:
     """Wall and CPU seconds of one `schwebe decode KIND -` run on the file, and its output."""
     env = dict(os.environ, SCHWEBE_NO_EXTENSIONS="1" if twin else "0")
     cmd = [sys.executable, "-m", "gateway.cli", "decode", kind, "-"]
+    out_path = path.with_suffix(".out")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with path.open("rb") as stdin:
+    with path.open("rb") as stdin, out_path.open("wb") as stdout:  # `... < capture > out`
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, stdin=stdin, capture_output=True, env=env, check=False)
+        proc = subprocess.run(cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env,
+                              check=False)
         wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode()[:500]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, proc.stdout
+    return wall, cpu, out_path.read_bytes()
 
 
 def cli_batches(n: int, runs: int) -> None:

@@ -6,8 +6,9 @@ so `schwebe decode` of frames without keys starts without importing `cryptograph
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
+
+from gateway.frames._frames_py import Frozen
 
 # CID -> (name, payload length). 1.0.x and 1.1 share one numbering; Class B commands from
 # 1.0.3/1.1, DeviceMode from 1.1 Class C. Lengths from LoRaWAN 1.1 §5 and 1.0.4 §5.
@@ -56,11 +57,18 @@ DOWNLINK_MAC: Final[dict[int, tuple[str, int]]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class MacCommand:
+class MacCommand(Frozen):
+    __slots__ = ("cid", "name", "payload")
+    __match_args__ = ("cid", "name", "payload")
+
     cid: int
     name: str
     payload: bytes
+
+    def __init__(self, cid: int, name: str, payload: bytes) -> None:
+        object.__setattr__(self, "cid", cid)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "payload", payload)
 
 
 def split_mac_commands(data: bytes, *, uplink: bool) -> tuple[list[MacCommand], bytes]:

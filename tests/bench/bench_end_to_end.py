@@ -410,6 +410,9 @@ def daemon_main(args: argparse.Namespace) -> None:
         sub.send("quit")
         subp.join(5)
         broker.stop()
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed-test
-SOURCES := pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
+SOURCES := pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi)
 
 .PHONY: demo test test-twin test-slow fuzz soak lint bench bench-peers install clean deb
 

@@ -2002,3 +2002,6 @@ def push_data_batch(datagrams):
         _putf64(r + O_FREQ, _num(f, "freq"))
         r[O_SF] = _sf(f)
     return out
+
+
+include "_decode_lines.pxi"

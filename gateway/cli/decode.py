@@ -6,13 +6,13 @@ Bad input becomes an error line or a one-line stderr message with exit 2, never 
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Any, Final, NoReturn
+from typing import IO, Any, BinaryIO, Final, NoReturn
 
 import orjson
 
+from gateway.frames import decode_lines
 from gateway.frames.decode import (
     DecodeError,
     decode_gwmp,
@@ -115,16 +115,15 @@ def _is_batch(args: argparse.Namespace) -> bool:
 
 
 def _run_stdio(args: argparse.Namespace) -> int:
-    """Run on the process's stdio; a batch reads stdin as UTF-8 with bad bytes replaced, so a
-    corrupt capture line becomes an error line instead of ending the batch."""
-    buffer = getattr(sys.stdin, "buffer", None) if _is_batch(args) else None
-    if buffer is None:
+    """Run on the process's stdio. A batch reads and writes bytes (decoded per line as UTF-8
+    with bad bytes replaced, so a corrupt capture line becomes an error line instead of ending
+    the batch)."""
+    stdin_b = getattr(sys.stdin, "buffer", None) if _is_batch(args) else None
+    stdout_b = getattr(sys.stdout, "buffer", None)
+    if stdin_b is None or stdout_b is None:
         return run_decode(args, sys.stdin, sys.stdout, sys.stderr)
-    stdin = io.TextIOWrapper(buffer, encoding="utf-8", errors="replace")
-    try:
-        return run_decode(args, stdin, sys.stdout, sys.stderr)
-    finally:
-        stdin.detach()  # leave sys.stdin's buffer open for whoever owns it
+    sys.stdout.flush()
+    return run_decode(args, sys.stdin, sys.stdout, sys.stderr, binary=(stdin_b, stdout_b))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,39 +152,129 @@ def _lines(stdin: IO[str]) -> Iterator[str | None]:
         yield line.rstrip("\r\n")
 
 
-def _batch(
-    stdin: IO[str], stdout: IO[str], handle: Callable[[dict[str, Any]], dict[str, Any]],
+#: Bytes asked of stdin per read; a read returns what is there, so a live capture is answered
+#: line by line, and a file in few large pieces.
+_READ: Final = 1 << 20
+#: Bytes that hold more than MAX_LINE characters whatever they are (UTF-8: at most 4 a char).
+_SURELY_LONG: Final = 4 * MAX_LINE
+
+
+def _checked(line: bytes) -> bytes | None:
+    """The line, or None when it holds more than MAX_LINE characters."""
+    if len(line) > MAX_LINE and (
+        len(line) > _SURELY_LONG or len(line.decode("utf-8", "replace")) > MAX_LINE
+    ):
+        return None
+    return line
+
+
+def _byte_chunks(read: Callable[[int], bytes]) -> Iterator[bytes | None]:
+    """What each read completes: a block of whole lines, each ended by \\n (\\r\\n and \\r
+    become \\n, as text mode reads them), or None for a line longer than MAX_LINE whose
+    end is still far (its bytes are dropped as they come: memory stays bounded)."""
+    pending = b""  # the start of a line whose end has not come yet
+    skipping = False  # inside an overlong line already reported
+    drop_lf = False  # the last read ended in \\r: a \\n starting the next one belongs to it
+    while True:
+        data = read(_READ)
+        if not data:
+            if pending and not skipping:
+                yield pending + b"\n"
+            return
+        if drop_lf and data[:1] == b"\n":
+            data = data[1:]
+        drop_lf = data[-1:] == b"\r"
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        cut = data.rfind(b"\n") + 1
+        if skipping:
+            start = data.find(b"\n") + 1
+            if not start:
+                continue  # still inside the overlong line
+            skipping = False
+            data, cut, pending = data[start:], cut - start, b""
+        if cut:
+            head = data if cut == len(data) else data[:cut]
+            yield pending + head if pending else head
+            pending = data[cut:]
+        else:
+            pending += data
+        if len(pending) > _SURELY_LONG:
+            yield None
+            skipping = True
+            pending = b""
+
+
+def _text_chunks(stdin: IO[str]) -> Iterator[bytes | None]:
+    """Each line of a text stream on its own (it is answered before the next is read)."""
+    for line in _lines(stdin):
+        yield None if line is None else line.encode("utf-8", "surrogatepass") + b"\n"
+
+
+def _answer(
+    line: bytes | None, handle: Callable[[dict[str, Any]], dict[str, Any]],
     bare: Callable[[str], dict[str, Any]],
-) -> int:
-    """One JSON line out per line in; exit status 1 when any line failed, else 0.
+) -> tuple[bytes, bool]:
+    """The general path for one batch line: its JSON answer and whether it failed.
 
     A line is a JSON object, or the bare form ``bare`` turns into one (hex for phy/gwmp,
     ``MODEL FPORT HEX`` for sensor), so a plain list of captured frames works as it is.
     """
+    if line is not None and len(line) > MAX_LINE:
+        line = _checked(line)
+    try:
+        if line is None:
+            raise DecodeError("line_too_long", f"input line longer than {MAX_LINE} characters")
+        text = line.decode("utf-8", "replace").strip()
+        if text[:1] in ("{", "[", "\""):  # JSON (only an object is a valid line)
+            try:
+                obj = orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                raise DecodeError("bad_json", f"line is not JSON: {exc.msg}") from None
+        elif not text:
+            raise DecodeError("bad_input", "empty line")
+        else:
+            obj = bare(text)
+        if not isinstance(obj, dict):
+            raise DecodeError("bad_json", "each line must be a JSON object")
+        result = handle(obj)
+    except (ValueError, TypeError, OverflowError) as exc:  # FrameError, DecodeError too
+        return orjson.dumps({"error": error_object(exc)}), True
+    return orjson.dumps(result), False
+
+
+def _batch(
+    chunks: Iterator[bytes | None], write: Callable[[bytes], None],
+    handle: Callable[[dict[str, Any]], dict[str, Any]], bare: Callable[[str], dict[str, Any]],
+    fast: str | None = None,
+) -> int:
+    """One JSON line out per line in, written as soon as its read is answered; exit status 1
+    when any line failed, else 0.
+
+    ``fast`` ("phy" or "gwmp") lets the frame codec write the lines it can (the compiled
+    module writes whole lines in C; the twin takes the general path for each)."""
     failed = 0
-    for line in _lines(stdin):
-        try:
-            if line is None:
-                raise DecodeError("line_too_long", f"input line longer than {MAX_LINE} characters")
-            text = line.strip()
-            if text[:1] in ("{", "[", "\""):  # JSON (only an object is a valid line)
-                try:
-                    obj = orjson.loads(text)
-                except orjson.JSONDecodeError as exc:
-                    raise DecodeError("bad_json", f"line is not JSON: {exc.msg}") from None
-            elif not text:
-                raise DecodeError("bad_input", "empty line")
-            else:
-                obj = bare(text)
-            if not isinstance(obj, dict):
-                raise DecodeError("bad_json", "each line must be a JSON object")
-            result = handle(obj)
-        except (ValueError, TypeError, OverflowError) as exc:  # FrameError, DecodeError too
-            result = {"error": error_object(exc)}
-            failed += 1
-        stdout.write(orjson.dumps(result).decode("utf-8"))
-        stdout.write("\n")
-        stdout.flush()  # a consumer reading a live capture sees each answer at once
+
+    def answer(line: bytes | None) -> tuple[bytes, bool]:
+        return _answer(line, handle, bare)
+
+    bad: int
+    for block in chunks:
+        if block is None:
+            out, bad = answer(None)
+            out += b"\n"
+        elif fast is not None:
+            out, bad = decode_lines(fast, block, answer)
+        else:
+            parts = []
+            bad = 0
+            for line in block.split(b"\n")[:-1]:
+                text, line_bad = answer(line)
+                bad += line_bad
+                parts.append(text + b"\n")
+            out = b"".join(parts)
+        failed += bad
+        write(out)
     return 1 if failed else 0
 
 
@@ -218,9 +307,30 @@ def _mapping(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
-def run_decode(args: argparse.Namespace, stdin: IO[str], stdout: IO[str], stderr: IO[str]) -> int:
-    """Run one parsed ``decode`` command; 0 on success, 2 on bad input in single mode."""
+def run_decode(
+    args: argparse.Namespace, stdin: IO[str], stdout: IO[str], stderr: IO[str],
+    binary: tuple[BinaryIO, BinaryIO] | None = None,
+) -> int:
+    """Run one parsed ``decode`` command; 0 on success, 2 on bad input in single mode.
+
+    ``binary`` (stdin's and stdout's byte streams) makes a batch read and write bytes: the
+    fast path of a capture file. Without it a batch reads ``stdin`` line by line."""
     what = args.decode_command
+    chunks: Iterator[bytes | None]
+    if binary is not None:
+        chunks = _byte_chunks(binary[0].read1)  # type: ignore[attr-defined]
+        out_b = binary[1]
+
+        def write(data: bytes) -> None:
+            out_b.write(data)
+            out_b.flush()  # a consumer reading a live capture sees each answer at once
+    else:
+        chunks = _text_chunks(stdin)
+
+        def write(data: bytes) -> None:
+            stdout.write(data.decode("utf-8"))
+            stdout.flush()
+
     prog = f"schwebe decode {what}"
     try:
         if what == "phy":
@@ -233,20 +343,22 @@ def run_decode(args: argparse.Namespace, stdin: IO[str], stdout: IO[str], stderr
             if args.hex == "-":
                 # Keys/params on the command line serve as defaults for every line.
                 return _batch(
-                    stdin,
-                    stdout,
+                    chunks,
+                    write,
                     lambda o: decode_phy(
                         _field(o, "phy"),
                         {**keys, **_mapping(o, "keys")},
                         {**params, **_mapping(o, "params")},
                     ),
                     _bare_hex("phy"),
+                    # keys on the command line apply to every line: only the general path
+                    fast=None if keys or params else "phy",
                 )
             result = decode_phy(args.hex, keys, params)
         elif what == "gwmp":
             if args.hex == "-":
-                return _batch(stdin, stdout, lambda o: decode_gwmp(_field(o, "gwmp")),
-                              _bare_hex("gwmp"))
+                return _batch(chunks, write, lambda o: decode_gwmp(_field(o, "gwmp")),
+                              _bare_hex("gwmp"), fast="gwmp")
             result = decode_gwmp(args.hex)
         elif what == "sensor":
             if args.list:
@@ -258,8 +370,8 @@ def run_decode(args: argparse.Namespace, stdin: IO[str], stdout: IO[str], stderr
                 return 0
             if args.args == ["-"]:
                 return _batch(
-                    stdin,
-                    stdout,
+                    chunks,
+                    write,
                     lambda o: decode_sensor(
                         _field(o, "model"), _field(o, "fPort"), _field(o, "bytes")
                     ),

@@ -6,12 +6,8 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad input (bad config, bad arguments).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import getpass
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,6 +82,7 @@ def _make_data_dir(data_dir: Path) -> None:
 
 def _serve_locked(cfg: object, notifier: Any, banner: Callable[[Any], str] | None,
                   config_path: Path | None) -> int:
+    import asyncio
     import signal
 
     from gateway.app import ComponentStartError, describe_error
@@ -215,6 +212,9 @@ def _free_udp_port() -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import contextlib
+    import tempfile
+
     from gateway import frames
     from gateway.config import ConfigError, demo_config_text, load_config_text
     from gateway.parking.registry import is_counter
@@ -320,6 +320,8 @@ def _web_cert(args: argparse.Namespace) -> int:
 
 
 def _hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
     from gateway.web.auth import hash_password
 
     if sys.stdin.isatty():
@@ -336,6 +338,24 @@ def _hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def _top_parser() -> tuple[argparse.ArgumentParser, Any]:
+    parser = argparse.ArgumentParser(prog="schwebe", description="Edge gateway for city LoRaWAN and parking sensors.")
+    parser.add_argument("--version", action="version", version=f"schwebe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    return parser, sub
+
+
+def _decode_parser() -> argparse.ArgumentParser:
+    """The parser for ``schwebe decode ...`` alone: the same usage, help and errors as the
+    whole one gives for it, without importing the daemon's, buffer's and fleet's modules
+    (a capture-decoding run starts in about a third of the time)."""
+    from gateway.cli.decode import add_decode_parser
+
+    parser, sub = _top_parser()
+    add_decode_parser(sub)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.buffer import add_buffer_parser
     from gateway.cli.decode import add_decode_parser
@@ -343,9 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.remote import add_remote_parsers
     from gateway.cli.simulate import add_simulate_parser
 
-    parser = argparse.ArgumentParser(prog="schwebe", description="Edge gateway for city LoRaWAN and parking sensors.")
-    parser.add_argument("--version", action="version", version=f"schwebe {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser, sub = _top_parser()
 
     p = sub.add_parser(
         "run", help="run the gateway daemon",
@@ -398,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _decode_parser() if argv[:1] == ["decode"] else build_parser()
     args = parser.parse_args(argv)
     try:
         rc: int = args.func(args)

@@ -101,6 +101,11 @@ class Forwarder(abc.ABC):
     #: an open file). HTTP-style forwarders connect without a word from the backend: they
     #: count as connected only once a request was answered.
     connect_confirms: bool = True
+    #: Seconds between the starts of two sends while the loop keeps up with live traffic:
+    #: what arrives meanwhile goes out together. One send per frame costs a wakeup and a
+    #: syscall each side (at 2 000 frames/s most of a daemon's CPU); 0 sends at once. A
+    #: backlog (a full batch) never waits.
+    coalesce: float = 0.0
 
     def __init__(
         self,
@@ -202,8 +207,17 @@ class DeliveryLoop:
         if name not in self.buffer.cursors():
             self.buffer.register(name)
         batch: Batch | None = None
+        loop = asyncio.get_running_loop()
+        live_sent_at: float | None = None  # loop.time() of the last send of a part-full batch
         try:
             while True:
+                coalesce = self.forwarder.coalesce
+                if coalesce > 0 and live_sent_at is not None:
+                    # the event loop's monotonic clock: pacing only, no decision hangs on it
+                    wait = live_sent_at + coalesce - loop.time()
+                    live_sent_at = None
+                    if wait > 0:
+                        await asyncio.sleep(min(wait, coalesce))
                 if not self.connected:
                     try:
                         await self.forwarder.connect()
@@ -241,6 +255,8 @@ class DeliveryLoop:
                     self.filtered += len(skipped)
                     batch = None
                     continue
+                if len(batch.records) < self.max_batch:
+                    live_sent_at = loop.time()
                 try:
                     result = await self._send(wanted)
                 except Exception as exc:

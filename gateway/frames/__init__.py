@@ -59,6 +59,7 @@ decode_push_data = _impl.decode_push_data
 b64decode_tolerant = _impl.b64decode_tolerant
 encode_push_ack = _impl.encode_push_ack
 encode_pull_ack = _impl.encode_pull_ack
+decode_lines = _impl.decode_lines
 
 # The batch tools (numpy arrays of many frames) on first use only: numpy is ~11 MiB of RSS
 # that the daemon, which never calls them, would otherwise carry.
@@ -95,6 +96,7 @@ __all__ = [
     "Rxpk",
     "b64decode_tolerant",
     "b64encode",
+    "decode_lines",
     "decode_push_data",
     "devaddr_prefix_mask",
     "encode_pull_ack",

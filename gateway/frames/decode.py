@@ -10,8 +10,7 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.frames import FrameError, decode_push_data, parse_gwmp, parse_phy
-from gateway.frames import lorawan as L
+from gateway.frames import FrameError, decode_push_data, mac, parse_gwmp, parse_phy
 
 KEY_NAMES: Final = frozenset(
     {
@@ -176,13 +175,13 @@ def parse_params(params: Mapping[str, Any] | None, keys: Mapping[str, bytes]) ->
 
 
 def _mac_commands(out: dict[str, Any], plain: bytes, uplink: bool) -> None:
-    cmds, rest = L.split_mac_commands(plain, uplink=uplink)
+    cmds, rest = mac.split_mac_commands(plain, uplink=uplink)
     listed = out.setdefault("MACCommands", [])
     listed.extend({"CID": c.cid, "Name": c.name, "Payload": c.payload.hex()} for c in cmds)
     if rest:
         # A command's length is known only from its CID: an unknown CID (or a command cut
         # short) ends the split, and everything after it is that command's Payload.
-        table = L.UPLINK_MAC if uplink else L.DOWNLINK_MAC
+        table = mac.UPLINK_MAC if uplink else mac.DOWNLINK_MAC
         entry = table.get(rest[0])
         name = entry[0] if entry is not None else "Unknown"
         listed.append({"CID": rest[0], "Name": name, "Payload": rest[1:].hex()})
@@ -196,6 +195,8 @@ def _mic_result(out: dict[str, Any], computed: bytes, mic: bytes) -> None:
 def _decode_data(
     p: Any, out: dict[str, Any], keys: Mapping[str, bytes], prm: Mapping[str, Any]
 ) -> None:
+    if keys:  # crypto only with keys: frames without them never import `cryptography`
+        from gateway.frames import lorawan as L
     uplink = p.mtype in (2, 4)
     fctrl = p.fctrl
     out["DevAddr"] = f"{p.dev_addr:08x}"
@@ -281,6 +282,8 @@ def _decode_data(
 def _decode_join_request(
     p: Any, out: dict[str, Any], keys: Mapping[str, bytes], prm: Mapping[str, Any]
 ) -> None:
+    if keys:  # crypto only with keys: frames without them never import `cryptography`
+        from gateway.frames import lorawan as L
     out["JoinEUI"] = f"{p.join_eui:016x}"
     out["DevEUI"] = f"{p.dev_eui:016x}"
     out["DevNonce"] = p.dev_nonce
@@ -292,6 +295,8 @@ def _decode_join_request(
 
 
 def _decode_rejoin(p: Any, out: dict[str, Any], keys: Mapping[str, bytes]) -> None:
+    if keys:  # crypto only with keys: frames without them never import `cryptography`
+        from gateway.frames import lorawan as L
     out["RejoinType"] = p.rejoin_type
     if p.rejoin_type == 1:
         out["JoinEUI"] = f"{p.join_eui:016x}"
@@ -311,6 +316,8 @@ def _decode_rejoin(p: Any, out: dict[str, Any], keys: Mapping[str, bytes]) -> No
 def _decode_join_accept(
     p: Any, out: dict[str, Any], keys: Mapping[str, bytes], prm: Mapping[str, Any]
 ) -> None:
+    if keys:  # crypto only with keys: frames without them never import `cryptography`
+        from gateway.frames import lorawan as L
     v11 = prm["LoRaWAN"] == "1.1"
     rejoin = prm["JoinReqType"] != 0xFF
     if v11:

@@ -4,6 +4,11 @@
 Four processes so each one's CPU is its own: this script (sender, orchestration), the gateway
 (the real ``Gateway(cfg)`` daemon), a subscriber + UDP network-server stand-in, and mosquitto.
 Run: .venv/bin/python tests/bench/bench_end_to_end.py [--rates 2000,5000,10000,15000] [--seconds 5]
+
+`--daemon` instead runs the real `schwebe run` (its own process, as systemd would start it) and
+takes its CPU from /proc/<pid>/stat (utime + stime) over each step's window after a warm-up,
+for the compiled build and the twin (SCHWEBE_NO_EXTENSIONS=1) alternated, `--repeat` times:
+medians per frame. `--daemon-profile FILE` cProfiles one compiled daemon run instead.
 """
 
 from __future__ import annotations
@@ -280,6 +285,136 @@ def wait_drained(sub: Connection, want: int, idle_s: float = 3.0, limit_s: float
         time.sleep(0.02)
 
 
+def _proc_cpu_s(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process (all its threads) from /proc/<pid>/stat, in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is fields[0]
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def _http_json(port: int, path: str) -> Any:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return orjson.loads(r.read())
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def daemon_step(work: Path, broker: Mosquitto, sub: Connection, gen: Frames, rate: int, seconds: float,
+                per_datagram: int, twin: bool, profile: str | None = None) -> tuple[float, float, int]:
+    """One `schwebe run` at ``rate`` frames/s: (user and system CPU µs per frame over the
+    window, frames lost at the subscriber)."""
+    import shutil
+    import signal
+    import subprocess
+
+    data_dir = work / f"daemon-{time.monotonic_ns()}"
+    udp, web = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+    cfg_text = config(data_dir, broker, None).replace('bind = "127.0.0.1:0"', f'bind = "127.0.0.1:{udp}"', 1)
+    cfg_text = cfg_text.replace('bind = "127.0.0.1:0"', f'bind = "127.0.0.1:{web}"', 1)
+    cfg = work / f"{data_dir.name}.toml"
+    cfg.write_text(cfg_text)
+    env = {**os.environ, "SCHWEBE_NO_EXTENSIONS": "1" if twin else "0"}
+    cmd = [sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg)]
+    if profile:
+        cmd = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "gateway.cli", "run", "--config", str(cfg)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    pf = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    addr = ("127.0.0.1", udp)
+    k = per_datagram
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if _http_json(web, "/api/status")["forwarders"]["mqtt"]["connected"]:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("daemon did not come up in 30 s")
+            time.sleep(0.2)
+
+        def datagrams(count: int) -> list[tuple[bytes, list[str]]]:
+            rx = gen.take(count)
+            return [(frames.encode_push_data(i & 0xFFFF, PF_EUI, rx[i:i + k]), []) for i in range(0, count, k)]
+
+        warm = datagrams(int(rate * min(2.0, seconds / 2)))
+        window = datagrams(int(rate * seconds))
+        before_sub = ask(sub, "count")[0]
+        send_paced(pf, addr, warm, rate / k)  # the first commits, pages and connections exist
+        user0, sys0 = _proc_cpu_s(proc.pid)
+        send_paced(pf, addr, window, rate / k)
+        want = before_sub + int(rate * min(2.0, seconds / 2)) + int(rate * seconds)
+        got, _ = wait_drained(sub, want, idle_s=2.0, limit_s=30.0)
+        user1, sys1 = _proc_cpu_s(proc.pid)
+        sent = int(rate * seconds)
+        return (user1 - user0) / sent * 1e6, (sys1 - sys0) / sent * 1e6, want - got
+    finally:
+        pf.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def daemon_main(args: argparse.Namespace) -> None:
+    import statistics
+
+    rates = [int(r) for r in args.rates.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
+    broker = Mosquitto(work / "mosquitto")
+    broker.start()
+    lns_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    lns_sock.bind(("127.0.0.1", 0))
+    ctx = mp.get_context("spawn")
+    sub, sub_child = ctx.Pipe()
+    subp = ctx.Process(target=_sub_main, args=(sub_child, broker.host, broker.port, lns_sock), daemon=True)
+    subp.start()
+    time.sleep(0.5)
+    gen = Frames()
+    try:
+        if args.daemon_profile:
+            user, system, lost = daemon_step(work, broker, sub, gen, rates[0], args.seconds,
+                                             args.per_datagram, False, args.daemon_profile)
+            import pstats
+
+            print(f"schwebe run at {rates[0]} frames/s under cProfile: {user + system:.1f} µs/frame "
+                  f"(user {user:.1f}, system {system:.1f}), lost {lost}")
+            pstats.Stats(args.daemon_profile).sort_stats("tottime").print_stats(30)
+            return
+        print(f"schwebe run, {args.per_datagram} rxpk per PUSH_DATA, one MQTT forwarder, {args.seconds:g} s "
+              f"windows, median of {args.repeat} (gateway CPU from /proc/<pid>/stat, utime + stime)")
+        print(f"{'frames/s':>9} {'cython µs/frame':>16} {'(user+sys)':>12} {'twin µs/frame':>14} "
+              f"{'twin/cython':>12} {'lost':>6}")
+        for rate in rates:
+            res: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+            lost = 0
+            for _ in range(args.repeat):
+                for twin in (False, True):
+                    user, system, n_lost = daemon_step(work, broker, sub, gen, rate, args.seconds,
+                                                       args.per_datagram, twin)
+                    res[twin].append((user, system))
+                    lost += n_lost
+            c = statistics.median(u + s for u, s in res[False])
+            t = statistics.median(u + s for u, s in res[True])
+            cu = statistics.median(u for u, _ in res[False])
+            cs = statistics.median(s for _, s in res[False])
+            print(f"{rate:>9} {c:>16.1f} {f'{cu:.0f}+{cs:.0f}':>12} {t:>14.1f} {t / c:>11.2f}x {lost:>6}   "
+                  f"(cython runs: {', '.join(f'{u + s:.0f}' for u, s in res[False])})", flush=True)
+    finally:
+        sub.send("quit")
+        subp.join(5)
+        broker.stop()
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="2000,5000,10000,15000,20000", help="offered frames/s steps")
@@ -288,7 +423,14 @@ def main() -> None:
     ap.add_argument("--per-datagram", type=int, default=8, help="rxpk per PUSH_DATA in the throughput steps")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the gateway during the throughput steps "
                     "into FILE (pstats) and print the top functions")
+    ap.add_argument("--daemon", action="store_true", help="CPU per frame of the real `schwebe run` "
+                    "(compiled and twin) at --rates, --per-datagram rxpk per PUSH_DATA")
+    ap.add_argument("--repeat", type=int, default=3, help="--daemon: runs per build and rate (medians)")
+    ap.add_argument("--daemon-profile", metavar="FILE", help="--daemon: one compiled run under cProfile")
     args = ap.parse_args()
+    if args.daemon or args.daemon_profile:
+        daemon_main(args)
+        return
     rates = [int(r) for r in args.rates.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))

@@ -2,6 +2,9 @@
 
 Run: .venv/bin/python tests/bench/bench_frames.py [--frames N] [--peer-python PATH]
 Prints ns per frame (or per rxpk) and ratios. Never a pass/fail: machines differ.
+`--cli-frames N --cli-runs R` (defaults 50 000 and 5; 0 skips) also times `schwebe decode phy -`
+and `decode gwmp -` on N frames as a user runs them (a new process, JSON Lines in and out,
+startup included), compiled and twin alternated, medians of R runs, outputs compared.
 The peer (PyPI `liblora`, module `loramsg`) runs in its own interpreter when it is not
 importable here, e.g. one made with: python3 -m venv /tmp/peervenv && /tmp/peervenv/bin/pip
 install liblora
@@ -15,6 +18,8 @@ import importlib
 import json
 import os
 import random
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -132,11 +137,63 @@ def run_peer(frames: list[bytes], peer_python: str | None, repeat: int) -> float
     return float(out.stdout.strip())
 
 
+def _cli_run(kind: str, path: Path, twin: bool) -> tuple[float, float, bytes]:
+    """Wall and CPU seconds of one `schwebe decode KIND -` run on the file, and its output."""
+    env = dict(os.environ, SCHWEBE_NO_EXTENSIONS="1" if twin else "0")
+    cmd = [sys.executable, "-m", "gateway.cli", "decode", kind, "-"]
+    out_path = path.with_suffix(".out")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with path.open("rb") as stdin, out_path.open("wb") as stdout:  # `... < capture > out`
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env,
+                              check=False)
+        wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode()[:500]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, out_path.read_bytes()
+
+
+def cli_batches(n: int, runs: int) -> None:
+    """The decode tool end to end, compiled vs twin, runs alternated (a shared machine's load
+    hits both alike); medians, and the outputs compared byte for byte."""
+    rng = random.Random(5)
+    frames = make_frames(n, rng)
+    dgs, n_rxpk = make_datagrams(frames, rng)
+    print(f"\nschwebe decode ... - (new process, startup included), median of {runs} runs:")
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, items, what in (
+            ("phy", frames, f"{n} PHYPayloads"),
+            ("gwmp", dgs, f"{len(dgs)} PUSH_DATA, {n_rxpk} rxpk"),
+        ):
+            path = Path(tmp) / f"{kind}.jsonl"
+            path.write_text("".join(item.hex() + "\n" for item in items))
+            res: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+            outputs: dict[bool, bytes] = {}
+            for _ in range(runs):
+                for twin in (False, True):
+                    wall, cpu, out = _cli_run(kind, path, twin)
+                    res[twin].append((wall, cpu))
+                    outputs[twin] = out
+            same = "identical" if outputs[False] == outputs[True] else "DIFFERENT"
+            wc, cc = (statistics.median(x[i] for x in res[False]) for i in (0, 1))
+            wt, ct = (statistics.median(x[i] for x in res[True]) for i in (0, 1))
+            print(f"  decode {kind} - on {what}: output {same} ({len(outputs[False])} bytes)")
+            print(f"    cython  wall {wc * 1000:7.0f} ms  cpu {cc * 1000:7.0f} ms")
+            print(
+                f"    twin    wall {wt * 1000:7.0f} ms  cpu {ct * 1000:7.0f} ms"
+                f"   {wt / wc:5.1f}x / {ct / cc:5.1f}x the compiled wall / cpu"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--peer-python", default="/tmp/peervenv/bin/python")
+    ap.add_argument("--cli-frames", type=int, default=50000)
+    ap.add_argument("--cli-runs", type=int, default=5)
     args = ap.parse_args()
     rng = random.Random(3)
     frames = make_frames(args.frames, rng)
@@ -214,6 +271,8 @@ def main() -> None:
         print(f"\ncompiled PUSH_DATA bodies that took the general parser: {c._push_data_fallbacks()}")
     if peer is None:
         print("\n(peer liblora not found: see the module docstring)")
+    if args.cli_frames > 0 and c is not None:
+        cli_batches(args.cli_frames, args.cli_runs)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,20 @@ def _set_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release(args: argparse.Namespace) -> int:
+    from gateway.fleet.release import add_release
+    from gateway.fleet.repo import normalise_eui
+
+    repo = _open_repo(args.dir)
+    eui = normalise_eui(args.gateway) if args.gateway else None
+    info, target = add_release(repo, Path(args.package), eui)
+    print(info.version)
+    who = f"gateway {eui}" if eui else f"every {info.arch} gateway without a release of its own"
+    print(f"schwebe fleet: {info.file_name} stored as {target} (for {who}); sign it with: "
+          f"schwebe fleet publish {args.dir}", file=sys.stderr)
+    return 0
+
+
 async def _with_link(args: argparse.Namespace, work: Callable[[Any], Awaitable[int]]) -> int:
     from gateway.fleet.mqtt import FleetLink, parse_broker
 
@@ -114,6 +128,8 @@ def _publish(args: argparse.Namespace) -> int:
     print(f"published: targets version {pub.targets}, snapshot {pub.snapshot}, timestamp {pub.timestamp}")
     for name, v in sorted(pub.config_targets.items()):
         print(f"  {name}: config version {v}")
+    for name, rv in sorted(pub.releases.items()):
+        print(f"  {name}: release {rv}")
     if not args.mqtt:
         return 0
 
@@ -258,7 +274,7 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 
 
 def add_fleet_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `fleet init|set-config|publish|status|rollout|seal|bundle`."""
+    """Register `fleet init|set-config|release|publish|status|rollout|seal|bundle`."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "fleet", help="operator tools: a signed config repository for many gateways",
         description="Keep gateway configs in a TUF repository (a plain directory any static "
@@ -291,6 +307,18 @@ def add_fleet_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--allow-plain-secrets", action="store_true",
                    help="publish secrets in clear (else they must be sealed: fleet seal)")
     s.set_defaults(func=_guarded(_set_config))
+
+    s = sub.add_parser("release", help="store a Debian package of schwebe as a release target",
+                       description="Check PACKAGE (a .deb of schwebe made by `make deb`) and store it "
+                                   "as the release for one gateway or for every gateway of its "
+                                   "architecture; gateways install it after the next publish.")
+    s.add_argument("dir", metavar="DIR")
+    who = s.add_mutually_exclusive_group()
+    who.add_argument("--gateway", metavar="EUI", help="for this gateway only")
+    who.add_argument("--all", action="store_true",
+                     help="for every gateway without its own (the default)")
+    s.add_argument("package", metavar="PACKAGE.deb")
+    s.set_defaults(func=_guarded(_release))
 
     s = sub.add_parser("publish", parents=[broker], help="sign; with --mqtt also mirror and notify")
     s.add_argument("dir", metavar="DIR")

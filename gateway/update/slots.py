@@ -101,6 +101,8 @@ class Slots:
             if running is not None and confirmed != running:
                 self.flip("confirmed", running)
             self.save(st, "adopted")
+        if st.trying is not None and (self.files.staged() or {}).get("version") == st.trying:
+            self.files.drop_staged()  # stopped between switching and dropping the request
         if st.trying is not None and self._judge(st):
             return st
         self._repair(st)
@@ -120,6 +122,7 @@ class Slots:
                              if self.complete(v)), None)
             if fallback is not None:
                 self.flip("current", fallback)
+        self.prune(st)  # a slot left by a run stopped while rolling back
 
     def _judge(self, st: UpdateState) -> bool:
         """A release on trial: confirmed, asked back, or one more start. True: it runs now."""

@@ -71,7 +71,7 @@ def test_a_release_on_trial_confirms_then_the_next_is_staged_over_https(tmp_path
     gw.slots().apply()  # the next start: RUNNING confirmed, 99.0 on trial
     assert gw.link("confirmed") == RUNNING and gw.current() == "99.0"
     rc, out, _ = cli("update", "status", "--config", str(gw.config))
-    assert json.loads(out)["trying"] == "99.0"
+    assert rc == 0 and json.loads(out)["trying"] == "99.0"
 
 
 def test_a_release_whose_forwarder_cannot_deliver_asks_to_be_rolled_back(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ Every file is replaced whole (temp file, fsync, rename).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +31,12 @@ REJECTED_KEEP = 20
 
 
 def running_version() -> str:
-    """The version of the release this process runs (the package sets it at build time)."""
+    """The version of the release this process runs: the name of its slot
+    (``<install_dir>/releases/<version>``, the venv it runs from), as the root step names it;
+    outside a slot (a development checkout) the installed distribution's version."""
+    prefix = Path(sys.prefix)
+    if prefix.parent.name == "releases":
+        return prefix.name
     try:
         return metadata.version("schwebe")
     except metadata.PackageNotFoundError:

@@ -46,29 +46,33 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="session")
-def deb_next(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same build as a later version in its own release slot (an upgrade without a
+def _repack(deb: Path, version: str, work: Path) -> Path:
+    """The same build as another version in its own release slot (an upgrade without a
     second two-minute build): slot directory, shebangs, venv config, postinst, control."""
     old = _version(deb)
-    work = tmp_path_factory.mktemp("deb-next")
     tree = work / "tree"
     subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
-    (tree / "opt/schwebe/releases" / old).rename(tree / "opt/schwebe/releases" / UPGRADE)
-    slot = tree / "opt/schwebe/releases" / UPGRADE
+    (tree / "opt/schwebe/releases" / old).rename(tree / "opt/schwebe/releases" / version)
+    slot = tree / "opt/schwebe/releases" / version
     for f in [*(slot / "bin").iterdir(), slot / "pyvenv.cfg", tree / "DEBIAN/postinst"]:
         if f.is_symlink() or not f.is_file():
             continue
         data = f.read_bytes()
         if b"\0" not in data:
-            f.write_bytes(data.replace(f"releases/{old}".encode(), f"releases/{UPGRADE}".encode())
-                          .replace(f"VERSION={old}\n".encode(), f"VERSION={UPGRADE}\n".encode()))
+            f.write_bytes(data.replace(f"releases/{old}".encode(), f"releases/{version}".encode())
+                          .replace(f"VERSION={old}\n".encode(), f"VERSION={version}\n".encode()))
     control = tree / "DEBIAN/control"
-    control.write_text(control.read_text().replace(f"Version: {old}", f"Version: {UPGRADE}"))
-    out = work / f"schwebe_{UPGRADE}.deb"
+    control.write_text(control.read_text().replace(f"Version: {old}", f"Version: {version}"))
+    out = work / f"schwebe_{version}_amd64.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "-b", str(tree), str(out)],
                    check=True, capture_output=True)
+    shutil.rmtree(tree)
     return out
+
+
+@pytest.fixture(scope="session")
+def deb_next(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _repack(deb, UPGRADE, tmp_path_factory.mktemp("deb-next"))
 
 
 @pytest.fixture
@@ -232,6 +236,106 @@ def test_remove_keeps_data_and_purge_deletes_it(root: Root, deb: Path) -> None:
     assert not root.p("/var/lib/schwebe").exists()
     # the user stays (Debian's practice: files it owned may live on elsewhere)
     assert root.ids("passwd", "schwebe") > 0
+
+
+def _until_exit(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"the packaged daemon did not stop for the switch in {timeout}s:\n{out[-3000:]}") from None
+    return proc.returncode, out
+
+
+@pytest.mark.slow
+def test_self_update_confirms_a_good_release_and_rolls_back_a_broken_one(root: Root, deb: Path,
+                                                                         tmp_path: Path) -> None:
+    """The packaged daemon finds a release in an HTTPS repository made with `schwebe fleet`,
+    stages it and exits 75; the packaged root step (run from the `confirmed` link, as the unit
+    does) switches; the new release confirms through its window; a broken one is rolled back
+    after three starts. Each start is what systemd does: `update apply`, then the daemon."""
+    from tests.test_remote_config import HttpsRepo
+    from tests.test_update import CRASHES, cli, make_deb
+
+    _install(root, deb)
+    root.mount_api()
+    v1 = _version(deb)
+    v2, v3 = f"{v1}+update2", f"{v1}+update3"
+    work = tmp_path / "debs"
+    work.mkdir()
+    good = _repack(deb, v2, work)
+    broken = make_deb(work, v3, CRASHES)  # a schwebe package whose daemon exits 1 at once
+    fleet = tmp_path / "fleet"
+    assert cli("fleet", "init", str(fleet))[0] == 0
+    shutil.copy(fleet / "metadata/1.root.json", root.p("/etc/schwebe/root.json"))
+    https = HttpsRepo(tmp_path, fleet)
+    shutil.copy(https.cert, root.p("/etc/schwebe/fleet-ca.pem"))
+    web = _free_port()
+    root.p("/etc/schwebe/schwebe.toml").write_text(f"""
+[gateway]
+eui = "b827ebfffe000001"
+data_dir = "/var/lib/schwebe"
+[[sources.gwmp]]
+bind = "127.0.0.1:{_free_port_udp()}"
+[web]
+bind = "127.0.0.1:{web}"
+open_read_only = true
+[remote_config]
+root = "/etc/schwebe/root.json"
+repository = "{https.url}"
+ca = "/etc/schwebe/fleet-ca.pem"
+poll_interval = "10s"
+confirm_window = "2s"
+""")
+    conf = "/etc/schwebe/schwebe.toml"
+
+    def release(deb_file: Path) -> None:
+        assert cli("fleet", "release", str(fleet), str(deb_file))[0] == 0
+        assert cli("fleet", "publish", str(fleet))[0] == 0
+
+    def apply() -> None:  # ExecStartPre=-+/opt/schwebe/confirmed/bin/schwebe update apply ...
+        root.run("/opt/schwebe/confirmed/bin/schwebe", "update", "apply", "--config", conf)
+
+    def daemon() -> subprocess.Popen[str]:
+        return root.popen("/usr/bin/schwebe", "run", "--config", conf, user="schwebe")
+
+    def status() -> dict[str, object]:
+        out = root.run("/usr/bin/schwebe", "update", "status", "--config", conf, check=False).stdout
+        result: dict[str, object] = json.loads(out)
+        return result
+
+    try:
+        release(good)
+        apply()  # the first start: adopts the installed release
+        code, out = _until_exit(daemon(), 40)
+        assert code == 75 and "stopping for a release switch" in out, out[-3000:]
+        release(broken)  # published meanwhile: the good release finds it once it confirmed
+        apply()
+        assert os.readlink(root.p("/opt/schwebe/current")) == f"releases/{v2}"
+        assert os.readlink(root.p("/opt/schwebe/confirmed")) == f"releases/{v1}"
+        assert status()["trying"] == v2
+        code, out = _until_exit(daemon(), 40)  # confirms in its window, then stages v3
+        assert code == 75, out[-3000:]
+        verdict = json.loads(root.p("/var/lib/schwebe/update/verdict.json").read_text())
+        assert (verdict["version"], verdict["outcome"]) == (v2, "confirmed")
+        for start in range(3):
+            apply()
+            assert os.readlink(root.p("/opt/schwebe/current")) == f"releases/{v3}", start
+            assert _until_exit(daemon(), 20)[0] == 1
+        apply()  # the fourth start: v3 rolled back, v2 runs
+        assert os.readlink(root.p("/opt/schwebe/current")) == f"releases/{v2}"
+        assert os.readlink(root.p("/opt/schwebe/confirmed")) == f"releases/{v2}"
+        assert sorted(p.name for p in root.p("/opt/schwebe/releases").iterdir()) == sorted([v1, v2])
+        st = status()
+        assert (st["running"], st["outcome"], st["version"]) == (v2, "rolled-back", v3), st
+        assert "did not confirm within 3 starts" in str(st["reason"])
+        # apt remove takes the self-updated slots, the links and the update state with it
+        proc = root.dpkg("-r", "schwebe")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert not root.p("/opt/schwebe").exists()
+    finally:
+        https.close()
 
 
 def _wait_for(check: Callable[[], bool], what: str, timeout: float) -> None:

@@ -55,7 +55,7 @@ class UpdateState:
 
     running: str | None = None
     trying: str | None = None
-    previous: str | None = None  # what ran before the trial (kept one back)
+    previous: str | None = None  # what ran before ``running`` (the slot kept one back)
     starts: int = 0  # starts of the release on trial so far
     outcome: str | None = None  # of the last attempt: confirmed, rolled-back, refused
     version: str | None = None  # the version the outcome is about

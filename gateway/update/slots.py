@@ -181,7 +181,7 @@ class Slots:
 
     def prune(self, st: UpdateState) -> None:
         """Keep what runs and one back; older slots go."""
-        keep = {st.running, st.previous, self.link("current"), self.link("confirmed")}
+        keep = {st.running, st.previous, st.trying, self.link("current"), self.link("confirmed")}
         if self.releases.is_dir():
             for slot in self.releases.iterdir():
                 if slot.name not in keep and not slot.is_symlink():
@@ -239,7 +239,7 @@ class Slots:
         _fsync_dir(self.releases)
         shutil.rmtree(work, ignore_errors=True)
         self._step("slot-ready")
-        st.previous, st.trying, st.starts = st.running, version, 1
+        st.trying, st.starts = version, 1
         st.said(None, version, None)
         self.save(st, "trying")
         self.flip("current", version)

@@ -238,28 +238,20 @@ def test_remove_keeps_data_and_purge_deletes_it(root: Root, deb: Path) -> None:
     assert root.ids("passwd", "schwebe") > 0
 
 
-def _until_exit(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        raise AssertionError(f"the packaged daemon did not stop for the switch in {timeout}s:\n{out[-3000:]}") from None
-    return proc.returncode, out
-
-
 @pytest.mark.slow
-def test_self_update_confirms_a_good_release_and_rolls_back_a_broken_one(root: Root, deb: Path,
-                                                                         tmp_path: Path) -> None:
-    """The packaged daemon finds a release in an HTTPS repository made with `schwebe fleet`,
-    stages it and exits 75; the packaged root step (run from the `confirmed` link, as the unit
-    does) switches; the new release confirms through its window; a broken one is rolled back
-    after three starts. Each start is what systemd does: `update apply`, then the daemon."""
+def test_self_update_under_systemd_confirms_a_good_release_and_rolls_back_a_broken_one(
+        root: Root, deb: Path, tmp_path: Path) -> None:
+    """The packaged unit under systemd as PID 1: the daemon finds a release (the same build
+    repacked as another version) in an HTTPS repository made with `schwebe fleet`, stages it
+    and exits 75; systemd restarts it through `ExecStartPre=-+... update apply`, which switches
+    as root; the release confirms in its window and stages the next one, whose daemon exits 1;
+    that one is rolled back at its fourth start. Then `apt remove` takes every slot."""
+    need("systemd-nspawn")
+    need("nsenter")
     from tests.test_remote_config import HttpsRepo
     from tests.test_update import CRASHES, cli, make_deb
 
     _install(root, deb)
-    root.mount_api()
     v1 = _version(deb)
     v2, v3 = f"{v1}+update2", f"{v1}+update3"
     work = tmp_path / "debs"
@@ -271,16 +263,15 @@ def test_self_update_confirms_a_good_release_and_rolls_back_a_broken_one(root: R
     shutil.copy(fleet / "metadata/1.root.json", root.p("/etc/schwebe/root.json"))
     https = HttpsRepo(tmp_path, fleet)
     shutil.copy(https.cert, root.p("/etc/schwebe/fleet-ca.pem"))
-    web = _free_port()
-    root.p("/etc/schwebe/schwebe.toml").write_text(f"""
+    conf = "/etc/schwebe/schwebe.toml"
+    root.p(conf).write_text(f"""
 [gateway]
 eui = "b827ebfffe000001"
 data_dir = "/var/lib/schwebe"
 [[sources.gwmp]]
 bind = "127.0.0.1:{_free_port_udp()}"
 [web]
-bind = "127.0.0.1:{web}"
-open_read_only = true
+bind = "127.0.0.1:{_free_port()}"
 [remote_config]
 root = "/etc/schwebe/root.json"
 repository = "{https.url}"
@@ -288,54 +279,44 @@ ca = "/etc/schwebe/fleet-ca.pem"
 poll_interval = "10s"
 confirm_window = "2s"
 """)
-    conf = "/etc/schwebe/schwebe.toml"
 
     def release(deb_file: Path) -> None:
         assert cli("fleet", "release", str(fleet), str(deb_file))[0] == 0
         assert cli("fleet", "publish", str(fleet))[0] == 0
 
-    def apply() -> None:  # ExecStartPre=-+/opt/schwebe/confirmed/bin/schwebe update apply ...
-        root.run("/opt/schwebe/confirmed/bin/schwebe", "update", "apply", "--config", conf)
+    def current() -> str:
+        return os.readlink(root.p("/opt/schwebe/current"))
 
-    def daemon() -> subprocess.Popen[str]:
-        return root.popen("/usr/bin/schwebe", "run", "--config", conf, user="schwebe")
+    release(good)
+    root.run("/usr/bin/systemctl", "enable", "schwebe.service")
+    box = Booted(root, root.work / "boot.log")
 
     def status() -> dict[str, object]:
-        out = root.run("/usr/bin/schwebe", "update", "status", "--config", conf, check=False).stdout
-        result: dict[str, object] = json.loads(out)
-        return result
+        out = box.ns("/usr/bin/schwebe", "update", "status", "--config", conf, check=False).stdout
+        return json.loads(out) if out.strip() else {}
 
     try:
-        release(good)
-        apply()  # the first start: adopts the installed release
-        code, out = _until_exit(daemon(), 40)
-        assert code == 75 and "stopping for a release switch" in out, out[-3000:]
-        release(broken)  # published meanwhile: the good release finds it once it confirmed
-        apply()
-        assert os.readlink(root.p("/opt/schwebe/current")) == f"releases/{v2}"
-        assert os.readlink(root.p("/opt/schwebe/confirmed")) == f"releases/{v1}"
-        assert status()["trying"] == v2
-        code, out = _until_exit(daemon(), 40)  # confirms in its window, then stages v3
-        assert code == 75, out[-3000:]
-        verdict = json.loads(root.p("/var/lib/schwebe/update/verdict.json").read_text())
-        assert (verdict["version"], verdict["outcome"]) == (v2, "confirmed")
-        for start in range(3):
-            apply()
-            assert os.readlink(root.p("/opt/schwebe/current")) == f"releases/{v3}", start
-            assert _until_exit(daemon(), 20)[0] == 1
-        apply()  # the fourth start: v3 rolled back, v2 runs
-        assert os.readlink(root.p("/opt/schwebe/current")) == f"releases/{v2}"
-        assert os.readlink(root.p("/opt/schwebe/confirmed")) == f"releases/{v2}"
-        assert sorted(p.name for p in root.p("/opt/schwebe/releases").iterdir()) == sorted([v1, v2])
+        _wait_for(lambda: current() == f"releases/{v2}" and status().get("outcome") == "confirmed",
+                  f"{v2} never ran and confirmed", 60)
+        assert os.readlink(root.p("/opt/schwebe/confirmed")) == f"releases/{v1}"  # until the next start
+        release(broken)
+        _wait_for(lambda: status().get("outcome") == "rolled-back", f"{v3} was not rolled back", 90)
         st = status()
-        assert (st["running"], st["outcome"], st["version"]) == (v2, "rolled-back", v3), st
-        assert "did not confirm within 3 starts" in str(st["reason"])
-        # apt remove takes the self-updated slots, the links and the update state with it
-        proc = root.dpkg("-r", "schwebe")
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert not root.p("/opt/schwebe").exists()
+        assert (st["running"], st["version"], st["trying"]) == (v2, v3, None), st
+        assert "did not confirm within 3 starts" in str(st["reason"]), st
+        assert current() == os.readlink(root.p("/opt/schwebe/confirmed")) == f"releases/{v2}"
+        assert sorted(p.name for p in root.p("/opt/schwebe/releases").iterdir()) == sorted([v1, v2])
+        _wait_for(lambda: box.show("schwebe", "ActiveState")["ActiveState"] == "active",
+                  f"{v2} is not running again", 30)
+        journal = box.ns("journalctl", "-u", "schwebe", "--no-pager", "-o", "cat").stdout
+        assert "status=75/TEMPFAIL" in journal and f"trying {v3} (start 3)" in journal, journal[-4000:]
     finally:
+        box.poweroff()
         https.close()
+    # apt remove takes the self-updated slots, the links and the update state with it
+    proc = root.dpkg("-r", "schwebe")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not root.p("/opt/schwebe").exists()
 
 
 def _wait_for(check: Callable[[], bool], what: str, timeout: float) -> None:

@@ -43,7 +43,7 @@ def _apply(args: argparse.Namespace) -> int:
     from gateway.update.slots import MAX_STARTS, Site, Slots
     from gateway.update.stage import debian_arch
 
-    logging.basicConfig(level=logging.INFO, format="schwebe update: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="schwebe %(message)s", stream=sys.stderr)
     cfg = _load(args.config)
     if cfg is None:
         return 2

@@ -282,6 +282,28 @@ def test_the_root_step_installs_only_what_tuf_signed(gw: Gateway, tmp_path: Path
     gw.slots().apply()
     assert gw.current() == "1.0" and "signed metadata says 2.6" in gw.status()["reason"]
 
+    # what a compromised daemon could plant for root: a FIFO (must not hang the start) and a
+    # link to somewhere else (root's clean-up must not follow it)
+    gw.release("2.8")
+    assert gw.stage()
+    files.package("2.8", ARCH).unlink()
+    os.mkfifo(files.package("2.8", ARCH))
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "metadata").mkdir(parents=True)
+    (elsewhere / "precious").write_text("keep\n")
+    (elsewhere / "metadata" / "precious").write_text("keep\n")
+    os.rename(files.staged_dir, tmp_path / "staged.real")
+    os.symlink(tmp_path / "staged.real", files.staged_dir)
+    files.request.write_text(json.dumps({"version": "2.8", "target": "releases/all/schwebe_amd64.deb"}))
+    gw.slots().apply()
+    assert gw.current() == "1.0" and "not a regular file" in gw.status()["reason"], gw.status()
+    os.unlink(files.staged_dir)
+    os.symlink(elsewhere, files.staged_dir)
+    files.request.write_text(json.dumps({"version": "2.9", "target": "releases/all/schwebe_amd64.deb"}))
+    gw.slots().apply()
+    assert (elsewhere / "precious").exists() and (elsewhere / "metadata" / "precious").exists()
+    assert files.staged() is None
+
 
 INSTALL_STEPS = ["verified", "unpacked", "slot-ready", "trying", "switched"]
 TRIAL_STEPS = ["counted", "confirm-link", "confirmed", "rolled-back", "flipped-back"]

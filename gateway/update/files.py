@@ -14,7 +14,11 @@ Every file is replaced whole (temp file, fsync, rename).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import stat
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -67,13 +71,26 @@ class UpdateState:
         self.outcome, self.version, self.reason, self.at = outcome, version, reason, time.time()
 
 
+#: Largest JSON file read (the root step reads the daemon's files: bounded, no FIFO, no link).
+MAX_JSON = 64 << 10
+
+
+def open_regular(path: Path, *, dir_fd: int | None = None) -> int:
+    """A read-only descriptor of a regular file, never through a symlink at the last step and
+    never blocking on a FIFO a daemon could leave in its place; OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
+        with os.fdopen(open_regular(path), "rb") as f:
+            data = json.loads(f.read(MAX_JSON + 1)[:MAX_JSON])
     except (OSError, ValueError):
-        return None  # written atomically: damage from outside; treated as absent
+        return None  # absent, or damaged from outside (written atomically): treated as absent
     return data if isinstance(data, dict) else None
 
 
@@ -117,17 +134,55 @@ class DaemonFiles:
         return read_json(self.request)
 
     def drop_staged(self) -> None:
-        """Forget the request and its files (the request first: half a drop is no request)."""
-        self.request.unlink(missing_ok=True)
-        for sub in (self.staged_dir / "metadata", self.staged_dir):
-            if sub.is_dir() and not sub.is_symlink():
-                for p in sub.iterdir():
-                    if p.is_file() or p.is_symlink():
-                        p.unlink(missing_ok=True)
+        """Forget the request and its files (the request first: half a drop is no request).
+
+        Root runs this in a directory the daemon owns: every step goes through directory
+        descriptors opened without following links, so a link planted there can only be
+        removed itself, never lead root's unlink elsewhere."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        try:
+            top = os.open(self.dir, flags)
+        except OSError:
+            return
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink("staged.json", dir_fd=top)
+            _empty("staged", top, flags)
+        finally:
+            os.close(top)
+
+    def drop(self, name: str) -> None:
+        """Remove one of the daemon's files (``verdict.json``) as root may: no link followed."""
+        try:
+            top = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(name, dir_fd=top)
+        finally:
+            os.close(top)
 
     def verdict_for(self, version: str) -> dict[str, Any] | None:
         v = read_json(self.verdict)
         return v if v is not None and v.get("version") == version else None
+
+
+def _empty(name: str, parent: int, flags: int) -> None:
+    """Unlink the files of directory ``name`` (and of its ``metadata``) below ``parent``."""
+    try:
+        fd = os.open(name, flags, dir_fd=parent)
+    except OSError:
+        return
+    try:
+        for entry in os.listdir(fd):
+            if entry == "metadata":
+                _empty(entry, fd, flags)
+                continue
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+                os.unlink(entry, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def status(install_dir: Path, data_dir: Path, running: str) -> dict[str, Any]:

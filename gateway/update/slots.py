@@ -159,7 +159,7 @@ class Slots:
         st.running, st.trying, st.starts = v, None, 0
         st.said("confirmed", v, None)
         self.save(st, "confirmed")
-        self.files.verdict.unlink(missing_ok=True)
+        self.files.drop("verdict.json")
         self.prune(st)
         log.info("update: release %s confirmed", v)
 
@@ -176,7 +176,7 @@ class Slots:
         self._step("flipped-back")
         if v not in (back, self.link("confirmed")):
             shutil.rmtree(self.releases / v, ignore_errors=True)
-        self.files.verdict.unlink(missing_ok=True)
+        self.files.drop("verdict.json")
         log.warning("update: release %s rolled back: %s", v, reason)
 
     def prune(self, st: UpdateState) -> None:

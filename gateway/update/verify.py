@@ -22,14 +22,14 @@ from gateway.remote.client import Refused, open_updater, release_info, release_n
 from gateway.remote.client import _reason as tuf_reason
 from gateway.remote.fetchers import FilesFetcher
 from gateway.update import MAX_RELEASE
+from gateway.update.files import open_regular
 
 #: Bound on the staged metadata read by root (files, bytes each).
 MAX_META_FILES, MAX_META_BYTES = 64, 1 << 20
 
 
 def _read_bounded(path: Path, limit: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
         raise Refused(f"{path}: larger than {limit} bytes")
@@ -39,7 +39,7 @@ def _read_bounded(path: Path, limit: int) -> bytes:
 def copy_package(src: Path, dest: Path) -> None:
     """Copy the daemon's file (no symlink followed, at most MAX_RELEASE bytes) to root's place."""
     try:
-        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = open_regular(src)
     except OSError as exc:
         raise Refused(f"staged package {src}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as f, dest.open("wb") as out:

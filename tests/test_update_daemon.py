@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
 
 from gateway.update import EXIT_UPDATE
 from gateway.update.files import running_version
 from tests.helpers.daemon import Daemon, free_port
+from tests.mosquitto import Mosquitto, mosquitto  # noqa: F401
 from tests.test_remote_config import HttpsRepo
 from tests.test_update import Gateway, cli
 
@@ -49,10 +54,18 @@ install_dir = "{gw.opt}"
     return web
 
 
-def test_a_release_on_trial_confirms_then_the_next_is_staged_over_https(tmp_path: Path) -> None:
-    gw = on_trial(tmp_path)
+def test_a_release_on_trial_confirms_then_the_next_is_staged_over_https(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    gw = on_trial(tmp_path)  # forwarder "city" delivered under the old release: it must again
     https = HttpsRepo(tmp_path, gw.repo)
-    web = daemon_config(gw, f'repository = "{https.url}"\nca = "{https.cert}"')
+    web = daemon_config(gw, f'repository = "{https.url}"\nca = "{https.cert}"\nmqtt = "city"',
+                        f'[[forward.mqtt]]\nname = "city"\nurl = "{mosquitto.url}"')
+    seen: list[dict[str, Any]] = []
+    watcher = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    watcher.on_message = lambda _c, _u, m: seen.append(json.loads(m.payload)) if m.payload else None
+    watcher.connect(mosquitto.host, mosquitto.port)
+    watcher.subscribe("eu868/gateway/+/state/update", qos=1)
+    watcher.loop_start()
     gw.release("99.0")  # the operator's next release, already published
     d = Daemon(gw.config, web)
     try:
@@ -62,9 +75,16 @@ def test_a_release_on_trial_confirms_then_the_next_is_staged_over_https(tmp_path
         assert st["trying"] is None and st["version"] == RUNNING
         # the first poll after the window finds 99.0, stages it and stops for the switch
         assert d.proc.wait(30) == EXIT_UPDATE
+        time.sleep(0.5)
     finally:
         code = d.stop()
         https.close()
+        watcher.loop_stop()
+        watcher.disconnect()
+    # the broker carried the state: on trial, confirmed, then the next one staged
+    assert [(m["eui"], m["trying"]) for m in seen[:1]] == [("b827ebfffe000001", RUNNING)], seen
+    assert any(m["outcome"] == "confirmed" and m["version"] == RUNNING for m in seen), seen
+    assert any(m["staged"] == "99.0" for m in seen), seen
     assert code == EXIT_UPDATE
     assert "stopping for a release switch (exit 75)" in d.log.read_text()
     assert any("/targets/releases/all/" in line and " 200" in line for line in https.log())

@@ -142,6 +142,17 @@ class RemoteConfig:
         fwd.listen((f"{p}/fleet/#", f"{p}/gateway/{self.eui:016x}/command/config"),
                    self._on_mqtt, max_bytes=MAX_TARGET + 4096)
         fwd.set_retained(self._state_topic(p), orjson.dumps(self.public()))
+        self._publish_update()
+
+    def _publish_update(self) -> None:
+        """The self-update state, retained on ``{prefix}/gateway/{eui}/state/update`` (at each
+        start, after a verdict, after staging): a fleet's releases watched from one broker."""
+        if self.rc.mqtt is None or self.gw is None or not self.releases.enabled:
+            return
+        fwd = self.gw.forwarder(self.rc.mqtt)
+        if fwd is not None and hasattr(fwd, "set_retained"):
+            fwd.set_retained(f"{fwd.prefix}/gateway/{self.eui:016x}/state/update",
+                             orjson.dumps({"eui": f"{self.eui:016x}", **self.releases.public()}))
 
     def _state_topic(self, prefix: str) -> str:
         return f"{prefix}/gateway/{self.eui:016x}/state/config"
@@ -215,7 +226,9 @@ class RemoteConfig:
             self.gw.supervisor.request_stop()
 
     async def _trial(self) -> None:
-        if await self.releases.trial(self.gw.supervisor.ready, self._watch):
+        failed = await self.releases.trial(self.gw.supervisor.ready, self._watch)
+        self._publish_update()
+        if failed:
             self._exit_for_update()
 
     async def run(self) -> None:
@@ -276,6 +289,7 @@ class RemoteConfig:
                 try:
                     if await self.releases.check(self._https, str(self.rc.repository), self.store.dir,
                                                  self._baseline_before()):
+                        self._publish_update()
                         self._exit_for_update()
                 except Exception:
                     log.exception("update: release check failed")

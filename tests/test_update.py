@@ -14,12 +14,15 @@ import asyncio
 import io
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 
 from gateway.cli.main import main
@@ -32,6 +35,7 @@ from gateway.update.files import DaemonFiles, load_state
 from gateway.update.slots import Site, Slots
 from gateway.update.stage import Releases
 from tests.helpers.daemon import REPO
+from tests.mosquitto import Mosquitto, mosquitto  # noqa: F401
 
 EUI = "b827ebfffe000001"
 ARCH = "amd64"  # the packages made here; the root step and the daemon are told so
@@ -39,7 +43,8 @@ ARCH = "amd64"  # the packages made here; the root step and the daemon are told 
 GOOD = """#!/bin/sh
 # a release that works: as the daemon does after its confirm window, it says confirmed
 [ "$1" = run ] || exit 0
-printf '{"version": "@V@", "outcome": "confirmed", "reason": null, "at": 1}' > "@DATA@/update/verdict.json"
+# (the gateway's data dir is beside opt/: <tmp>/opt/releases/<v>/bin/schwebe, <tmp>/data)
+printf '{"version": "@V@", "outcome": "confirmed", "reason": null, "at": 1}' > "$(dirname "$0")/../../../../data/update/verdict.json"
 """
 CRASHES = "#!/bin/sh\n[ \"$1\" = run ] || exit 0\necho 'Traceback: ImportError' >&2\nexit 1\n"
 HANGS = "#!/bin/sh\n[ \"$1\" = run ] || exit 0\nexec sleep 60\n"
@@ -83,19 +88,21 @@ def cli(*args: str) -> tuple[int, str, str]:
 class Gateway:
     """One gateway: its on-site config, data dir, /opt/schwebe, and the operator's repository."""
 
-    def __init__(self, tmp: Path, *, first: str = "1.0") -> None:
+    def __init__(self, tmp: Path, *, first: str = "1.0", eui: str = EUI, repo: Path | None = None) -> None:
         self.tmp = tmp
+        self.eui = eui
         self.opt = tmp / "opt"
         self.data = tmp / "data"
-        self.repo = tmp / "fleet"
+        self.repo = repo or tmp / "fleet"
         self.debs = tmp / "debs"
         self.debs.mkdir(parents=True)
-        rc, _, err = cli("fleet", "init", str(self.repo))
-        assert rc == 0, err
+        if repo is None:
+            rc, _, err = cli("fleet", "init", str(self.repo))
+            assert rc == 0, err
         self.config = tmp / "schwebe.toml"
         self.config.write_text(f"""
 [gateway]
-eui = "{EUI}"
+eui = "{eui}"
 data_dir = "{self.data}"
 [remote_config]
 root = "{self.repo}/metadata/1.root.json"
@@ -111,7 +118,7 @@ install_dir = "{self.opt}"
         os.symlink(f"releases/{first}", self.opt / "current")
 
     def deb(self, version: str, script: str = GOOD) -> Path:
-        return make_deb(self.debs, version, script.replace("@DATA@", str(self.data)))
+        return make_deb(self.debs, version, script)
 
     def release(self, version: str, script: str = GOOD, *extra: str) -> None:
         """What the operator does: fleet release, fleet publish."""
@@ -132,7 +139,7 @@ install_dir = "{self.opt}"
 
     def slots(self, max_starts: int = 3) -> Slots:
         return Slots(Site(install_dir=self.opt, data_dir=self.data,
-                          trusted_root=self.repo / "metadata/1.root.json", eui=int(EUI, 16), arch=ARCH),
+                          trusted_root=self.repo / "metadata/1.root.json", eui=int(self.eui, 16), arch=ARCH),
                      max_starts=max_starts)
 
     def current(self) -> str:
@@ -189,6 +196,11 @@ def test_fleet_release_refuses_what_is_not_a_schwebe_package_and_publishes_the_r
     assert targets[f"releases/{EUI}/schwebe_amd64.deb"]["custom"]["version"] == "2.1"
     # packages are not carried as retained MQTT messages; the metadata naming them is
     assert not [rel for rel in mirror_files(Repository.open(gw.repo)) if "releases" in rel]
+    # the same package for another gateway: one file, hard-linked (a wave of hundreds)
+    deb = gw.debs / "schwebe_2.1_amd64.deb"
+    assert cli("fleet", "release", str(gw.repo), "--gateway", "b827ebfffe000099", str(deb))[0] == 0
+    mine, other = (next((gw.repo / "targets/releases" / e).glob("*.deb")) for e in (EUI, "b827ebfffe000099"))
+    assert mine.samefile(other)
     # a gateway takes its own release before the fleet's
     assert gw.stage()
     assert DaemonFiles(gw.data).staged() is not None
@@ -358,3 +370,81 @@ def test_an_apt_install_over_a_self_updated_release_is_adopted(gw: Gateway) -> N
     gw.slots().apply()
     st = load_state(gw.opt)
     assert st is not None and (gw.current(), st.running, st.trying) == ("4.0", "4.0", None)
+
+
+class Emulated:
+    """Gateways on a real broker whose daemon is emulated (a checkout's daemon cannot change
+    its version): on a notification each runs the real staging code against the repository,
+    then starts as systemd would (root step, then its release's bin/schwebe) until nothing is
+    on trial, and keeps its update state retained as the daemon does."""
+
+    def __init__(self, broker: Mosquitto, gateways: list[Gateway]) -> None:
+        self.gws = {g.eui: g for g in gateways}
+        self.work: queue.Queue[str | None] = queue.Queue()
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        self.c.on_message = self._on_message
+        self.c.connect(broker.host, broker.port)
+        self.c.subscribe([("eu868/gateway/+/command/config", 1), ("eu868/fleet/notify", 1)])
+        self.c.loop_start()
+        for g in gateways:
+            self.report(g)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        if msg.topic.endswith("/fleet/notify"):
+            for e in self.gws:
+                self.work.put(e)
+        else:
+            self.work.put(msg.topic.split("/")[2])
+
+    def report(self, g: Gateway) -> None:
+        st = {"eui": g.eui, **g.status()}
+        self.c.publish(f"eu868/gateway/{g.eui}/state/update", json.dumps(st), qos=1, retain=True).wait_for_publish(5)
+
+    def _run(self) -> None:
+        while (eui := self.work.get()) is not None:
+            g = self.gws[eui]
+            if not g.stage():
+                continue
+            for _ in range(5):
+                g.start()
+                if g.status()["trying"] is None:
+                    break
+            g.slots().apply()
+            self.report(g)
+
+    def close(self) -> None:
+        self.work.put(None)
+        self.thread.join(30)
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def test_a_release_in_waves_stops_at_the_first_rollback(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    repo = tmp_path / "fleet"
+    assert cli("fleet", "init", str(repo))[0] == 0
+    euis = ["b827ebfffe0000a1", "b827ebfffe0000b2", "b827ebfffe0000c3"]
+    gws = [Gateway(tmp_path / e, eui=e, repo=repo) for e in euis]
+    fleet = Emulated(mosquitto, gws)
+
+    def rollout(deb: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", "fleet", "rollout", str(repo), "--mqtt",
+                               mosquitto.url, "--waves", "1,2,100%", "--timeout", "30", str(deb)],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    try:
+        r = rollout(gws[0].deb("2.0", CRASHES))
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert f"{euis[0]} rolled-back: release 2.0 did not confirm within 3 starts" in r.stderr, r.stderr
+        assert [g.current() for g in gws] == ["1.0"] * 3  # b and c never saw it
+        assert [g.status()["outcome"] for g in gws] == ["rolled-back", None, None]
+
+        r = rollout(gws[0].deb("2.1"))
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert "wave 1: 1 gateway(s) run release 2.1" in r.stdout and "wave 3: 3 gateway(s)" in r.stdout
+        assert [(g.current(), g.link("confirmed")) for g in gws] == [("2.1", "2.1")] * 3
+        book = json.loads((repo / "fleet.json").read_text())
+        assert book["rollout_releases"] == [] and set(book["targets"]) == {"releases/all/schwebe_amd64.deb"}
+    finally:
+        fleet.close()

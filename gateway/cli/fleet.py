@@ -209,6 +209,25 @@ def _rollout(args: argparse.Namespace) -> int:
     waves = parse_waves(args.waves)
     timeout = _timeout(args.timeout)
     parse_broker(args.mqtt)
+    try:
+        with open(args.config, "rb") as f:
+            is_package = f.read(8) == b"!<arch>\n"  # a Debian package (ar archive), not TOML
+    except OSError as exc:
+        raise FleetError(f"{args.config}: cannot read: {exc.strerror}") from None
+    if is_package:
+        from gateway.fleet.release_rollout import rollout_release
+
+        async def run_release(link: Any) -> int:
+            try:
+                version = await rollout_release(repo, link, Path(args.config), waves, timeout=timeout,
+                                                say=lambda line: print(line, flush=True))
+            except RolloutError as exc:
+                print(f"schwebe fleet: {exc}", file=sys.stderr)
+                return exc.code
+            print(f"rollout of release {version} complete: every gateway runs it")
+            return 0
+
+        return asyncio.run(_with_link(args, run_release))
     data = checked_config(Path(args.config), None, allow_plain_secrets=args.allow_plain_secrets)
 
     async def run(link: Any) -> int:
@@ -333,7 +352,7 @@ def add_fleet_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=_guarded(_status))
 
-    s = sub.add_parser("rollout", parents=[broker], help="push a fleet-wide config in waves")
+    s = sub.add_parser("rollout", parents=[broker], help="push a fleet-wide config or a release in waves")
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--mqtt", metavar="URL", required=True)
     s.add_argument("--waves", default="1,10%,100%", help="cumulative gateway counts or shares; "
@@ -342,7 +361,8 @@ def add_fleet_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="per wave, for every confirmation (default 900)")
     s.add_argument("--allow-plain-secrets", action="store_true")
     # required: an optional positional after DIR would swallow nothing and refuse the file
-    s.add_argument("config", metavar="CONFIG.toml", help="the fleet-wide config to roll out")
+    s.add_argument("config", metavar="CONFIG.toml|PACKAGE.deb",
+                   help="the fleet-wide config, or a release (a .deb of schwebe), to roll out")
     s.set_defaults(func=_guarded(_rollout))
 
     s = sub.add_parser("seal", help="encrypt a secret (stdin) to a gateway's public key")

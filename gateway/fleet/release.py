@@ -36,18 +36,25 @@ def add_release(repo: Repository, deb: Path, eui: str | None) -> tuple[DebInfo, 
         raise FleetError(f"not released: {exc}") from None
     target = release_target(eui, info.arch)
     digest = hashlib.sha256()
-    dest = repo.path / "targets" / "releases" / (eui or "all") / ".upload.tmp"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    length = 0
-    with deb.open("rb") as src, dest.open("wb") as out:
+    with deb.open("rb") as src:
         while chunk := src.read(1 << 20):
             digest.update(chunk)
-            out.write(chunk)
-            length += len(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    sha = digest.hexdigest()
-    os.replace(dest, repo.path / "targets" / hashed_name(target, sha))
+    sha, length = digest.hexdigest(), size
+    final = repo.path / "targets" / hashed_name(target, sha)
+    dest = final.with_name(".upload.tmp")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.unlink(missing_ok=True)
+    # the same package for many gateways (a rollout's waves): one file, hard links
+    same = next((p for p in (repo.path / "targets" / "releases").glob(f"*/{sha}.*") if p.is_file()), None)
+    if same is not None:
+        os.link(same, dest)
+    else:
+        with deb.open("rb") as src, dest.open("wb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    os.replace(dest, final)
     repo.book["targets"][target] = {"sha256": sha, "length": length, "version": info.version,
                                     "arch": info.arch, "package": info.file_name}
     repo.save()

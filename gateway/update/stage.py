@@ -80,6 +80,7 @@ class Releases:
     def public(self) -> dict[str, Any]:
         out = status(self.install_dir, self.data_dir, self.running)
         out["enabled"] = self.enabled
+        out["arch"] = self.arch
         return out
 
     def on_trial(self) -> bool:

@@ -78,9 +78,10 @@ test: $(STAMP)
 
 # The same suite on the pure-Python twin.
 # The same suite on the pure-Python parser, less the modules that parse no frame of their own
-# (the page in a browser, logins, the fleet tools, pushed configs): they ran just before.
+# (the page in a browser, logins, the fleet tools, pushed configs, self-update): they ran just before.
 TWIN_SKIP := $(addprefix --ignore=tests/,test_status_page.py test_web_login.py test_web_live.py \
-	test_fleet_cli.py test_fleet_mqtt.py test_fleet_repo.py test_remote_config.py test_deb.py)
+	test_fleet_cli.py test_fleet_mqtt.py test_fleet_repo.py test_remote_config.py test_deb.py \
+	test_update.py test_update_daemon.py)
 test-twin: $(STAMP)
 	SCHWEBE_NO_EXTENSIONS=1 $(PY) -m pytest -q $(TWIN_SKIP)
 

@@ -42,6 +42,7 @@ else
         | tar -xf - -C "$WORK/src"
 fi
 sed -i "s/^version *= *\".*\"/version = \"$VERSION\"/" "$WORK/src/pyproject.toml"
+sed -i "s/^__version__ = \".*\"/__version__ = \"$VERSION\"/" "$WORK/src/gateway/__init__.py"
 
 if [ -z "$ROOT" ]; then
     sh "$HERE/mkvenv.sh" "$WORK/src" "$PKG" "$PREFIX"

@@ -317,6 +317,10 @@ class RemoteConfigSection:
     ca: Path | None = None  # PEM trust anchor for a repository with a private CA
     poll_interval: float = field(default=300.0, metadata=_conv(parse_duration))
     confirm_window: float = field(default=300.0, metadata=_conv(parse_duration))
+    # Releases (`schwebe fleet release`) from the same repository, installed beside the
+    # running one in install_dir/releases/ by the root step `schwebe update apply`.
+    self_update: bool = True
+    install_dir: Path = Path("/opt/schwebe")
 
 
 @dataclass(frozen=True, slots=True)

@@ -508,6 +508,7 @@ class Gateway:
         out["healthy"] = out["verdict"]["state"] == "ok"
         if self.remote is not None:
             out["remote_config"] = self.remote.public()
+            out["update"] = self.remote.releases.public()
         if self.simulator is not None:
             out["simulator"] = dataclasses.asdict(self.simulator.counters)
         if self.sim_network_server is not None:

@@ -46,29 +46,33 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="session")
-def deb_next(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same build as a later version in its own release slot (an upgrade without a
+def _repack(deb: Path, version: str, work: Path) -> Path:
+    """The same build as another version in its own release slot (an upgrade without a
     second two-minute build): slot directory, shebangs, venv config, postinst, control."""
     old = _version(deb)
-    work = tmp_path_factory.mktemp("deb-next")
     tree = work / "tree"
     subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
-    (tree / "opt/schwebe/releases" / old).rename(tree / "opt/schwebe/releases" / UPGRADE)
-    slot = tree / "opt/schwebe/releases" / UPGRADE
+    (tree / "opt/schwebe/releases" / old).rename(tree / "opt/schwebe/releases" / version)
+    slot = tree / "opt/schwebe/releases" / version
     for f in [*(slot / "bin").iterdir(), slot / "pyvenv.cfg", tree / "DEBIAN/postinst"]:
         if f.is_symlink() or not f.is_file():
             continue
         data = f.read_bytes()
         if b"\0" not in data:
-            f.write_bytes(data.replace(f"releases/{old}".encode(), f"releases/{UPGRADE}".encode())
-                          .replace(f"VERSION={old}\n".encode(), f"VERSION={UPGRADE}\n".encode()))
+            f.write_bytes(data.replace(f"releases/{old}".encode(), f"releases/{version}".encode())
+                          .replace(f"VERSION={old}\n".encode(), f"VERSION={version}\n".encode()))
     control = tree / "DEBIAN/control"
-    control.write_text(control.read_text().replace(f"Version: {old}", f"Version: {UPGRADE}"))
-    out = work / f"schwebe_{UPGRADE}.deb"
+    control.write_text(control.read_text().replace(f"Version: {old}", f"Version: {version}"))
+    out = work / f"schwebe_{version}_amd64.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "-b", str(tree), str(out)],
                    check=True, capture_output=True)
+    shutil.rmtree(tree)
     return out
+
+
+@pytest.fixture(scope="session")
+def deb_next(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _repack(deb, UPGRADE, tmp_path_factory.mktemp("deb-next"))
 
 
 @pytest.fixture
@@ -232,6 +236,87 @@ def test_remove_keeps_data_and_purge_deletes_it(root: Root, deb: Path) -> None:
     assert not root.p("/var/lib/schwebe").exists()
     # the user stays (Debian's practice: files it owned may live on elsewhere)
     assert root.ids("passwd", "schwebe") > 0
+
+
+@pytest.mark.slow
+def test_self_update_under_systemd_confirms_a_good_release_and_rolls_back_a_broken_one(
+        root: Root, deb: Path, tmp_path: Path) -> None:
+    """The packaged unit under systemd as PID 1: the daemon finds a release (the same build
+    repacked as another version) in an HTTPS repository made with `schwebe fleet`, stages it
+    and exits 75; systemd restarts it through `ExecStartPre=-+... update apply`, which switches
+    as root; the release confirms in its window and stages the next one, whose daemon exits 1;
+    that one is rolled back at its fourth start. Then `apt remove` takes every slot."""
+    need("systemd-nspawn")
+    need("nsenter")
+    from tests.test_remote_config import HttpsRepo
+    from tests.test_update import CRASHES, cli, make_deb
+
+    _install(root, deb)
+    v1 = _version(deb)
+    v2, v3 = f"{v1}+update2", f"{v1}+update3"
+    work = tmp_path / "debs"
+    work.mkdir()
+    good = _repack(deb, v2, work)
+    broken = make_deb(work, v3, CRASHES)  # a schwebe package whose daemon exits 1 at once
+    fleet = tmp_path / "fleet"
+    assert cli("fleet", "init", str(fleet))[0] == 0
+    shutil.copy(fleet / "metadata/1.root.json", root.p("/etc/schwebe/root.json"))
+    https = HttpsRepo(tmp_path, fleet)
+    shutil.copy(https.cert, root.p("/etc/schwebe/fleet-ca.pem"))
+    conf = "/etc/schwebe/schwebe.toml"
+    root.p(conf).write_text(f"""
+[gateway]
+eui = "b827ebfffe000001"
+data_dir = "/var/lib/schwebe"
+[[sources.gwmp]]
+bind = "127.0.0.1:{_free_port_udp()}"
+[web]
+bind = "127.0.0.1:{_free_port()}"
+[remote_config]
+root = "/etc/schwebe/root.json"
+repository = "{https.url}"
+ca = "/etc/schwebe/fleet-ca.pem"
+poll_interval = "10s"
+confirm_window = "2s"
+""")
+
+    def release(deb_file: Path) -> None:
+        assert cli("fleet", "release", str(fleet), str(deb_file))[0] == 0
+        assert cli("fleet", "publish", str(fleet))[0] == 0
+
+    def current() -> str:
+        return os.readlink(root.p("/opt/schwebe/current"))
+
+    release(good)
+    root.run("/usr/bin/systemctl", "enable", "schwebe.service")
+    box = Booted(root, root.work / "boot.log")
+
+    def status() -> dict[str, object]:
+        out = box.ns("/usr/bin/schwebe", "update", "status", "--config", conf, check=False).stdout
+        return json.loads(out) if out.strip() else {}
+
+    try:
+        _wait_for(lambda: current() == f"releases/{v2}" and status().get("outcome") == "confirmed",
+                  f"{v2} never ran and confirmed", 60)
+        assert os.readlink(root.p("/opt/schwebe/confirmed")) == f"releases/{v1}"  # until the next start
+        release(broken)
+        _wait_for(lambda: status().get("outcome") == "rolled-back", f"{v3} was not rolled back", 90)
+        st = status()
+        assert (st["running"], st["version"], st["trying"]) == (v2, v3, None), st
+        assert "did not confirm within 3 starts" in str(st["reason"]), st
+        assert current() == os.readlink(root.p("/opt/schwebe/confirmed")) == f"releases/{v2}"
+        assert sorted(p.name for p in root.p("/opt/schwebe/releases").iterdir()) == sorted([v1, v2])
+        _wait_for(lambda: box.show("schwebe", "ActiveState")["ActiveState"] == "active",
+                  f"{v2} is not running again", 30)
+        journal = box.ns("journalctl", "-u", "schwebe", "--no-pager", "-o", "cat").stdout
+        assert "status=75/TEMPFAIL" in journal and f"trying {v3} (start 3)" in journal, journal[-4000:]
+    finally:
+        box.poweroff()
+        https.close()
+    # apt remove takes the self-updated slots, the links and the update state with it
+    proc = root.dpkg("-r", "schwebe")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not root.p("/opt/schwebe").exists()
 
 
 def _wait_for(check: Callable[[], bool], what: str, timeout: float) -> None:

@@ -93,6 +93,20 @@ def _set_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release(args: argparse.Namespace) -> int:
+    from gateway.fleet.release import add_release
+    from gateway.fleet.repo import normalise_eui
+
+    repo = _open_repo(args.dir)
+    eui = normalise_eui(args.gateway) if args.gateway else None
+    info, target = add_release(repo, Path(args.package), eui)
+    print(info.version)
+    who = f"gateway {eui}" if eui else f"every {info.arch} gateway without a release of its own"
+    print(f"schwebe fleet: {info.file_name} stored as {target} (for {who}); sign it with: "
+          f"schwebe fleet publish {args.dir}", file=sys.stderr)
+    return 0
+
+
 async def _with_link(args: argparse.Namespace, work: Callable[[Any], Awaitable[int]]) -> int:
     from gateway.fleet.mqtt import FleetLink, parse_broker
 
@@ -114,6 +128,8 @@ def _publish(args: argparse.Namespace) -> int:
     print(f"published: targets version {pub.targets}, snapshot {pub.snapshot}, timestamp {pub.timestamp}")
     for name, v in sorted(pub.config_targets.items()):
         print(f"  {name}: config version {v}")
+    for name, rv in sorted(pub.releases.items()):
+        print(f"  {name}: release {rv}")
     if not args.mqtt:
         return 0
 
@@ -193,6 +209,25 @@ def _rollout(args: argparse.Namespace) -> int:
     waves = parse_waves(args.waves)
     timeout = _timeout(args.timeout)
     parse_broker(args.mqtt)
+    try:
+        with open(args.config, "rb") as f:
+            is_package = f.read(8) == b"!<arch>\n"  # a Debian package (ar archive), not TOML
+    except OSError as exc:
+        raise FleetError(f"{args.config}: cannot read: {exc.strerror}") from None
+    if is_package:
+        from gateway.fleet.release_rollout import rollout_release
+
+        async def run_release(link: Any) -> int:
+            try:
+                version = await rollout_release(repo, link, Path(args.config), waves, timeout=timeout,
+                                                say=lambda line: print(line, flush=True))
+            except RolloutError as exc:
+                print(f"schwebe fleet: {exc}", file=sys.stderr)
+                return exc.code
+            print(f"rollout of release {version} complete: every gateway runs it")
+            return 0
+
+        return asyncio.run(_with_link(args, run_release))
     data = checked_config(Path(args.config), None, allow_plain_secrets=args.allow_plain_secrets)
 
     async def run(link: Any) -> int:
@@ -258,7 +293,7 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 
 
 def add_fleet_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `fleet init|set-config|publish|status|rollout|seal|bundle`."""
+    """Register `fleet init|set-config|release|publish|status|rollout|seal|bundle`."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "fleet", help="operator tools: a signed config repository for many gateways",
         description="Keep gateway configs in a TUF repository (a plain directory any static "
@@ -292,6 +327,18 @@ def add_fleet_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="publish secrets in clear (else they must be sealed: fleet seal)")
     s.set_defaults(func=_guarded(_set_config))
 
+    s = sub.add_parser("release", help="store a Debian package of schwebe as a release target",
+                       description="Check PACKAGE (a .deb of schwebe made by `make deb`) and store it "
+                                   "as the release for one gateway or for every gateway of its "
+                                   "architecture; gateways install it after the next publish.")
+    s.add_argument("dir", metavar="DIR")
+    who = s.add_mutually_exclusive_group()
+    who.add_argument("--gateway", metavar="EUI", help="for this gateway only")
+    who.add_argument("--all", action="store_true",
+                     help="for every gateway without its own (the default)")
+    s.add_argument("package", metavar="PACKAGE.deb")
+    s.set_defaults(func=_guarded(_release))
+
     s = sub.add_parser("publish", parents=[broker], help="sign; with --mqtt also mirror and notify")
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--mqtt", metavar="URL", help="mqtt[s]://[user:password@]host[:port]")
@@ -305,7 +352,7 @@ def add_fleet_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=_guarded(_status))
 
-    s = sub.add_parser("rollout", parents=[broker], help="push a fleet-wide config in waves")
+    s = sub.add_parser("rollout", parents=[broker], help="push a fleet-wide config or a release in waves")
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--mqtt", metavar="URL", required=True)
     s.add_argument("--waves", default="1,10%,100%", help="cumulative gateway counts or shares; "
@@ -314,7 +361,8 @@ def add_fleet_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="per wave, for every confirmation (default 900)")
     s.add_argument("--allow-plain-secrets", action="store_true")
     # required: an optional positional after DIR would swallow nothing and refuse the file
-    s.add_argument("config", metavar="CONFIG.toml", help="the fleet-wide config to roll out")
+    s.add_argument("config", metavar="CONFIG.toml|PACKAGE.deb",
+                   help="the fleet-wide config, or a release (a .deb of schwebe), to roll out")
     s.set_defaults(func=_guarded(_rollout))
 
     s = sub.add_parser("seal", help="encrypt a secret (stdin) to a gateway's public key")

@@ -91,6 +91,8 @@ def _serve_locked(cfg: object, notifier: Any, banner: Callable[[Any], str] | Non
 
     assert isinstance(cfg, Config)
 
+    exit_code: list[int] = []
+
     async def main() -> None:
         stopping = False
         current: list[Gateway] = []
@@ -125,7 +127,9 @@ def _serve_locked(cfg: object, notifier: Any, banner: Callable[[Any], str] | Non
             if cfg.remote_config.root is not None and config_path is not None:
                 from gateway.remote.manager import serve_with_remote
 
-                await serve_with_remote(config_path, cfg, run_gateway)
+                code = await serve_with_remote(config_path, cfg, run_gateway)
+                if code is not None and not stopping:
+                    exit_code.append(code)
             else:
                 await run_gateway(cfg, None)
         finally:
@@ -145,6 +149,11 @@ def _serve_locked(cfg: object, notifier: Any, banner: Callable[[Any], str] | Non
     except* OSError as group:
         print(f"schwebe: cannot start: {describe_error(group.exceptions[0])}", file=sys.stderr)
         rc = 1
+    if exit_code and rc == 0:
+        # self-update: systemd (Restart=always) starts the daemon again through the root
+        # step, `schwebe update apply`, which switches to the staged release or back
+        print(f"schwebe: stopping for a release switch (exit {exit_code[0]})", file=sys.stderr)
+        rc = exit_code[0]
     return rc
 
 
@@ -362,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli.fleet import add_fleet_parser
     from gateway.cli.remote import add_remote_parsers
     from gateway.cli.simulate import add_simulate_parser
+    from gateway.cli.update import add_update_parser
 
     parser, sub = _top_parser()
 
@@ -412,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_buffer_parser(sub)
     add_simulate_parser(sub)
     add_fleet_parser(sub)
+    add_update_parser(sub)
     return parser
 
 

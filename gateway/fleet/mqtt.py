@@ -231,7 +231,9 @@ def mirror_files(repo: Repository) -> dict[str, bytes]:
     cron ``fleet publish`` adds a snapshot and a targets file each time.
     """
     out: dict[str, bytes] = {}
-    for rel in repo.published_files():
+    for rel, name in repo.published_files().items():
+        if name is not None and name.startswith("releases/"):
+            continue  # packages (tens of MB) come over HTTPS only; the metadata naming them is here
         try:
             out[rel] = (repo.path / rel).read_bytes()
         except OSError as exc:

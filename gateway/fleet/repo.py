@@ -88,6 +88,7 @@ class Published:
     snapshot: int
     timestamp: int
     config_targets: dict[str, int]
+    releases: dict[str, str]  # releases/<who>/schwebe_<arch>.deb -> package version
 
 
 class Repository:
@@ -216,8 +217,10 @@ class Repository:
         tv, sv, stv = pub["targets"] + 1, pub["snapshot"] + 1, pub["timestamp"] + 1
         files = {}
         for name, info in sorted(self.book["targets"].items()):
+            # custom: the config version (int), or a release's version, arch and file name
+            custom = {k: info[k] for k in ("version", "arch", "package") if k in info}
             files[name] = TargetFile(info["length"], {"sha256": info["sha256"]}, name,
-                                     unrecognized_fields={"custom": {"version": info["version"]}})
+                                     unrecognized_fields={"custom": custom})
         meta = self.path / "metadata"
         # Order matters for a client reading while we write: targets, then snapshot, then
         # the timestamp that points at them; each file lands whole (atomic rename).
@@ -232,7 +235,9 @@ class Repository:
         atomic_write(meta / "timestamp.json", timestamp)
         self.book["published"] = {**pub, "targets": tv, "snapshot": sv, "timestamp": stv}
         self.save()
-        return Published(tv, sv, stv, {n: int(i["version"]) for n, i in self.book["targets"].items()})
+        targets = self.book["targets"].items()
+        return Published(tv, sv, stv, {n: int(i["version"]) for n, i in targets if n.startswith("configs/")},
+                         {n: str(i["version"]) for n, i in targets if n.startswith("releases/")})
 
     def root_versions(self) -> list[int]:
         return list(range(1, int(self.book["published"]["root"]) + 1))

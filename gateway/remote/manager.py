@@ -62,6 +62,10 @@ class RemoteConfig:
         self._samples: deque[tuple[float, dict[str, int]]] = deque(maxlen=64)
         self._running_text: str | None = None
         self._https = None
+        from gateway.update.stage import Releases
+
+        self.releases = Releases(local)
+        self.exit_code: int | None = None  # EXIT_UPDATE: the daemon stops for the root step
         if self.rc.repository is not None:
             self._https = HttpsFetcher(ca_file=self.rc.ca,
                                        timeout=max(2.0, min(20.0, self.rc.poll_interval / 3)))
@@ -138,6 +142,17 @@ class RemoteConfig:
         fwd.listen((f"{p}/fleet/#", f"{p}/gateway/{self.eui:016x}/command/config"),
                    self._on_mqtt, max_bytes=MAX_TARGET + 4096)
         fwd.set_retained(self._state_topic(p), orjson.dumps(self.public()))
+        self._publish_update()
+
+    def _publish_update(self) -> None:
+        """The self-update state, retained on ``{prefix}/gateway/{eui}/state/update`` (at each
+        start, after a verdict, after staging): a fleet's releases watched from one broker."""
+        if self.rc.mqtt is None or self.gw is None or not self.releases.enabled:
+            return
+        fwd = self.gw.forwarder(self.rc.mqtt)
+        if fwd is not None and hasattr(fwd, "set_retained"):
+            fwd.set_retained(f"{fwd.prefix}/gateway/{self.eui:016x}/state/update",
+                             orjson.dumps({"eui": f"{self.eui:016x}", **self.releases.public()}))
 
     def _state_topic(self, prefix: str) -> str:
         return f"{prefix}/gateway/{self.eui:016x}/state/config"
@@ -202,8 +217,25 @@ class RemoteConfig:
             # (retained) is nothing new
             self._wake.set()
 
+    def _exit_for_update(self) -> None:
+        from gateway.update import EXIT_UPDATE
+
+        self.exit_code = EXIT_UPDATE
+        self.restart_with = None
+        if self.gw is not None:
+            self.gw.supervisor.request_stop()
+
+    async def _trial(self) -> None:
+        failed = await self.releases.trial(self.gw.supervisor.ready, self._watch)
+        self._publish_update()
+        if failed:
+            self._exit_for_update()
+
     async def run(self) -> None:
         await self._attached.wait()
+        if self.releases.on_trial():
+            # a new release proves itself first (and no other is staged meanwhile)
+            await self._trial()
         loop = asyncio.get_running_loop()
         first = min(30.0, self.rc.poll_interval) * random.uniform(0.1, 1.0)
         next_poll = loop.time() + first
@@ -253,6 +285,14 @@ class RemoteConfig:
             finally:
                 if started is not None:
                     started.set()
+            if source != "bundle" and self._https is not None and self.releases.enabled:
+                try:
+                    if await self.releases.check(self._https, str(self.rc.repository), self.store.dir,
+                                                 self._baseline_before()):
+                        self._publish_update()
+                        self._exit_for_update()
+                except Exception:
+                    log.exception("update: release check failed")
 
     def _refuse(self, version: int | None, source: str, reason: str) -> None:
         if (self.st.state, self.st.version, self.st.reason) == ("refused", version, reason):
@@ -412,9 +452,10 @@ class RemoteConfig:
 
 async def serve_with_remote(local_path: Path, local: Config,
                             run_gateway: Callable[[Config, RemoteConfig | None], Awaitable[bool]]
-                            ) -> None:
+                            ) -> int | None:
     """Run gateways one after another: the first from the boot config, then each config a
-    restart-needing change brings. ``run_gateway`` returns True when asked to stop for good."""
+    restart-needing change brings. ``run_gateway`` returns True when asked to stop for good.
+    Returns the daemon's exit code when self-update needs the root step (else None)."""
     manager = RemoteConfig(local_path, local)
     cfg = manager.boot_config()
     task = asyncio.create_task(manager.run(), name="remote-config")
@@ -423,7 +464,7 @@ async def serve_with_remote(local_path: Path, local: Config,
             manager.restart_with = None
             stop = await run_gateway(cfg, manager)
             if stop or manager.restart_with is None:
-                return
+                return manager.exit_code
             cfg = manager.restart_with
             log.warning("remote config: restarting all components for the new config")
     finally:

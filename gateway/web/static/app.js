@@ -147,7 +147,7 @@ function buffer(b) {
   return out;
 }
 
-function remote(rc) {
+function remote(rc, up) {
   const box = $("remote-box");
   box.hidden = !rc;
   if (!rc) return;
@@ -168,6 +168,12 @@ function remote(rc) {
   else if (running == null && bad) list.push(["running", "the on-site configuration"]);
   if (rc.reason) list.push(["reason", rc.reason, bad ? "bad" : ""]);
   if (rc.source) list.push(["source", rc.source]);
+  // self-update: the release that runs, one on trial, the last outcome (README "Updating")
+  if (up && up.enabled) {
+    const last = up.outcome ? `; ${up.version} ${up.outcome}${up.reason ? `: ${up.reason}` : ""}` : "";
+    list.push(["software", `${up.running}${up.trying ? ` (trying ${up.trying})` : ""}${last}`,
+      up.outcome === "rolled-back" || up.outcome === "refused" ? "bad" : ""]);
+  }
   rows("remote", list);
 }
 
@@ -285,7 +291,7 @@ async function refresh() {
       li.append(what, todo);
       return li;
     }));
-    remote(s.remote_config);
+    remote(s.remote_config, s.update);
     const a = alerts(s);
     $("alerts-box").hidden = a.length === 0;
     rows("alerts", a);

@@ -23,7 +23,7 @@ const DE = {
   "Restart forwarder": "Weiterleitung neu starten", "time": "Zeit", "gateway": "Gateway",
   "device": "Gerät", "parking": "Parken",
   "received": "empfangen", "forwarded": "weitergeleitet", "records": "Datensätze",
-  "state": "Zustand", "version": "Version", "reason": "Grund", "source": "Quelle",
+  "state": "Zustand", "software": "Software", "version": "Version", "reason": "Grund", "source": "Quelle",
   "OK: data flows": "OK: Daten fließen",
   "DEGRADED: works, but needs a look": "EINGESCHRÄNKT: läuft, braucht aber einen Blick",
   "FAILING: act now": "STÖRUNG: jetzt handeln", "healthy": "gesund", "degraded": "eingeschränkt",

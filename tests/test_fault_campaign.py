@@ -26,6 +26,7 @@ from aiohttp import web
 
 from gateway import frames
 from tests.helpers.daemon import Daemon, free_port
+from tests.helpers.threaded_app import serve_in_thread
 from tests.mosquitto import Mosquitto, mosquitto  # noqa: F401
 
 EUI = 0xB827EBFFFE000001
@@ -93,14 +94,12 @@ class FlakyWebhook:
     MODES = ("ok", "500", "ok", "429", "ok", "slow", "ok", "reset")
 
     def __init__(self) -> None:
-        self.port = free_port()
         self.got: list[int] = []
         self.answers: dict[str, int] = {}
         self.flaky = True
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-        assert self._ready.wait(10)
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_post("/ingest", self._ingest)
+        self.port = serve_in_thread(app)
 
     def mode(self) -> str:
         if not self.flaky:
@@ -121,16 +120,6 @@ class FlakyWebhook:
         body = await request.json()
         self.got += [frame_id(r["body"]["rxpk"]["data"]) for r in body["records"]]
         return web.json_response({"ok": True})
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application(client_max_size=64 << 20)
-        app.router.add_post("/ingest", self._ingest)
-        runner = web.AppRunner(app)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
 
 
 class Subscriber:

@@ -13,14 +13,10 @@ from typing import IO, Any, BinaryIO, Final, NoReturn
 import orjson
 
 from gateway.frames import decode_lines
-from gateway.frames.decode import (
-    DecodeError,
-    decode_gwmp,
-    decode_phy,
-    decode_sensor,
-    error_object,
-    list_models,
-)
+
+# gateway.frames.decode is imported where it is used, not here: it pulls in LoRaWAN crypto
+# (the cryptography package, ~8 MiB resident), and `schwebe run` registers this command's
+# parser on every start without ever decoding through it.
 
 #: A batch line longer than this is an error, not a reason to hold a gigabyte in memory.
 MAX_LINE: Final = 1 << 20
@@ -211,6 +207,13 @@ def _text_chunks(stdin: IO[str]) -> Iterator[bytes | None]:
         yield None if line is None else line.encode("utf-8", "surrogatepass") + b"\n"
 
 
+def _fail(kind: str, detail: str) -> NoReturn:
+    """Raise a DecodeError; the import stays off the path of lines that decode."""
+    from gateway.frames.decode import DecodeError
+
+    raise DecodeError(kind, detail) from None
+
+
 def _answer(
     line: bytes | None, handle: Callable[[dict[str, Any]], dict[str, Any]],
     bare: Callable[[str], dict[str, Any]],
@@ -224,21 +227,23 @@ def _answer(
         line = _checked(line)
     try:
         if line is None:
-            raise DecodeError("line_too_long", f"input line longer than {MAX_LINE} characters")
+            _fail("line_too_long", f"input line longer than {MAX_LINE} characters")
         text = line.decode("utf-8", "replace").strip()
         if text[:1] in ("{", "[", "\""):  # JSON (only an object is a valid line)
             try:
                 obj = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
-                raise DecodeError("bad_json", f"line is not JSON: {exc.msg}") from None
+                _fail("bad_json", f"line is not JSON: {exc.msg}")
         elif not text:
-            raise DecodeError("bad_input", "empty line")
+            _fail("bad_input", "empty line")
         else:
             obj = bare(text)
         if not isinstance(obj, dict):
-            raise DecodeError("bad_json", "each line must be a JSON object")
+            _fail("bad_json", "each line must be a JSON object")
         result = handle(obj)
     except (ValueError, TypeError, OverflowError) as exc:  # FrameError, DecodeError too
+        from gateway.frames.decode import error_object
+
         return orjson.dumps({"error": error_object(exc)}), True
     return orjson.dumps(result), False
 
@@ -288,13 +293,13 @@ def _bare_hex(field: str) -> Callable[[str], dict[str, Any]]:
 def _bare_sensor(text: str) -> dict[str, Any]:
     parts = text.split()
     if len(parts) != 3:
-        raise DecodeError("bad_input", "a bare line is MODEL FPORT HEX (or give a JSON object)")
+        _fail("bad_input", "a bare line is MODEL FPORT HEX (or give a JSON object)")
     return {"model": parts[0], "fPort": parts[1], "bytes": parts[2]}
 
 
 def _field(obj: Mapping[str, Any], name: str) -> Any:
     if name not in obj:
-        raise DecodeError("bad_input", f"line has no {name!r} field")
+        _fail("bad_input", f"line has no {name!r} field")
     return obj[name]
 
 
@@ -303,7 +308,7 @@ def _mapping(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
     if value is None:  # absent or null: none given
         return {}
     if not isinstance(value, dict):
-        raise DecodeError("bad_input", f"{name!r} must be a JSON object")
+        _fail("bad_input", f"{name!r} must be a JSON object")
     return value
 
 
@@ -315,6 +320,15 @@ def run_decode(
 
     ``binary`` (stdin's and stdout's byte streams) makes a batch read and write bytes: the
     fast path of a capture file. Without it a batch reads ``stdin`` line by line."""
+    from gateway.frames.decode import (
+        DecodeError,
+        decode_gwmp,
+        decode_phy,
+        decode_sensor,
+        error_object,
+        list_models,
+    )
+
     what = args.decode_command
     chunks: Iterator[bytes | None]
     if binary is not None:

@@ -11,10 +11,16 @@ import hmac
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 from gateway.config import ParkingDevice
-from gateway.frames import lorawan
+
+if TYPE_CHECKING:
+    from gateway.frames import lorawan
+
+# gateway.frames.lorawan is imported where a key is first used: it loads the cryptography
+# package (~8 MiB resident), which a daemon with no parking devices (or none with keys)
+# never needs.
 
 #: Join requests remembered per device: a device that hears no accept retries with a new
 #: DevNonce, and the network answers one of them; every remembered one yields a candidate.
@@ -40,6 +46,8 @@ class Session:
     crypto: lorawan.SessionCrypto10 = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        from gateway.frames import lorawan
+
         self.crypto = lorawan.SessionCrypto10(self.dev_addr, self.nwk_s_key, self.app_s_key)
 
     def to_state(self) -> dict[str, Any]:
@@ -263,6 +271,8 @@ class SessionTable:
         if dev is None or dev.cfg.app_key is None:
             self.unknown_device += 1
             return False
+        from gateway.frames import lorawan
+
         # A forged request would otherwise push the real DevNonces out of the window.
         if not hmac.compare_digest(lorawan.join_request_mic(dev.cfg.app_key, raw[:-4]), raw[-4:]):
             dev.counters.mic_failures += 1
@@ -280,6 +290,8 @@ class SessionTable:
             key = dev.cfg.app_key
             if key is None or not dev.joins:
                 continue
+            from gateway.frames import lorawan
+
             plain = lorawan.decrypt_join_accept(key, encrypted)
             body, mic = plain[:-4], plain[-4:]
             if not hmac.compare_digest(lorawan.join_accept_mic_10(key, raw[:1] + body), mic):

@@ -136,6 +136,8 @@ class Subscriber:
 
 
 @pytest.mark.slow
+# the run's own length plus start and accounting: `make soak`/`make fuzz` run for minutes
+@pytest.mark.timeout(SECONDS + 300)
 def test_fault_campaign_accounts_for_every_acknowledged_frame(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
     hook = FlakyWebhook()
     listener = Subscriber(mosquitto)

@@ -20,6 +20,8 @@ SECONDS = int(os.environ.get("FUZZ_SECONDS", "8"))
 
 
 @pytest.mark.slow
+# the run's own length plus start and accounting: `make soak`/`make fuzz` run for minutes
+@pytest.mark.timeout(SECONDS + 120)
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_fuzz_target_finds_no_crash(target: str, tmp_path: Path) -> None:
     try:

@@ -78,6 +78,8 @@ class Webhook:
 
 
 @pytest.mark.slow
+# the run's own length plus start and accounting: `make soak`/`make fuzz` run for minutes
+@pytest.mark.timeout(SECONDS + 300)
 def test_soak_at_5000_frames_per_second_with_every_forwarder(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
     ns, hook = NetworkServer(), Webhook()
     udp, webp = free_port(socket.SOCK_DGRAM), free_port()

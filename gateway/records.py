@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import cbor2
@@ -34,19 +34,9 @@ class Record:
     received_us: int  # UTC, microseconds since the epoch
     body: bytes  # CBOR
     priority: int = 0
-    #: The Python object ``body`` was encoded from, while the record lives in this process
-    #: (None once read back from the store). Readers on the hot path take it through
-    #: :meth:`view` instead of decoding the CBOR they were just handed.
-    value: Any = field(default=None, compare=False, repr=False)
 
     def decoded(self) -> Any:
-        """A fresh copy of the body, the caller's to change."""
         return cbor2.loads(self.body)
-
-    def view(self) -> Any:
-        """The body, shared with every other reader: read it, never change it."""
-        value = self.value
-        return cbor2.loads(self.body) if value is None else value
 
 
 def now_us() -> int:
@@ -62,7 +52,6 @@ def make_record(kind: str, source: str, body: Any, received_us: int | None = Non
         received_us=now_us() if received_us is None else received_us,
         body=cbor2.dumps(body),
         priority=PRIORITY[kind],
-        value=body,
     )
 
 

@@ -60,7 +60,7 @@ def dev_addr_of(record: Record) -> int | None:
     if record.kind != "uplink":
         return None
     try:
-        body = record.view()
+        body = cbor2.loads(record.body)
         phy = base64.b64decode(body["rxpk"]["data"], validate=True)
     except (ValueError, KeyError, TypeError, binascii.Error, cbor2.CBORDecodeError):
         return None

@@ -158,7 +158,7 @@ class MqttForwarder(Forwarder):
 
     def message_for(self, record: Record) -> tuple[str, bytes, bool] | None:
         """(topic, payload, retain) for a record, or None for a kind this backend does not take."""
-        body = record.view()
+        body = cbor2.loads(record.body)
         if record.kind == "uplink":
             eui = str(body.get("gateway_eui") or self.gateway_eui)
             # Sent more than late_after after receipt (a backlog after an outage): marked, so a
@@ -273,7 +273,7 @@ class MqttForwarder(Forwarder):
         for seq, record in records:
             try:
                 if record.kind == "parking":
-                    body = record.view()
+                    body = cbor2.loads(record.body)
                     if self.newest.is_stale(str(body["spot_id"]), seq):
                         self.counters["stale_skipped"] = self.counters.get("stale_skipped", 0) + 1
                         continue

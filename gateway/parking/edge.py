@@ -161,7 +161,7 @@ class EdgeParking:
 
     def observe_uplink(self, record: Record) -> None:
         """Watch one ``uplink`` record (body per docs/INTERFACES.md)."""
-        body = record.view()
+        body = record.decoded()
         rxpk = body.get("rxpk") if isinstance(body, dict) else None
         if isinstance(rxpk, dict):
             self.observe_rxpk(rxpk, record.received_us)

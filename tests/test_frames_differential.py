@@ -686,7 +686,9 @@ def _door_property(fields: dict[Any, Any]) -> None:
 
 
 test_door_agrees = QUICK(given(door_fields())(_door_property))
-test_door_agrees_thoroughly = pytest.mark.slow(THOROUGH(given(door_fields())(_door_property)))
+test_door_agrees_thoroughly = pytest.mark.slow(
+    settings(THOROUGH, max_examples=20_000)(given(door_fields())(_door_property))
+)
 
 
 def test_door_answers_usual_rxpk_in_c_and_refuses_what_the_reference_refuses() -> None:

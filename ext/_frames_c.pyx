@@ -2005,3 +2005,119 @@ def push_data_batch(datagrams):
 
 
 include "_decode_lines.pxi"
+
+
+# ---------------------------------------------------------------------------- the door
+#
+# gateway/frames/door.py is the reference. The usual rxpk (flat: strings, numbers, true, false,
+# null; a LoRa or FSK data rate; radio figures in range) is answered here without one Python
+# call; every other one, and every refusal, goes to the reference, so the answers and their
+# words agree by construction (tests/test_frames_differential.py holds them together).
+
+from gateway.frames import door as _door
+
+cdef extern from "Python.h":
+    bint PyDict_Next(object p, Py_ssize_t* ppos, PyObject** pkey, PyObject** pvalue)
+    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
+
+cdef object _door_twin = _door.rxpk_door
+cdef Py_ssize_t C_MAX_STRING = _door.MAX_STRING
+cdef Py_ssize_t C_MAX_ITEMS = _door.MAX_ITEMS
+cdef tuple _RANGE_KEYS = tuple(_door._RANGES)
+cdef double _RANGE_LO[8]
+cdef double _RANGE_HI[8]
+cdef Py_ssize_t _NRANGES = len(_RANGE_KEYS)
+assert _NRANGES <= 8
+for _i, _k in enumerate(_RANGE_KEYS):
+    _RANGE_LO[_i], _RANGE_HI[_i] = _door._RANGES[_k]
+cdef double _EXACT_INT = 9007199254740992.0  # 2**53: ints up to it convert to double exactly
+
+
+cdef bint _lora_datr(str s) noexcept:
+    """s matches SF([5-9]|1[0-2])BW(125|250|500|203|406|812|1625) whole (s starts with "SF")."""
+    cdef const uint8_t* p
+    cdef Py_ssize_t n, i
+    if not PyUnicode_IS_ASCII(s):
+        return False
+    p = <const uint8_t*>PyUnicode_DATA(s)
+    n = PyUnicode_GET_LENGTH(s)
+    if n < 7:
+        return False
+    if 53 <= p[2] <= 57:  # 5-9
+        i = 3
+    elif p[2] == 49 and 48 <= p[3] <= 50:  # 10-12
+        i = 4
+    else:
+        return False
+    if p[i] != 66 or p[i + 1] != 87:  # "BW"
+        return False
+    p += i + 2
+    n -= i + 2
+    if n == 3:
+        return (memcmp(p, b"125", 3) == 0 or memcmp(p, b"250", 3) == 0
+                or memcmp(p, b"500", 3) == 0 or memcmp(p, b"203", 3) == 0
+                or memcmp(p, b"406", 3) == 0 or memcmp(p, b"812", 3) == 0)
+    return n == 4 and memcmp(p, b"1625", 4) == 0
+
+
+cdef bint _door_clean(dict fields) except -1:
+    """True when the reference would surely answer None; False: ask the reference."""
+    cdef Py_ssize_t pos = 0, i
+    cdef PyObject* k
+    cdef PyObject* v
+    cdef int overflow
+    cdef long long iv
+    cdef double d
+    if PyDict_GET_SIZE(fields) > C_MAX_ITEMS:
+        return False
+    while PyDict_Next(fields, &pos, &k, &v):
+        if not PyUnicode_CheckExact(<object>k) or PyUnicode_GET_LENGTH(<object>k) > C_MAX_STRING:
+            return False
+        if PyUnicode_CheckExact(<object>v):
+            if PyUnicode_GET_LENGTH(<object>v) > C_MAX_STRING:
+                return False
+        elif PyLong_CheckExact(<object>v):
+            PyLong_AsLongLongAndOverflow(<object>v, &overflow)
+            if overflow:
+                return False
+        elif not (PyFloat_CheckExact(<object>v) or v == <PyObject*>None
+                  or v == <PyObject*>True or v == <PyObject*>False):
+            return False  # nested or unusual: the reference walks it
+    for i in range(_NRANGES):
+        v = PyDict_GetItem(fields, _RANGE_KEYS[i])
+        if v == NULL or v == <PyObject*>None:
+            continue
+        if PyFloat_CheckExact(<object>v):
+            d = PyFloat_AS_DOUBLE(<object>v)
+        elif PyLong_CheckExact(<object>v):
+            iv = PyLong_AsLongLongAndOverflow(<object>v, &overflow)
+            if overflow or not -_EXACT_INT <= <double>iv <= _EXACT_INT:
+                return False
+            d = <double>iv
+        else:
+            return False
+        if not (_RANGE_LO[i] <= d <= _RANGE_HI[i]):  # NaN fails too, as in Python
+            return False
+    v = PyDict_GetItem(fields, "datr")
+    if v == NULL or v == <PyObject*>None:
+        return True
+    if PyUnicode_CheckExact(<object>v):
+        if (PyUnicode_GET_LENGTH(<object>v) >= 2 and PyUnicode_IS_ASCII(<object>v)
+                and (<const uint8_t*>PyUnicode_DATA(<object>v))[0] == 83
+                and (<const uint8_t*>PyUnicode_DATA(<object>v))[1] == 70):
+            return _lora_datr(<str>v)
+        return PyUnicode_IS_ASCII(<object>v)  # a non-ASCII one might start with "SF": ask
+    if PyFloat_CheckExact(<object>v):
+        d = PyFloat_AS_DOUBLE(<object>v)
+        return 0.0 <= d < 4294967296.0
+    if PyLong_CheckExact(<object>v):
+        iv = PyLong_AsLongLongAndOverflow(<object>v, &overflow)
+        return not overflow and 0 <= iv < 4294967296
+    return v == <PyObject*>True or v == <PyObject*>False
+
+
+def rxpk_door(fields):
+    """(counter, why) when an rxpk's fields cannot pass the door, else None (door.rxpk_door)."""
+    if PyDict_CheckExact(fields) and _door_clean(<dict>fields):
+        return None
+    return _door_twin(fields)

@@ -638,3 +638,68 @@ def test_plain_string_bytes_agree_at_every_distance_from_the_end(byte: int, pad:
     body = b'{"rxpk":[{"data":"","size":0,"' + key + b'":[]' + b" " * pad + b"}]}"
     dg = b"\x02\x00\x00\x00" + bytes(8) + body
     assert_same("decode_push_data", dg)
+
+
+# ---------------------------------------------------------------------------- the door
+
+_EDGES = [0, 1, -1, 255, 300, -300, 300.0000001, 1000, -1000.5, 10_000, 10_000.5, 2**32 - 1,
+          2**32, 2**53, 2**53 + 1, -(2**53) - 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63),
+          -(2**63) - 1, 1e300, float("inf"), float("-inf"), float("nan"), True, False, None]
+door_numbers = st.one_of(st.sampled_from(_EDGES), st.integers(), st.floats())
+door_datr = st.one_of(
+    st.builds(lambda sf, bw: f"SF{sf}BW{bw}", st.sampled_from(["4", "5", "7", "9", "10", "12",
+                                                               "13", "1", "07", ""]),
+              st.sampled_from(["125", "250", "500", "203", "406", "812", "1625", "12", "1250",
+                               "", "125 "])),
+    st.sampled_from(["SF", "SF7", "FSK", "", "SF7BW125\n", "SＦ7BW125", "SF７BW125"]),
+    st.text(max_size=10), door_numbers, st.lists(st.integers(), max_size=2),
+)
+
+
+@st.composite
+def door_fields(draw: st.DrawFn) -> dict[Any, Any]:
+    fields: dict[Any, Any] = {}
+    for key in ("freq", "rssi", "rssis", "lsnr", "tmms", "tmst", "chan", "stat"):
+        if draw(st.booleans()):
+            fields[key] = draw(door_numbers)
+    if draw(st.booleans()):
+        fields["datr"] = draw(door_datr)
+    # long strings and keys, many keys, nesting (rsig lists of objects, too deep ones)
+    long_text = st.integers(500, 520).map(lambda n: "x" * n)
+    extra = draw(st.dictionaries(
+        st.one_of(st.text(max_size=4), long_text),
+        st.one_of(json_values, long_text, door_numbers,
+                  st.recursive(st.integers(), lambda inner: st.one_of(
+                      st.lists(inner, max_size=2), st.dictionaries(st.text(max_size=2), inner,
+                                                                   max_size=2)),
+                               max_leaves=8)),
+        max_size=draw(st.sampled_from([3, 70])),
+    ))
+    fields.update(extra)
+    return fields
+
+
+def _door_property(fields: dict[Any, Any]) -> None:
+    c = _compiled()
+    # repr: nan never equals itself, and the words must agree too
+    assert repr(c.rxpk_door(fields)) == repr(twin.rxpk_door(fields)), f"rxpk_door({fields!r})"
+
+
+test_door_agrees = QUICK(given(door_fields())(_door_property))
+test_door_agrees_thoroughly = pytest.mark.slow(
+    settings(THOROUGH, max_examples=20_000)(given(door_fields())(_door_property))
+)
+
+
+def test_door_answers_usual_rxpk_in_c_and_refuses_what_the_reference_refuses() -> None:
+    c = _compiled()
+    usual = {"tmst": 3512348611, "chan": 2, "rfch": 0, "freq": 866.349812, "stat": 1,
+             "modu": "LORA", "datr": "SF7BW125", "codr": "4/6", "rssi": -35, "lsnr": 5.1,
+             "size": 32, "data": "QAEBAQGAAAABVfdjR6YrSw=="}
+    assert c.rxpk_door(usual) is None
+    assert c.rxpk_door({**usual, "datr": "SF13BW125"}) == (
+        "implausible", "datr 'SF13BW125' is no LoRa data rate")
+    assert c.rxpk_door({**usual, "freq": 6.9e14}) == (
+        "implausible", "freq 690000000000000.0 outside 0..10000")
+    assert c.rxpk_door({**usual, "codr": "4/5" * 200}) == (
+        "out_of_bounds", "a string of 600 characters (at most 512)")

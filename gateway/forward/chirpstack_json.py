@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import zlib
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ _CODE_RATES_BACK: Final[dict[str, str]] = {
     "CR_4_5": "4/5", "CR_4_6": "4/6", "CR_4_7": "4/7", "CR_4_8": "4/8",
     "CR_LI_4_5": "4/5LI", "CR_LI_4_6": "4/6LI", "CR_LI_4_8": "4/8LI",
 }
+_NUMBER: Final = (int, float)  # isinstance with a tuple: the same test as int | float, quicker
 _CRC_STATUS: Final[dict[int, str]] = {1: "CRC_OK", -1: "BAD_CRC", 0: "NO_CRC"}
 _DATR_RE: Final = re.compile(r"^SF(\d{1,2})BW(\d{2,4})$")
 #: txpk_ack errors with a namesake in chirpstack's ``gw.TxAckStatus``.
@@ -59,19 +61,24 @@ def modulation(rxpk: dict[str, Any]) -> dict[str, Any]:
     modu = rxpk.get("modu")
     datr = rxpk.get("datr")
     if modu == "LORA" and isinstance(datr, str):
-        m = _DATR_RE.match(datr)
-        if m:
-            lora: dict[str, Any] = {
-                "bandwidth": int(m.group(2)) * 1000,
-                "spreadingFactor": int(m.group(1)),
-            }
-            codr = rxpk.get("codr")
-            if isinstance(codr, str) and codr in _CODE_RATES:
-                lora["codeRate"] = _CODE_RATES[codr]
-            return {"lora": lora}
+        codr = rxpk.get("codr")
+        lora = _lora(datr, codr if isinstance(codr, str) else None)
+        return {} if lora is None else {"lora": dict(lora)}  # a copy: the cached one is shared
     if modu == "FSK" and isinstance(datr, int | float):
         return {"fsk": {"datarate": int(datr)}}
     return {}
+
+
+@functools.lru_cache(maxsize=256)
+def _lora(datr: str, codr: str | None) -> dict[str, Any] | None:
+    # A gateway hears a handful of data rates: the regex and ints once per rate, not per frame.
+    m = _DATR_RE.match(datr)
+    if not m:
+        return None
+    lora: dict[str, Any] = {"bandwidth": int(m.group(2)) * 1000, "spreadingFactor": int(m.group(1))}
+    if codr is not None and codr in _CODE_RATES:
+        lora["codeRate"] = _CODE_RATES[codr]
+    return lora
 
 
 def uplink_id(received_us: int, data_b64: str) -> int:
@@ -82,41 +89,46 @@ def uplink_id(received_us: int, data_b64: str) -> int:
 def uplink_frame(body: dict[str, Any], received_us: int, *, replay: bool = False) -> dict[str, Any]:
     """An ``uplink`` record body -> the JSON form of ``gw.UplinkFrame``."""
     rxpk: dict[str, Any] = body["rxpk"]
-    data = str(rxpk.get("data", ""))
+    get = rxpk.get  # every frame on the MQTT path comes here: each field read once
+    data = str(get("data", ""))
     rx: dict[str, Any] = {
         "gatewayId": str(body["gateway_eui"]),
         "uplinkId": uplink_id(received_us, data),
     }
-    t = rxpk.get("time")
+    t = get("time")
     if isinstance(t, str) and t:
         rx["gwTime"] = t if t.endswith("Z") or "+" in t[10:] else t + "Z"
     else:
         # lora_pkt_fwd writes "time" only with a GPS fix; without one the receive time on our
         # clock stands in (as concentratord does with the system clock).
         rx["gwTime"] = iso_us(received_us)
-    tmms = rxpk.get("tmms")
-    if isinstance(tmms, int | float) and not isinstance(tmms, bool):
+    tmms = get("tmms")
+    if isinstance(tmms, _NUMBER) and not isinstance(tmms, bool):
         rx["timeSinceGpsEpoch"] = _duration(tmms)
-    if isinstance(rxpk.get("rssi"), int | float):
-        rx["rssi"] = int(rxpk["rssi"])
-    if isinstance(rxpk.get("lsnr"), int | float):
-        rx["snr"] = float(rxpk["lsnr"])
-    if isinstance(rxpk.get("chan"), int):
-        rx["channel"] = rxpk["chan"]
-    if isinstance(rxpk.get("rfch"), int):
-        rx["rfChain"] = rxpk["rfch"]
-    tmst = rxpk.get("tmst")
+    rssi = get("rssi")
+    if isinstance(rssi, _NUMBER):
+        rx["rssi"] = int(rssi)
+    lsnr = get("lsnr")
+    if isinstance(lsnr, _NUMBER):
+        rx["snr"] = float(lsnr)
+    chan = get("chan")
+    if isinstance(chan, int):
+        rx["channel"] = chan
+    rfch = get("rfch")
+    if isinstance(rfch, int):
+        rx["rfChain"] = rfch
+    tmst = get("tmst")
     if isinstance(tmst, int) and not isinstance(tmst, bool):
         # ChirpStack's own UDP bridge puts the concentrator counter here (4 bytes, big-endian);
         # a downlink's "delay" timing is relative to it.
         rx["context"] = base64.b64encode((tmst & 0xFFFFFFFF).to_bytes(4, "big")).decode()
-    stat = rxpk.get("stat")
+    stat = get("stat")
     if isinstance(stat, int) and stat in _CRC_STATUS:
         rx["crcStatus"] = _CRC_STATUS[stat]
     if replay:
         rx["metadata"] = {"replay": "true"}
-    freq = rxpk.get("freq")
-    tx: dict[str, Any] = {"frequency": round(float(freq) * 1e6) if isinstance(freq, int | float) else 0}
+    freq = get("freq")
+    tx: dict[str, Any] = {"frequency": round(float(freq) * 1e6) if isinstance(freq, _NUMBER) else 0}
     mod = modulation(rxpk)
     if mod:
         tx["modulation"] = mod

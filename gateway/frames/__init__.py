@@ -60,6 +60,7 @@ b64decode_tolerant = _impl.b64decode_tolerant
 encode_push_ack = _impl.encode_push_ack
 encode_pull_ack = _impl.encode_pull_ack
 decode_lines = _impl.decode_lines
+rxpk_door = _impl.rxpk_door
 
 # The batch tools (numpy arrays of many frames) on first use only: numpy is ~11 MiB of RSS
 # that the daemon, which never calls them, would otherwise carry.
@@ -111,4 +112,5 @@ __all__ = [
     "parse_phy",
     "parse_phy_batch",
     "push_data_batch",
+    "rxpk_door",
 ]

@@ -12,6 +12,8 @@ from typing import Any, Final
 
 import orjson
 
+from gateway.frames.door import rxpk_door as rxpk_door  # the twin is the reference itself
+
 IMPLEMENTATION: Final = "python"
 
 # MType values (LoRaWAN 1.1 §4.2.1).

@@ -2030,7 +2030,7 @@ cdef Py_ssize_t _NRANGES = len(_RANGE_KEYS)
 assert _NRANGES <= 8
 for _i, _k in enumerate(_RANGE_KEYS):
     _RANGE_LO[_i], _RANGE_HI[_i] = _door._RANGES[_k]
-cdef double _EXACT_INT = 9007199254740992.0  # 2**53: ints up to it convert to double exactly
+cdef long long _EXACT_INT = 9007199254740992  # 2**53: ints up to it convert to double exactly
 
 
 cdef bint _lora_datr(str s) noexcept:
@@ -2091,7 +2091,9 @@ cdef bint _door_clean(dict fields) except -1:
             d = PyFloat_AS_DOUBLE(<object>v)
         elif PyLong_CheckExact(<object>v):
             iv = PyLong_AsLongLongAndOverflow(<object>v, &overflow)
-            if overflow or not -_EXACT_INT <= <double>iv <= _EXACT_INT:
+            # compared as integers: 2**53 + 1 as a double is 2**53, which would pass a bound
+            # of 2**53 that Python's exact int/float comparison refuses
+            if overflow or not -_EXACT_INT <= iv <= _EXACT_INT:
                 return False
             d = <double>iv
         else:

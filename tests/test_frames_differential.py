@@ -691,6 +691,14 @@ test_door_agrees_thoroughly = pytest.mark.slow(
 )
 
 
+def test_door_bounds_integers_exactly_past_two_to_the_53() -> None:
+    # found by the slow variant: 2**53 + 1 becomes 2**53 as a double and slipped past tmms's
+    # bound in C, where Python's exact int/float comparison refuses it
+    for v in (2**53 - 1, 2**53, 2**53 + 1, -(2**53) - 1, 2**62):
+        _door_property({"tmms": v})
+    assert _compiled().rxpk_door({"tmms": 2**53 + 1}) is not None
+
+
 def test_door_answers_usual_rxpk_in_c_and_refuses_what_the_reference_refuses() -> None:
     c = _compiled()
     usual = {"tmst": 3512348611, "chan": 2, "rfch": 0, "freq": 866.349812, "stat": 1,

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.fsio import write_atomic
+from gateway.fsio import fsync_dir, write_atomic
 
 log = logging.getLogger("schwebe.remote")
 
@@ -98,7 +98,7 @@ class StateStore:
     def promote(self) -> None:
         """The candidate becomes the last-known-good config (one rename)."""
         os.replace(self.candidate_path, self.confirmed_path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def drop_candidate(self) -> None:
         self.candidate_path.unlink(missing_ok=True)
@@ -140,11 +140,3 @@ def _read(path: Path) -> str | None:
         log.error("remote config file unreadable", extra={"fields": {"path": str(path),
                                                                     "detail": str(exc)[:200]}})
         return None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -19,6 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.fsio import fsync_dir
 from gateway.remote.client import Refused
 from gateway.update import KILL_AT_ENV
 from gateway.update.deb import VERSION_RE, DebError, inspect
@@ -73,7 +74,7 @@ class Slots:
         tmp.unlink(missing_ok=True)
         os.symlink(f"releases/{version}", tmp)
         os.replace(tmp, self.dir / name)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         log.info("update: %s -> releases/%s", name, version)
 
     @staticmethod
@@ -236,7 +237,7 @@ class Slots:
             shutil.rmtree(dest)  # a leftover of an interrupted run
         self.releases.mkdir(parents=True, exist_ok=True)
         os.rename(slot, dest)
-        _fsync_dir(self.releases)
+        fsync_dir(self.releases)
         shutil.rmtree(work, ignore_errors=True)
         self._step("slot-ready")
         st.trying, st.starts = version, 1
@@ -246,11 +247,3 @@ class Slots:
         self._step("switched")
         self.files.drop_staged()
         log.warning("update: trying release %s (was %s)", version, st.running)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

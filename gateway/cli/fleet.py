@@ -214,30 +214,28 @@ def _rollout(args: argparse.Namespace) -> int:
             is_package = f.read(8) == b"!<arch>\n"  # a Debian package (ar archive), not TOML
     except OSError as exc:
         raise FleetError(f"{args.config}: cannot read: {exc.strerror}") from None
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    start: Callable[[Any], Awaitable[int | str]]  # the version rolled out
     if is_package:
         from gateway.fleet.release_rollout import rollout_release
 
-        async def run_release(link: Any) -> int:
-            try:
-                version = await rollout_release(repo, link, Path(args.config), waves, timeout=timeout,
-                                                say=lambda line: print(line, flush=True))
-            except RolloutError as exc:
-                print(f"schwebe fleet: {exc}", file=sys.stderr)
-                return exc.code
-            print(f"rollout of release {version} complete: every gateway runs it")
-            return 0
+        def start(link: Any) -> Awaitable[int | str]:
+            return rollout_release(repo, link, Path(args.config), waves, timeout=timeout, say=say)
+        done = "rollout of release {} complete: every gateway runs it"
+    else:
+        data = checked_config(Path(args.config), None, allow_plain_secrets=args.allow_plain_secrets)
 
-        return asyncio.run(_with_link(args, run_release))
-    data = checked_config(Path(args.config), None, allow_plain_secrets=args.allow_plain_secrets)
+        def start(link: Any) -> Awaitable[int | str]:
+            return rollout(repo, link, data, waves, timeout=timeout, say=say)
+        done = "rollout of version {} complete: every gateway confirmed it"
 
     async def run(link: Any) -> int:
         try:
-            version = await rollout(repo, link, data, waves, timeout=timeout,
-                                    say=lambda line: print(line, flush=True))
+            version = await start(link)
         except RolloutError as exc:
             print(f"schwebe fleet: {exc}", file=sys.stderr)
             return exc.code
-        print(f"rollout of version {version} complete: every gateway confirmed it")
+        print(done.format(version))
         return 0
 
     return asyncio.run(_with_link(args, run))

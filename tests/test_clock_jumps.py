@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from gateway import frames
 from gateway.buffer import Buffer
 from gateway.records import Record, make_record
 from tests.helpers.daemon import Daemon, free_port
+from tests.helpers.threaded_lns import ThreadedLns
 
 EUI = 0xB827EBFFFE000001
 
@@ -155,30 +155,16 @@ def test_records_of_an_earlier_run_keep_their_stamps(tmp_path: Path) -> None:
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 
 
-class Lns:
-    """A network server on UDP that answers PUSH_DATA only while ``up``; remembers the
-    frame numbers of the rxpk it took."""
+class Lns(ThreadedLns):
+    """Remembers the frame numbers of the rxpk it took (only while ``up``)."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.up = False
         self.got: set[int] = set()
-        threading.Thread(target=self._run, daemon=True).start()
+        super().__init__(self._took, up=False)
 
-    def _run(self) -> None:
-        while True:
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except OSError:
-                return
-            if len(data) >= 12 and data[3] == 0 and self.up:  # PUSH_DATA
-                for pk in json.loads(data[12:]).get("rxpk", []):
-                    self.got.add(int.from_bytes(base64.b64decode(pk["data"])[9:13], "big"))
-                self.sock.sendto(data[:3] + b"\x01", addr)
-            elif len(data) >= 4 and data[3] == 2:  # PULL_DATA
-                self.sock.sendto(data[:3] + b"\x04", addr)
+    def _took(self, body: bytes) -> None:
+        for pk in json.loads(body).get("rxpk", []):
+            self.got.add(int.from_bytes(base64.b64decode(pk["data"])[9:13], "big"))
 
 
 def _push(port: int, numbers: range) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from aiohttp import web
 from gateway import frames
 from tests.helpers.daemon import Daemon, free_port
 from tests.helpers.threaded_app import serve_in_thread
+from tests.helpers.threaded_lns import ThreadedLns
 from tests.mosquitto import Mosquitto, mosquitto  # noqa: F401
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "30"))
@@ -42,29 +42,6 @@ def slope_kib_per_min(samples: list[tuple[float, int]]) -> float:
     return sum((t - mt) * (r - mr) for t, r in samples) / var * 60
 
 
-class NetworkServer:
-    """Answers PUSH_DATA with PUSH_ACK, like a network server; counts rxpk."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.rxpk = 0
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except OSError:
-                return
-            if len(data) >= 4 and data[3] == 0:  # PUSH_DATA
-                self.sock.sendto(data[:3] + b"\x01", addr)
-                self.rxpk += data.count(b'"rxpk"') and data.count(b'"tmst"')
-            elif len(data) >= 4 and data[3] == 2:  # PULL_DATA
-                self.sock.sendto(data[:3] + b"\x04", addr)
-
-
 class Webhook:
     def __init__(self) -> None:
         self.records = 0
@@ -81,7 +58,7 @@ class Webhook:
 # the run's own length plus start and accounting: `make soak`/`make fuzz` run for minutes
 @pytest.mark.timeout(SECONDS + 300)
 def test_soak_at_5000_frames_per_second_with_every_forwarder(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
-    ns, hook = NetworkServer(), Webhook()
+    ns, hook = ThreadedLns(), Webhook()
     udp, webp = free_port(socket.SOCK_DGRAM), free_port()
     config = tmp_path / "schwebe.toml"
     config.write_text(f"""

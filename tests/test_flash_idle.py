@@ -91,7 +91,9 @@ open_read_only = true
                     break
             except OSError:
                 pass
-            assert proc.poll() is None and time.monotonic() < deadline, "daemon did not come up"
+            if proc.poll() is not None:
+                raise AssertionError(f"the daemon exited {proc.returncode}: {proc.communicate()[1][-2000:]}")
+            assert time.monotonic() < deadline, "daemon did not come up in 30 s"
             time.sleep(0.2)
         # some traffic first, delivered to the broker, so the store and cursors exist
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as pf:

@@ -2123,3 +2123,5 @@ def rxpk_door(fields):
     if PyDict_CheckExact(fields) and _door_clean(<dict>fields):
         return None
     return _door_twin(fields)
+include "_uplink_json.pxi"
+include "_cbor_fast.pxi"

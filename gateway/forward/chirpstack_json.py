@@ -15,6 +15,10 @@ import zlib
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import cbor2
+import orjson
+
+from gateway import frames
 from gateway.records import iso_us
 
 #: Semtech ``codr`` -> chirpstack ``common.CodeRate`` enum name.
@@ -133,6 +137,22 @@ def uplink_frame(body: dict[str, Any], received_us: int, *, replay: bool = False
     if mod:
         tx["modulation"] = mod
     return {"phyPayload": data, "txInfo": tx, "rxInfo": rx}
+
+
+def uplink_message(body: bytes, received_us: int, default_eui: str, *,
+                   replay: bool = False) -> tuple[str, bytes]:
+    """An ``uplink`` record's CBOR body -> (gateway EUI for the topic, ``gw.UplinkFrame`` JSON).
+
+    The compiled build answers most bodies in one pass (``frames.uplink_json_fast``); what it
+    leaves, and every body in the twin, takes the general path below: the same bytes either
+    way (tests/test_uplink_json.py). Raises what cbor2 and :func:`uplink_frame` raise.
+    """
+    fast: tuple[str, bytes] | None = frames.uplink_json_fast(body, received_us, replay)
+    if fast is not None:
+        return fast
+    decoded = cbor2.loads(body)
+    eui = str(decoded.get("gateway_eui") or default_eui)
+    return eui, orjson.dumps(uplink_frame(decoded, received_us, replay=replay))
 
 
 def _stat_time(text: Any) -> str | None:

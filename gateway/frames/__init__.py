@@ -61,6 +61,8 @@ encode_push_ack = _impl.encode_push_ack
 encode_pull_ack = _impl.encode_pull_ack
 decode_lines = _impl.decode_lines
 rxpk_door = _impl.rxpk_door
+uplink_json_fast = _impl.uplink_json_fast
+cbor_dumps_fast = _impl.cbor_dumps_fast
 
 # The batch tools (numpy arrays of many frames) on first use only: numpy is ~11 MiB of RSS
 # that the daemon, which never calls them, would otherwise carry.
@@ -97,6 +99,7 @@ __all__ = [
     "Rxpk",
     "b64decode_tolerant",
     "b64encode",
+    "cbor_dumps_fast",
     "decode_lines",
     "decode_push_data",
     "devaddr_prefix_mask",
@@ -113,4 +116,5 @@ __all__ = [
     "parse_phy_batch",
     "push_data_batch",
     "rxpk_door",
+    "uplink_json_fast",
 ]

@@ -726,6 +726,19 @@ def netid_devaddr_prefix(net_id: int) -> tuple[int, int]:
     return ((type_prefix << nwk_bits) | nwk_id) << (32 - bits), bits
 
 
+def uplink_json_fast(body: bytes, received_us: int, replay: bool) -> tuple[str, bytes] | None:
+    """The compiled build's shortcut from an uplink record body to its ChirpStack JSON
+    (ext/_uplink_json.pxi). The twin has none: None sends every caller to the general path
+    (gateway/forward/chirpstack_json.py, ``uplink_message``), which the shortcut must match."""
+    return None
+
+
+def cbor_dumps_fast(obj: Any) -> bytes | None:
+    """The compiled build's CBOR writer for plain record bodies (ext/_cbor_fast.pxi). The twin
+    has none: None, and the caller encodes with cbor2, whose bytes the compiled one matches."""
+    return None
+
+
 # ---------------------------------------------------------------------------- batch (numpy)
 
 # The batch tools (numpy arrays of many frames) live in _batch_py: numpy costs the daemon

@@ -28,6 +28,12 @@ class Metrics:
         series = self._counters[name]
         series[key] = series.get(key, 0) + value
 
+    def inc_series(self, name: str, key: Labels, value: float = 1) -> None:
+        """:meth:`inc` with the labels already a sorted tuple: for callers on the radio path,
+        which build their few keys once instead of sorting keyword labels on every frame."""
+        series = self._counters[name]
+        series[key] = series.get(key, 0) + value
+
     def get(self, name: str, **labels: str) -> float:
         return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0)
 

@@ -22,7 +22,7 @@ from gateway.config import Config, ForwardCommon, ParkingDevice, WebSection, red
 from gateway.forward.base import DeliveryLoop
 from gateway.metrics import Metrics
 from gateway.parking.edge import EdgeParking
-from gateway.records import Record, make_record
+from gateway.records import KINDS, Record, make_record
 from gateway.sdnotify import Notifier
 from gateway.verdict import STATES, verdict
 from gateway.web.actions import Actions
@@ -31,6 +31,9 @@ from gateway.web.live import LiveFeed
 from gateway.web.server import WebServer
 
 log = logging.getLogger("schwebe.pipeline")
+
+#: records_received's label per record kind, built once (Metrics.inc_series)
+_KIND_LABELS: dict[str, tuple[tuple[str, str], ...]] = {k: (("kind", k),) for k in KINDS}
 
 
 class BufferComponent:
@@ -388,7 +391,8 @@ class Gateway:
     def accept(self, record: Record) -> None:
         """Every record from every source enters here, once."""
         self.buffer.append(record)
-        self.metrics.inc("records_received", kind=record.kind)
+        self.metrics.inc_series("records_received",
+                                _KIND_LABELS.get(record.kind) or (("kind", record.kind),))
         # per input, so a pushed config that silences one is noticed (gateway/remote/)
         self.received_by_source[record.source] = self.received_by_source.get(record.source, 0) + 1
         # the page's taps: bounded, never blocking (gateway/web/live.py, history.py)

@@ -245,6 +245,7 @@ class Gateway:
             server = GwmpServer(
                 bind=src.bind,
                 on_uplink=self.accept,
+                on_uplinks=self.accept_many,
                 on_rxpk=self.parking.observe_rxpk,
                 on_stats=self.accept_stats,
                 allowed_euis=set(src.allowed_euis) or None,
@@ -398,6 +399,22 @@ class Gateway:
         # the page's taps: bounded, never blocking (gateway/web/live.py, history.py)
         self.live.publish_record(record)
         self.history.observe(record)
+
+    def accept_many(self, records: list[Record]) -> None:
+        """:meth:`accept` for one datagram's uplinks (one kind, one source): the same records in
+        the same order, the per-record bookkeeping paid once per datagram."""
+        if not records:
+            return
+        self.buffer.append_many(records)
+        first = records[0]
+        n = len(records)
+        self.metrics.inc_series("records_received",
+                                _KIND_LABELS.get(first.kind) or (("kind", first.kind),), n)
+        self.received_by_source[first.source] = self.received_by_source.get(first.source, 0) + n
+        for record in records:
+            self.live.publish_record(record)
+        # one RSSI/SNR sample per picture interval at most: the datagram's first frame stands in
+        self.history.observe(first)
 
     def accept_stats(self, record: Record) -> None:
         """A concentrator's ``stat``: without a GPS of its own (the usual packet forwarder on a

@@ -571,3 +571,70 @@ async def test_spoofed_gateway_euis_do_not_grow_the_table_without_bound(harness:
     assert health["gateways_not_kept"] == 50
     assert len(json.dumps(health)) < 2_000_000  # the status stays bounded
     await settle(lambda: len(harness.uplinks) == n)  # their frames still go on
+
+
+async def test_a_datagrams_uplinks_go_to_a_list_consumer_in_one_call_each_before_its_rxpk() -> None:
+    """The daemon takes a datagram's records in one call; the edge decoder sees each rxpk after
+    every record of its datagram, and a list consumer that raises is counted, not fatal."""
+    events: list[tuple[str, Any]] = []
+    fail = [False]
+
+    def take(records: list[Record]) -> None:
+        if fail[0]:
+            raise RuntimeError("buffer full")
+        events.append(("records", [r.decoded()["rxpk"]["tmst"] for r in records]))
+
+    def single(record: Record) -> None:
+        raise AssertionError("the list consumer is the one called")
+
+    server = GwmpServer(bind=("127.0.0.1", 0), on_uplink=single, on_uplinks=take,
+                        on_rxpk=lambda f, us: events.append(("rxpk", f["tmst"])))
+    await server.start()
+    loop = asyncio.get_running_loop()
+    transport, fwd = await loop.create_datagram_endpoint(Forwarder, remote_addr=server.bound_address)
+    try:
+        bad = rxpk(tmst=9, freq=20_000.0)  # refused at the door, not in the list
+        fwd.send(frames.encode_push_data(1, EUI, [rxpk(tmst=1), bad, rxpk(tmst=2), rxpk(tmst=3)]))
+        assert (await fwd.recv()).token == 1
+        assert events == [("records", [1, 2, 3]), ("rxpk", 1), ("rxpk", 2), ("rxpk", 3)]
+        fail[0] = True
+        fwd.send(frames.encode_push_data(2, EUI, [rxpk(tmst=4)]))
+        assert (await fwd.recv()).token == 2
+        health = server.health()
+        assert health["callback_errors"] == 1 and health["rxpk"] == 4
+        assert events[-1] == ("rxpk", 4), "the edge decoder still sees a frame whose record failed"
+    finally:
+        transport.close()
+        server.close()
+
+
+async def test_a_datagram_up_to_the_bound_is_read_whole_and_one_beyond_is_counted_too_large() -> None:
+    """The socket reads at most one byte past the bound (not asyncio's 256 KiB per datagram):
+    a datagram at the bound still arrives whole, a larger one is told apart and counted."""
+    uplinks: list[Record] = []
+    server = GwmpServer(bind=("127.0.0.1", 0), on_uplink=uplinks.append, max_datagram=2000)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    transport, fwd = await loop.create_datagram_endpoint(Forwarder, remote_addr=server.bound_address)
+    try:
+        many = [rxpk(tmst=i) for i in range(8)]
+        while len(frames.encode_push_data(1, EUI, many)) > 2000:
+            many.pop()
+        fitting = frames.encode_push_data(1, EUI, many)
+        fitting_rx = len(many)
+        while len(fitting) < 2000:  # pad with JSON whitespace up to the bound exactly
+            fitting = fitting[:-1] + b" " * (2000 - len(fitting)) + fitting[-1:]
+        assert len(fitting) == 2000
+        fwd.send(fitting)
+        assert (await fwd.recv()).token == 1
+        too_big = frames.encode_push_data(2, EUI, [rxpk(tmst=99)] * 16)
+        assert len(too_big) > 2000
+        fwd.send(too_big)
+        fwd.send(frames.encode_push_data(3, EUI, [rxpk(tmst=100)]))
+        assert (await fwd.recv()).token == 3, "the oversized one got no PUSH_ACK"
+        health = server.health()
+        assert health["malformed"] == {"too_large": 1}
+        assert [r.decoded()["rxpk"]["tmst"] for r in uplinks] == [*range(fitting_rx), 100]
+    finally:
+        transport.close()
+        server.close()

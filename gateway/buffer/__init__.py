@@ -34,7 +34,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,6 +230,22 @@ class Buffer:
         for ev in self._wake.values():
             ev.set()
         return seq
+
+    def append_many(self, records: Sequence[Record]) -> None:
+        """:meth:`append` for the records of one datagram: the same sequence numbers and
+        bounds, the forwarders woken once rather than once a record."""
+        pending, reserve = self._pending, self.memory_reserve_bytes
+        for record in records:
+            pending.append((self._next_seq, record))
+            self._next_seq += 1
+            self._pending_bytes += row_cost(len(record.body), len(record.source))
+            if self._pending_bytes > reserve:
+                self._shed_pending()
+                pending = self._pending  # shedding builds a new list
+        if self._pending_bytes > reserve // 2 and self._commit_soon is not None:
+            self._commit_soon.set()
+        for ev in self._wake.values():
+            ev.set()
 
     def _shed_pending(self) -> None:
         """Reserve full: drop uncommitted records, oldest of the lowest priority first, to 90 %."""

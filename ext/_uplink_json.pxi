@@ -24,6 +24,33 @@ cdef extern from "<math.h>":
 
 cdef double _TWO63 = 9223372036854775808.0
 
+cdef extern from "<time.h>":
+    ctypedef long time_t
+    struct tm:
+        int tm_sec
+        int tm_min
+        int tm_hour
+        int tm_mday
+        int tm_mon
+        int tm_year
+    tm* gmtime_r(const time_t* timep, tm* result) nogil
+
+cdef extern from "<stdio.h>":
+    int snprintf(char* buf, size_t n, const char* fmt, ...) nogil
+
+# records.iso_us in C for the years it writes with four digits (1970-9999): 27 characters
+# into ``out``; 0 when the Python function must answer (before 1970, beyond 9999).
+cdef inline int _iso_us_c(int64_t us, char* out) noexcept nogil:
+    cdef time_t secs
+    cdef tm t
+    if us < 0:
+        return 0
+    secs = <time_t>(us // 1000000)
+    if gmtime_r(&secs, &t) == NULL or t.tm_year + 1900 > 9999:
+        return 0
+    return snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", t.tm_year + 1900, t.tm_mon + 1,
+                    t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, <int>(us % 1000000))
+
 cdef enum:
     CV_ABSENT = 0
     CV_INT = 1      # fits int64
@@ -413,6 +440,8 @@ def uplink_json_fast(body, received_us, bint replay):
             _uj_puts(&o, b"Z")
     elif u.time.kind == CV_OTHERSTR:
         return None
+    elif _iso_us_c(rus, tmp) == 27:
+        _uj_put(&o, tmp, 27)
     else:
         if _iso_us is None:
             from gateway.records import iso_us as _f

@@ -9,11 +9,9 @@
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
-    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
     bint PyTuple_CheckExact(object o)
     Py_ssize_t PyTuple_GET_SIZE(object o)
     PyObject* PyTuple_GET_ITEM(object o, Py_ssize_t i)
-    int PyDict_Next(object p, Py_ssize_t* ppos, PyObject** pkey, PyObject** pvalue)
     void* PyMem_Realloc(void* p, size_t n)
 
 cdef struct CborOut:

@@ -363,3 +363,28 @@ async def test_live_traffic_is_coalesced_and_a_lone_record_goes_at_once(tmp_path
     with pytest.raises(asyncio.CancelledError):
         await task
     b.close()
+
+
+async def test_sparse_live_traffic_is_not_held_for_the_whole_coalesce_pause(tmp_path: Path) -> None:
+    """A record every 30 ms makes batches of one: each waits at most an eighth of the pause
+    (25 ms of 200 ms here), so a quiet gateway's frames are not delayed to save CPU it has."""
+    b = _buf(tmp_path)
+    fwd = FakeBackend()
+    fwd.coalesce = 0.2
+    loop = DeliveryLoop(b, fwd, rng=random.Random(1), sleep=_no_sleep, max_batch=20)
+    b.register("fake")
+    task = asyncio.create_task(loop.run())
+    clock = asyncio.get_running_loop().time
+    delays = []
+    for i in range(10):
+        t = clock()
+        b.append(make_record("event", "t", {"i": i}))
+        await _until(lambda i=i: len(fwd.got) == i + 1)
+        delays.append(clock() - t)
+        await asyncio.sleep(0.03)
+    assert max(delays) < 0.1, delays  # the whole pause would be up to 0.2 s
+    assert len(fwd.batches) == 10
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    b.close()

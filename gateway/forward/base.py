@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 #: What a forwarder raises on a record it cannot encode (orjson's JSONEncodeError is a
 #: TypeError, cbor2's errors are ValueErrors); never a connection failure.
 POISON_ERRORS: Final = (TypeError, ValueError, RecursionError, OverflowError)
+#: A live batch of this many records or more earns the forwarder's whole ``coalesce`` pause;
+#: smaller ones a share of it (a lone record an eighth). Below ~1 / (coalesce / 8) records a
+#: second batches shrink to single records sent at once, above they grow to a full pause.
+COALESCE_FULL: Final = 8
 
 #: NwkID length in bits for each NetID type (LoRaWAN Backend Interfaces 1.0, DevAddr layout).
 _NWKID_BITS: Final = (6, 6, 9, 11, 12, 13, 15, 17)
@@ -104,7 +108,7 @@ class Forwarder(abc.ABC):
     #: Seconds between the starts of two sends while the loop keeps up with live traffic:
     #: what arrives meanwhile goes out together. One send per frame costs a wakeup and a
     #: syscall each side (at 2 000 frames/s most of a daemon's CPU); 0 sends at once. A
-    #: backlog (a full batch) never waits.
+    #: backlog (a full batch) never waits; sparse traffic waits a share (COALESCE_FULL).
     coalesce: float = 0.0
 
     def __init__(
@@ -209,15 +213,20 @@ class DeliveryLoop:
         batch: Batch | None = None
         loop = asyncio.get_running_loop()
         live_sent_at: float | None = None  # loop.time() of the last send of a part-full batch
+        live_sent_n = 0  # and how many records it held
         try:
             while True:
                 coalesce = self.forwarder.coalesce
                 if coalesce > 0 and live_sent_at is not None:
-                    # the event loop's monotonic clock: pacing only, no decision hangs on it
-                    wait = live_sent_at + coalesce - loop.time()
+                    # The pause scales with the last batch: sparse traffic (a lone record) waits
+                    # an eighth of it, so a frame every 10 ms is not held for the whole pause,
+                    # while a busy stream (COALESCE_FULL records a batch or more) waits it all.
+                    # The event loop's monotonic clock: pacing only, no decision hangs on it.
+                    pause = coalesce * min(1.0, live_sent_n / COALESCE_FULL)
+                    wait = live_sent_at + pause - loop.time()
                     live_sent_at = None
                     if wait > 0:
-                        await asyncio.sleep(min(wait, coalesce))
+                        await asyncio.sleep(min(wait, pause))
                 if not self.connected:
                     try:
                         await self.forwarder.connect()
@@ -256,7 +265,7 @@ class DeliveryLoop:
                     batch = None
                     continue
                 if len(batch.records) < self.max_batch:
-                    live_sent_at = loop.time()
+                    live_sent_at, live_sent_n = loop.time(), len(batch.records)
                 try:
                     result = await self._send(wanted)
                 except Exception as exc:

@@ -125,7 +125,7 @@ class GwmpServer(asyncio.DatagramProtocol):
         allowed_hosts: set[str] | None = None,
         duty_cycle: GatewayDutyCycles | None = None,
         on_downlink_observed: Callable[[int, Mapping[str, Any]], None] | None = None,
-        on_rxpk: Callable[[Mapping[str, Any], int], None] | None = None,
+        on_rxpk: Callable[[Mapping[str, Any], int, bytes], None] | None = None,
         on_uplinks: Callable[[list[Record]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock_us: Callable[[], int] = now_us,
@@ -374,33 +374,20 @@ class GwmpServer(asyncio.DatagramProtocol):
         gw.protocol_version = push.version
         gw.push_data += 1
         eui_hex = gw.gateway_eui
-        rxpk_door, b64encode, source = frames.rxpk_door, frames.b64encode, self._source
-        good: list[dict[str, Any]] = []
-        for rx in push.rxpk:
-            phy = rx.phy
-            if rx.error is not None or phy is None:
-                kind = rx.error.kind if rx.error is not None else "missing_data"
-                self._rxpk_bad[kind] += 1
-                gw.rxpk_bad += 1
-                continue
-            fields = rx.fields
-            if len(phy) > MAX_PHY:
-                self._rxpk_bad["too_large"] += 1  # no LoRa frame is longer
-                gw.rxpk_bad += 1
-                continue
-            # Records carry padded standard base64 whatever dialect the forwarder wrote.
-            fields["data"] = b64encode(phy)
-            # bounds, then plausibility: in C for the usual rxpk (gateway/frames/door.py)
-            refused = rxpk_door(fields)
-            if refused is not None:
-                self._rxpk_bad[refused[0]] += 1
-                gw.rxpk_bad += 1
-                continue
-            good.append(fields)
+        # Per rxpk, in one call (C in the compiled build): the decoder's verdict, the length
+        # bound, "data" as padded standard base64 whatever dialect the forwarder wrote, the
+        # door (bounds, then plausibility: gateway/frames/door.py), and the record.
+        records, good, phys, refused = frames.uplink_records(
+            push.rxpk, eui_hex, MAX_PHY, Record, self._source, received_us)
+        if refused:
+            bad = self._rxpk_bad
+            for kind in refused:
+                bad[kind] += 1
+            gw.rxpk_bad += len(refused)
         if good:
             self._rxpk += len(good)
             gw.rxpk += len(good)
-            self._deliver(good, eui_hex, source, received_us)
+            self._deliver(records, good, phys, received_us)
         if push.stat is not None and out_of_bounds(push.stat) is not None:
             self._malformed["stat_out_of_bounds"] += 1  # the rxpk above still count
         elif push.stat is not None:
@@ -419,24 +406,24 @@ class GwmpServer(asyncio.DatagramProtocol):
                     self._on_stats, "stats", {"gateway_eui": eui_hex, "stat": stat}, received_us
                 )
 
-    def _deliver(self, good: list[dict[str, Any]], eui_hex: str, source: str, received_us: int) -> None:
+    def _deliver(self, records: list[Record], good: list[dict[str, Any]], phys: list[bytes],
+                 received_us: int) -> None:
         """A datagram's good rxpk: their records (in one call when the consumer takes a list),
         then each rxpk to the edge decoder, so every parking record follows its uplink."""
         if self._on_uplinks is not None:
             try:
-                self._on_uplinks([make_record("uplink", source, {"gateway_eui": eui_hex, "rxpk": f},
-                                              received_us) for f in good])
+                self._on_uplinks(records)
             except Exception:  # a consumer bug must not stop the radio path
                 self._callback_errors += 1
                 if self._callback_errors == 1:
                     log.exception("GWMP uplink consumer raised; further errors are only counted")
         else:
-            for f in good:
-                self._emit(self._on_uplink, "uplink", {"gateway_eui": eui_hex, "rxpk": f}, received_us)
+            for record in records:
+                self._call(self._on_uplink, "uplink", record)
         if self._on_rxpk is not None:
-            for f in good:
+            for f, phy in zip(good, phys, strict=True):
                 try:
-                    self._on_rxpk(f, received_us)
+                    self._on_rxpk(f, received_us, phy)
                 except Exception:  # a consumer bug must not stop the radio path
                     self._callback_errors += 1
                     if self._callback_errors == 1:
@@ -445,8 +432,11 @@ class GwmpServer(asyncio.DatagramProtocol):
     def _emit(
         self, callback: Callable[[Record], None], kind: str, body: Any, received_us: int
     ) -> None:
+        self._call(callback, kind, make_record(kind, self._source, body, received_us))
+
+    def _call(self, callback: Callable[[Record], None], kind: str, record: Record) -> None:
         try:
-            callback(make_record(kind, self._source, body, received_us))
+            callback(record)
         except Exception:  # a consumer bug must not stop the radio path
             self._callback_errors += 1
             if self._callback_errors == 1:

@@ -2125,3 +2125,4 @@ def rxpk_door(fields):
     return _door_twin(fields)
 include "_uplink_json.pxi"
 include "_cbor_fast.pxi"
+include "_push_records.pxi"

@@ -12,6 +12,7 @@ import pytest
 from gateway.buffer import Buffer
 from gateway.config import parse_prefix
 from gateway.forward.base import (
+    Broken,
     DeliveryLoop,
     Forwarder,
     ForwarderError,
@@ -283,7 +284,7 @@ class BreakableBackend(FakeBackend):
 
     async def connect(self) -> None:
         await super().connect()
-        self.broken = asyncio.Event()
+        self.broken = Broken()
 
     def health(self) -> dict[str, object]:
         return {"put_aside": 3, "connects": self.connects}

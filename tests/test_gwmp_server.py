@@ -588,7 +588,7 @@ async def test_a_datagrams_uplinks_go_to_a_list_consumer_in_one_call_each_before
         raise AssertionError("the list consumer is the one called")
 
     server = GwmpServer(bind=("127.0.0.1", 0), on_uplink=single, on_uplinks=take,
-                        on_rxpk=lambda f, us: events.append(("rxpk", f["tmst"])))
+                        on_rxpk=lambda f, us, phy: events.append(("rxpk", f["tmst"])))
     await server.start()
     loop = asyncio.get_running_loop()
     transport, fwd = await loop.create_datagram_endpoint(Forwarder, remote_addr=server.bound_address)

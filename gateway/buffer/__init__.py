@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -523,15 +523,25 @@ class Buffer:
     def cursors(self) -> list[str]:
         return list(self._cursors)
 
-    async def next_batch(self, name: str, max_records: int, max_bytes: int) -> Batch:
-        """Wait until records are available for ``name``; claim up to the given bounds."""
+    async def next_batch(self, name: str, max_records: int, max_bytes: int,
+                         stop: asyncio.Event | None = None) -> Batch | None:
+        """Wait until records are available for ``name``; claim up to the given bounds.
+        None when ``stop`` is set first (whoever sets it calls :meth:`wake` too)."""
         ev = self._wake.setdefault(name, asyncio.Event())
         while True:
             ev.clear()
+            if stop is not None and stop.is_set():
+                return None
             batch = self.take(name, max_records, max_bytes)
             if batch is not None:
                 return batch
             await ev.wait()
+
+    def wake(self, name: str) -> None:
+        """Wake a :meth:`next_batch` waiting for ``name`` (it looks at its ``stop`` again)."""
+        ev = self._wake.get(name)
+        if ev is not None:
+            ev.set()
 
     def take(self, name: str, max_records: int, max_bytes: int) -> Batch | None:
         """Non-waiting form of :meth:`next_batch`. Live records get half a batch during backlog
@@ -606,7 +616,7 @@ class Buffer:
             if seq >= first:
                 for step in steps:
                     rx = step.apply(rx)
-            out.append((seq, r if rx == r.received_us else replace(r, received_us=rx)))
+            out.append((seq, r if rx == r.received_us else r._replace(received_us=rx)))
         return out
 
     # ---- status --------------------------------------------------------------------------

@@ -86,6 +86,29 @@ def net_id_matches(dev_addr: int, net_id: int) -> bool:
     return nwk_id == net_id & ((1 << bits) - 1)
 
 
+class Broken(asyncio.Event):
+    """A forwarder's "this connection died" event that also calls listeners when set.
+
+    The delivery loop waits for records or for this, whichever comes first; with a listener
+    that wakes its buffer cursor it waits on one event, where racing two waits cost two tasks
+    and a wait() every batch (most of the loop's own CPU at 2 000 frames/s, py-spy).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        self._listeners.append(fn)
+
+    def set(self) -> None:
+        if self.is_set():
+            return
+        super().set()
+        for fn in self._listeners:
+            fn()
+
+
 class Forwarder(abc.ABC):
     """A backend. Subclasses implement connect/send/close; filters come with the constructor.
 
@@ -94,14 +117,14 @@ class Forwarder(abc.ABC):
     :class:`SendResult` naming what the backend acknowledged; the rest is offered again.
 
     ``broken``: a forwarder holding a long-lived connection (subscriptions, retained state)
-    sets this event when that connection dies, so the loop reconnects even while no records
-    flow; ``connect`` installs a fresh one. None: the loop learns of failures in ``send`` only.
+    sets this :class:`Broken` event when that connection dies, so the loop reconnects even while
+    no records flow; ``connect`` installs a fresh one. None: the loop learns of failures in ``send`` only.
     An optional ``health()`` returning a dict shows up under ``"backend"`` in the loop's health.
     ``data_dir``: the buffer's directory, set by the :class:`DeliveryLoop`, for a forwarder
     that keeps files of its own next to the buffer (HTTP's put-aside records).
     """
 
-    broken: asyncio.Event | None = None
+    broken: Broken | None = None
     data_dir: Path | None = None
     #: True when ``connect`` returns only after the backend answered (a CONNACK, a PULL_ACK,
     #: an open file). HTTP-style forwarders connect without a word from the backend: they
@@ -191,6 +214,7 @@ class DeliveryLoop:
         self.last_error: str | None = None
         self.set_aside = 0  # records this forwarder can never send, kept aside (see _send)
         self._set_aside_store: SetAsideFile | None = None
+        self._hooked: Broken | None = None  # the connection whose end wakes our cursor
 
     def backoff_delay(self) -> float:
         """Full jitter: uniform over [0, min(cap, base * 2**attempt)], so a fleet spreads out."""
@@ -338,30 +362,13 @@ class DeliveryLoop:
         """The next batch, or None when the forwarder reports its connection broken first."""
         batch = self.buffer.take(name, self.max_batch, self.max_batch_bytes)
         if batch is not None:
-            return batch  # a drain never pays for the race below
+            return batch  # a drain never pays for the wait below
         broken = self.forwarder.broken
-        if broken is None:
-            return await self.buffer.next_batch(name, self.max_batch, self.max_batch_bytes)
-        if broken.is_set():
-            return None
-        waiting = asyncio.ensure_future(self.buffer.next_batch(name, self.max_batch, self.max_batch_bytes))
-        dead = asyncio.ensure_future(broken.wait())
-        try:
-            await asyncio.wait((waiting, dead), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # cancelled (shutdown): a batch claimed meanwhile goes back
-            if not waiting.done():
-                waiting.cancel()
-            elif not waiting.cancelled() and waiting.exception() is None:
-                self.buffer.release(name, waiting.result())
-            raise
-        finally:
-            dead.cancel()
-        if waiting.done():
-            return waiting.result()  # even if broken as well: send fails and releases it
-        # next_batch claims synchronously right after its wake-up, so while it is still
-        # pending it holds nothing and cancelling it loses no record.
-        waiting.cancel()
-        return None
+        if broken is not None and broken is not self._hooked:
+            # One wait for both: the connection's end wakes the cursor as a record would.
+            broken.add_listener(lambda: self.buffer.wake(name))
+            self._hooked = broken
+        return await self.buffer.next_batch(name, self.max_batch, self.max_batch_bytes, stop=broken)
 
     def health(self) -> dict[str, Any]:
         """For /api/status and /metrics; the forwarder's own figures under ``"backend"``."""

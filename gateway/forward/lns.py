@@ -38,7 +38,7 @@ import cbor2
 
 from gateway import frames
 from gateway.config import GwmpForward
-from gateway.forward.base import Forwarder, ForwarderError, SendResult
+from gateway.forward.base import Broken, Forwarder, ForwarderError, SendResult
 from gateway.forward.mqtt import DownlinkRelay
 from gateway.records import Record, now_us
 
@@ -226,7 +226,7 @@ class LnsForwarder(Forwarder):
         self._family, self._remote = infos[0][0], infos[0][4]
         self._connected = True
         self._pull_ack.clear()
-        self.broken = asyncio.Event()  # one per connection: an older one cannot mark this one
+        self.broken = Broken()  # one per connection: an older one cannot mark this one
         try:
             for gw in list(self._gateways.values()):
                 await self._open(gw)

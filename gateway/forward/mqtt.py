@@ -20,7 +20,7 @@ import orjson
 
 from gateway.config import MqttForward
 from gateway.forward import chirpstack_json as cs
-from gateway.forward.base import Forwarder, ForwarderError, SendResult
+from gateway.forward.base import Broken, Forwarder, ForwarderError, SendResult
 from gateway.forward.mqtt_wire import MqttConnection, MqttWireError, Will
 from gateway.forward.ngsi import NewestPerSpot
 from gateway.forward.tls import client_tls_context
@@ -161,12 +161,7 @@ class MqttForwarder(Forwarder):
     def message_for(self, record: Record) -> tuple[str, bytes, bool] | None:
         """(topic, payload, retain) for a record, or None for a kind this backend does not take."""
         if record.kind == "uplink":
-            # Sent more than late_after after receipt (a backlog after an outage): marked, so a
-            # network server does not take a replayed frame for a fresh one.
-            late = self.clock_us() - record.received_us > self.late_after_us
-            eui, payload = cs.uplink_message(record.body, record.received_us, self.gateway_eui,
-                                             replay=late)
-            return self.gateway_topic(eui, "event/up"), payload, False
+            return self._uplink(record)[1]
         body = cbor2.loads(record.body)
         if record.kind == "stats":
             eui = str(body.get("gateway_eui") or self.gateway_eui)
@@ -174,6 +169,15 @@ class MqttForwarder(Forwarder):
         if record.kind == "parking":
             return self.parking_topic(str(body["spot_id"])), _dumps(body), True
         return None
+
+    def _uplink(self, record: Record) -> tuple[str, tuple[str, bytes, bool]]:
+        """(gateway EUI, message) for an uplink record."""
+        # Sent more than late_after after receipt (a backlog after an outage): marked, so a
+        # network server does not take a replayed frame for a fresh one.
+        late = self.clock_us() - record.received_us > self.late_after_us
+        eui, payload = cs.uplink_message(record.body, record.received_us, self.gateway_eui,
+                                         replay=late)
+        return eui, (f"{self.prefix}/gateway/{eui}/event/up", payload, False)
 
     # ---- connection ------------------------------------------------------------------------
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -193,7 +197,7 @@ class MqttForwarder(Forwarder):
             self._count("tls_config")
             raise ForwarderError("tls_config", str(exc)) from exc
         # One event per connection: the end of an earlier one cannot mark this one broken.
-        self.broken = broken = asyncio.Event()
+        self.broken = broken = Broken()
         try:
             conn = await MqttConnection.open(
                 self.host, self.port,
@@ -235,7 +239,7 @@ class MqttForwarder(Forwarder):
                                  f"{exc or 'no PUBACK/SUBACK in time'}") from exc
         log.info("MQTT %s connected to %s:%d (tls=%s)", self.name, self.host, self.port, self.tls)
 
-    def _on_lost(self, err: MqttWireError, broken: asyncio.Event) -> None:
+    def _on_lost(self, err: MqttWireError, broken: Broken) -> None:
         """Connection died on its own: counted, and ``broken`` wakes an idle DeliveryLoop.
 
         Without this an idle forwarder (no records to publish) would keep a dead connection:
@@ -272,8 +276,16 @@ class MqttForwarder(Forwarder):
         msgs: list[tuple[str, bytes, bool]] = []
         new_euis: list[str] = []
         spots: list[tuple[str, int]] = []
+        local = self._local_euis
         for seq, record in records:
             try:
+                if record.kind == "uplink":
+                    eui, up = self._uplink(record)
+                    if eui not in local:
+                        local.add(eui)
+                        new_euis.append(eui)
+                    msgs.append(up)
+                    continue
                 if record.kind == "parking":
                     body = cbor2.loads(record.body)
                     if self.newest.is_stale(str(body["spot_id"]), seq):
@@ -286,18 +298,14 @@ class MqttForwarder(Forwarder):
                 self._count("bad_record")
                 log.warning("MQTT %s: skipping malformed %s record: %s", self.name, record.kind, exc)
                 continue
-            if msg is None:
-                continue
-            if record.kind == "uplink":
-                eui = msg[0].split("/")[-3]
-                if eui not in self._local_euis:
-                    self._local_euis.add(eui)
-                    new_euis.append(eui)
-            msgs.append(msg)
+            if msg is not None:
+                msgs.append(msg)
         self.counters["published"] += len(msgs)
         try:
             # The cursor moves only when this returns: every PUBACK of the batch is in.
-            await asyncio.wait_for(conn.publish_many(msgs), self.publish_timeout)
+            # asyncio.timeout, not wait_for: no task of its own for every batch.
+            async with asyncio.timeout(self.publish_timeout):
+                await conn.publish_many(msgs)
             for eui in new_euis:
                 await self._subscribe_down(eui)
         except TimeoutError as exc:

@@ -36,7 +36,7 @@ import cbor2
 
 from gateway.clocksteps import StepWatch
 from gateway.config import StationForward
-from gateway.forward.base import Forwarder, ForwarderError, SendResult
+from gateway.forward.base import Broken, Forwarder, ForwarderError, SendResult
 from gateway.forward.mqtt import DownlinkRelay
 from gateway.forward.station_creds import Credentials, load_credentials
 from gateway.forward.station_link import discover, handshake, open_ws
@@ -174,7 +174,7 @@ class StationForwarder(Forwarder):
             if warning not in self._warned:
                 self._warned.add(warning)
                 log.warning("%s", warning)
-        self.broken = asyncio.Event()
+        self.broken = Broken()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.timeout))
         if not self._routers and self.cfg.gateway_eui is not None:
             self._router(self.fallback_router)

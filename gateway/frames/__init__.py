@@ -63,6 +63,7 @@ decode_lines = _impl.decode_lines
 rxpk_door = _impl.rxpk_door
 uplink_json_fast = _impl.uplink_json_fast
 cbor_dumps_fast = _impl.cbor_dumps_fast
+uplink_records = _impl.uplink_records
 
 # The batch tools (numpy arrays of many frames) on first use only: numpy is ~11 MiB of RSS
 # that the daemon, which never calls them, would otherwise carry.
@@ -117,4 +118,5 @@ __all__ = [
     "push_data_batch",
     "rxpk_door",
     "uplink_json_fast",
+    "uplink_records",
 ]

@@ -10,6 +10,7 @@ import binascii
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+import cbor2
 import orjson
 
 from gateway.frames.door import rxpk_door as rxpk_door  # the twin is the reference itself
@@ -737,6 +738,51 @@ def cbor_dumps_fast(obj: Any) -> bytes | None:
     """The compiled build's CBOR writer for plain record bodies (ext/_cbor_fast.pxi). The twin
     has none: None, and the caller encodes with cbor2, whose bytes the compiled one matches."""
     return None
+
+
+def uplink_records(
+    rxpk: Sequence[Any], eui_hex: str, max_phy: int, record_type: Callable[..., Any],
+    source: str, received_us: int,
+) -> tuple[list[Any], list[dict[str, Any]], list[bytes], list[str]]:
+    """One PUSH_DATA's rxpk as ``uplink`` records, for the packet-forwarder door
+    (drivers/gwmp_server.py): ``(records, fields, phys, refused)``.
+
+    In order, an rxpk is refused (its counter name in ``refused``) when the decoder found it
+    malformed (its error's kind), when it has no data (``missing_data``), when its PHYPayload is
+    longer than ``max_phy`` (``too_large``), or when :func:`rxpk_door` refuses its fields (after
+    ``data`` is rewritten as padded standard base64, the form records carry). Every other one
+    gives a record ``record_type("uplink", source, received_us, body, 0)`` whose body is the
+    CBOR of ``{"gateway_eui": eui_hex, "rxpk": fields}`` (what ``make_record`` writes), and its
+    fields dict and PHYPayload, in the same order. The compiled build does the same in one C
+    loop (ext/_push_records.pxi).
+    """
+    records: list[Any] = []
+    goods: list[dict[str, Any]] = []
+    phys: list[bytes] = []
+    refused: list[str] = []
+    for rx in rxpk:
+        phy, error = rx.phy, rx.error
+        if error is not None:
+            refused.append(error.kind)
+            continue
+        if phy is None:
+            refused.append("missing_data")
+            continue
+        phy = bytes(phy)
+        if len(phy) > max_phy:
+            refused.append("too_large")
+            continue
+        fields = rx.fields
+        fields["data"] = b64encode(phy)
+        answer = rxpk_door(fields)
+        if answer is not None:
+            refused.append(answer[0])
+            continue
+        body = cbor2.dumps({"gateway_eui": eui_hex, "rxpk": fields})
+        records.append(record_type("uplink", source, received_us, body, 0))
+        goods.append(fields)
+        phys.append(phy)
+    return records, goods, phys, refused
 
 
 # ---------------------------------------------------------------------------- batch (numpy)

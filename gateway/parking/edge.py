@@ -166,12 +166,13 @@ class EdgeParking:
         if isinstance(rxpk, dict):
             self.observe_rxpk(rxpk, record.received_us)
 
-    def observe_rxpk(self, rxpk: Mapping[str, Any], received_us: int) -> None:
-        """The same, for a caller that already holds the rxpk object (skips a CBOR round trip)."""
+    def observe_rxpk(self, rxpk: Mapping[str, Any], received_us: int, raw: bytes | None = None) -> None:
+        """The same, for a caller that already holds the rxpk object (skips a CBOR round trip)
+        and perhaps its PHYPayload as bytes, ``raw`` (skips decoding ``data`` again)."""
         if rxpk.get("stat", 1) == -1:
             return  # CRC failed on air: nothing in it can be trusted, not even the DevAddr
         try:
-            phy = frames.parse_phy(frames.b64decode_tolerant(rxpk["data"]))
+            phy = frames.parse_phy(frames.b64decode_tolerant(rxpk["data"]) if raw is None else raw)
         except (frames.FrameError, KeyError, TypeError, AttributeError):
             self.bad_frames += 1
             return

@@ -98,6 +98,7 @@ class ConcentratorHealth:
 
 #: No LoRa frame exceeds 255 bytes (the other limits of the door: gateway/frames/door.py).
 MAX_PHY: Final = 255
+_PUSH_ACK_ID: Final = bytes((frames.PUSH_ACK,))
 #: Distinct gateway EUIs kept on the status page; spoofed EUIs beyond it are counted, not kept.
 MAX_GATEWAYS: Final = 256
 
@@ -362,8 +363,10 @@ class GwmpServer(asyncio.DatagramProtocol):
             self._malformed_count(exc.kind, addr, str(exc))
             return
         assert self._transport is not None
-        # Ack first: the forwarder's ackr statistic must not depend on our callbacks.
-        self._transport.sendto(frames.encode_push_ack(push.token, push.version), addr)
+        # Ack first: the forwarder's ackr statistic must not depend on our callbacks. The
+        # PUSH_ACK is the datagram's own header (version and token, checked by the decoder)
+        # with the PUSH_ACK identifier: frames.encode_push_ack's bytes without its checks.
+        self._transport.sendto(data[:3] + _PUSH_ACK_ID, addr)
         self._by_identifier["PUSH_DATA"] += 1
         self._outcomes["acked"] += 1
         now = self._clock()

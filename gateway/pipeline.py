@@ -390,19 +390,14 @@ class Gateway:
     # ------------------------------------------------------------------ hot path
 
     def accept(self, record: Record) -> None:
-        """Every record from every source enters here, once."""
-        self.buffer.append(record)
-        self.metrics.inc_series("records_received",
-                                _KIND_LABELS.get(record.kind) or (("kind", record.kind),))
-        # per input, so a pushed config that silences one is noticed (gateway/remote/)
-        self.received_by_source[record.source] = self.received_by_source.get(record.source, 0) + 1
-        # the page's taps: bounded, never blocking (gateway/web/live.py, history.py)
-        self.live.publish_record(record)
-        self.history.observe(record)
+        """Every record from every source enters here (or :meth:`accept_many`), once."""
+        self.accept_many([record])
 
     def accept_many(self, records: list[Record]) -> None:
-        """:meth:`accept` for one datagram's uplinks (one kind, one source): the same records in
-        the same order, the per-record bookkeeping paid once per datagram."""
+        """Records of one kind from one source (a datagram's uplinks), in order: the buffer,
+        the counters (per kind; per input, so a pushed config that silences one is noticed:
+        gateway/remote/), and the page's taps (bounded, never blocking: gateway/web/live.py,
+        history.py), the per-record bookkeeping paid once per call."""
         if not records:
             return
         self.buffer.append_many(records)
@@ -411,9 +406,10 @@ class Gateway:
         self.metrics.inc_series("records_received",
                                 _KIND_LABELS.get(first.kind) or (("kind", first.kind),), n)
         self.received_by_source[first.source] = self.received_by_source.get(first.source, 0) + n
-        for record in records:
-            self.live.publish_record(record)
-        # one RSSI/SNR sample per picture interval at most: the datagram's first frame stands in
+        if self.live.watched:
+            for record in records:
+                self.live.publish_record(record)
+        # one RSSI/SNR sample per picture interval at most: the call's first record stands in
         self.history.observe(first)
 
     def accept_stats(self, record: Record) -> None:

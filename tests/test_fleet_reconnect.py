@@ -137,7 +137,8 @@ class Traffic:
     def take(self, name: str, max_records: int, max_bytes: int) -> Batch | None:
         return None  # nothing ready without waiting: the loop then waits in next_batch
 
-    async def next_batch(self, name: str, max_records: int, max_bytes: int) -> Batch:
+    async def next_batch(self, name: str, max_records: int, max_bytes: int,
+                         stop: asyncio.Event | None = None) -> Batch:
         if not self.fwd.lost.is_set():
             lost = asyncio.ensure_future(self.fwd.lost.wait())
             await asyncio.wait([lost], timeout=self.period * self.rng.uniform(0.5, 1.5))

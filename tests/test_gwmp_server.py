@@ -116,6 +116,15 @@ async def settle(condition: Any, wait: float = 2.0) -> None:
         await asyncio.sleep(0.005)
 
 
+@pytest.mark.parametrize("version", [1, 2])
+async def test_push_ack_is_exactly_the_encoders_for_either_protocol_version(harness: Harness, version: int) -> None:
+    fwd = await harness.forwarder()
+    for token in (0, 0x00FF, 0xFF00, 0xBEEF):
+        fwd.send(frames.encode_push_data(token, EUI, [rxpk()], version=version))
+        raw = await asyncio.wait_for(fwd.inbox.get(), 2.0)
+        assert raw == frames.encode_push_ack(token, version)
+
+
 async def test_push_data_is_acked_with_its_token_and_becomes_records(harness: Harness) -> None:
     fwd = await harness.forwarder()
     stat = {"time": "2024-05-01 10:00:00 GMT", "rxnb": 3, "rxok": 2, "rxfw": 2, "ackr": 100.0}

@@ -53,6 +53,11 @@ class LiveFeed:
     def active(self) -> bool:
         return bool(self._clients)
 
+    @property
+    def watched(self) -> bool:
+        """Someone has the live table open (the radio path skips the tap otherwise)."""
+        return bool(self._clients)
+
     def publish_record(self, record: Record) -> None:
         """The radio path's hook: a frame or a parking change, shown if anyone watches."""
         if not self._clients or record.kind not in ("uplink", "parking"):

@@ -1730,8 +1730,9 @@ cdef object _lazy_push(bytes dg, int version, int token, object eui):
     cdef Rxpk r
     cdef PushData out
     _prefetch_all(base, n)
-    while n > 12 and base[n - 1] == 0:
-        n -= 1
+    # Trailing NULs (some forwarders pad) are skipped after the body, not stripped before it:
+    # reading the last byte first waited for that line before the scan could start. No
+    # token takes a NUL, so the scan stops at the first one either way.
     c.p = base + 12
     c.end = base + n
     c.bail = False
@@ -1820,6 +1821,8 @@ cdef object _lazy_push(bytes dg, int version, int token, object eui):
                     break
                 return None
         _ws(&c)
+        while c.p < c.end and c.p[0] == 0:
+            c.p += 1
         if c.p != c.end:
             return None
         if stat is not None and not isinstance(stat, dict):

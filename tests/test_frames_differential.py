@@ -724,6 +724,30 @@ def test_plain_string_bytes_agree_at_every_distance_from_the_end(byte: int, pad:
     assert_same("decode_push_data", dg)
 
 
+@pytest.mark.parametrize("pos", [0, 1, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 47])
+def test_every_byte_at_every_place_of_a_string_agrees(pos: int) -> None:
+    """The 16-byte (SSE2), 8-byte and byte-wise string scans flag the same bytes.
+
+    Each byte value at a place in a string value, the string long or short after it, the
+    value in the middle of an rxpk or last before the datagram's end: same records, and the
+    usual-shape scan notes what the general one notes.
+    """
+    c = _compiled()
+    for byte in range(256):
+        for after in (0, 5, 9, 17, 30):
+            text = b"A" * pos + bytes([byte]) + b"B" * after
+            for obj in (
+                b'{"time":"' + text + b'","datr":"SF7BW125","data":"QAEC"}',
+                b'{"datr":"SF7BW125","data":"QAEC","time":"' + text + b'"}',
+                b'{"data":"' + text + b'"}',
+            ):
+                fast, general = c._rxpk_scan_both(obj)
+                if fast is not None:
+                    assert fast == general, obj
+                body = b'{"rxpk":[' + obj + b"]}"
+                assert_same("decode_push_data", b"\x02\x00\x00\x00" + bytes(8) + body)
+
+
 # ---------------------------------------------------------------------------- the door
 
 _EDGES = [0, 1, -1, 255, 300, -300, 300.0000001, 1000, -1000.5, 10_000, 10_000.5, 2**32 - 1,

@@ -271,7 +271,7 @@ def main() -> None:
         print(f"\ncompiled PUSH_DATA bodies that took the general parser: {c._push_data_fallbacks()}")
     if peer is None:
         print("\n(peer liblora not found: see the module docstring)")
-    if args.cli_frames > 0 and c is not None:
+    if args.cli_frames > 0 and args.cli_runs > 0 and c is not None:  # 0 of either skips it
         cli_batches(args.cli_frames, args.cli_runs)
 
 

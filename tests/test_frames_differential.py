@@ -546,6 +546,90 @@ def test_number_texts_agree() -> None:
     check()
 
 
+# The compiled scan checks the usual rxpk shape (compact, known keys, plain strings, short
+# numbers) with a scan of its own and hands anything else to its general object scan. The
+# datagram tests above compare records; these compare the two scans directly, so a value the
+# usual-shape scan notes differently, or a text it accepts that the general scan refuses,
+# fails here even where the records would hide it.
+_SHAPE_GOOD = st.one_of(
+    st.from_regex(r"\A-?(0|[1-9][0-9]{0,15})(\.[0-9]{1,14})?\Z"),
+    st.sampled_from(
+        [
+            '"QJ6SW3mDL6BjYyGV9Vt76v2A"', '"QJ6SW3mDL6Bj-_"', '"SF7BW125"', '"SF12BW125"',
+            '"4/5"', '"LORA"', '""', '"2024-05-01T10:00:00.323949Z"', '"a\x7fb"', '"x!~ y"',
+        ]
+    ),
+)
+_SHAPE_BAD = st.one_of(
+    _NUMBER_TEXTS,
+    st.sampled_from(
+        [
+            r'"x\y"', r'"\u0041"', '"\u00e9t\u00e9"', '"a\x01b"', '"unterminated', "true",
+            "false", "null", "[]", '{"ant":0}', "[1,2]", "-", "--1", "+1", "1.5.5", "0x10",
+            "1_000", "12a", "1e5", "Infinity", "NaN", "",
+        ]
+    ),
+)
+
+
+@st.composite
+def usual_shape_rxpk(draw: st.DrawFn) -> bytes:
+    """An rxpk object's text as forwarders write it, mostly; now and then with a flaw (a
+    value of another kind or malformed, spacing, an unknown or repeated key, a cut)."""
+    pool = _KNOWN_KEYS + _NEAR_KEYS[:3] if draw(st.integers(0, 7)) == 0 else _KNOWN_KEYS
+    unique = draw(st.integers(0, 7)) > 0
+    names = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=18, unique=unique))
+    spaced = draw(st.integers(0, 7)) == 0
+    parts = []
+    for name in names:
+        value = draw(_SHAPE_BAD if draw(st.integers(0, 24)) == 0 else _SHAPE_GOOD)
+        glue = [draw(st.sampled_from(["", " ", "\n"])) if spaced else "" for _ in range(3)]
+        parts.append(f'{glue[0]}"{name}":{glue[1]}{value}{glue[2]}')
+    text = "{" + ",".join(parts) + "}"
+    text += draw(st.sampled_from(["", "", "]}", "}", ",", " ", "\x00"]))
+    raw = text.encode("utf-8", "surrogatepass")
+    cut = draw(st.integers(0, 6))
+    return raw[: len(raw) - cut] if draw(st.integers(0, 7)) == 0 else raw
+
+
+def test_usual_shape_scan_notes_what_the_general_scan_notes() -> None:
+    """Whatever the usual-shape rxpk scan accepts, the general scan accepts with the same end,
+    key count and noted values (kind, place, int, float bits); both refuse the rest alike
+    when the datagram's records are compared (test_gwmp_agrees)."""
+    c = _compiled()
+
+    @QUICK
+    @given(usual_shape_rxpk())
+    def check(obj: bytes) -> None:
+        fast, general = c._rxpk_scan_both(obj)
+        if fast is not None:
+            assert fast == general, obj
+        dg = b"\x02\x01\x00\x00" + bytes(8) + b'{"rxpk":[' + obj + b"]}"
+        assert_same("decode_push_data", dg)
+        assert_same("push_data_batch", [dg])
+
+    check()
+
+
+def test_usual_shape_scan_takes_what_forwarders_send() -> None:
+    """The benchmark's rxpk (what packet forwarders write) take the usual-shape scan, their
+    last value a string or a number: if it gave up on them (a bug that costs only speed),
+    nothing else would notice."""
+    c = _compiled()
+    rxpk = {
+        "jver": 1, "tmst": 2105205943, "time": "2024-05-01T10:00:00.323949Z", "chan": 6,
+        "rfch": 0, "freq": 867.3, "mid": 8, "stat": 1, "modu": "LORA", "datr": "SF8BW125",
+        "codr": "4/5", "rssis": -47, "lsnr": -0.9, "foff": -564, "rssi": -117, "size": 24,
+        "data": "QJ6SW3mDL6BjYyGV9Vt76v2AmprZf8YQ",
+    }
+    for last in ("data", "rssi", "lsnr", "size", "freq", "tmst"):
+        obj = orjson.dumps({**{k: v for k, v in rxpk.items() if k != last}, last: rxpk[last]})
+        fast, general = c._rxpk_scan_both(obj)
+        assert fast is not None and fast == general, obj
+        fast, general = c._rxpk_scan_both(obj + b"]}")
+        assert fast is not None and fast == general, obj
+
+
 def test_rxpk_base64_errors_agree() -> None:
     """A bad character is reported before a bad length, at the same offset, in both."""
 
@@ -638,6 +722,30 @@ def test_plain_string_bytes_agree_at_every_distance_from_the_end(byte: int, pad:
     body = b'{"rxpk":[{"data":"","size":0,"' + key + b'":[]' + b" " * pad + b"}]}"
     dg = b"\x02\x00\x00\x00" + bytes(8) + body
     assert_same("decode_push_data", dg)
+
+
+@pytest.mark.parametrize("pos", [0, 1, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 47])
+def test_every_byte_at_every_place_of_a_string_agrees(pos: int) -> None:
+    """The 16-byte (SSE2), 8-byte and byte-wise string scans flag the same bytes.
+
+    Each byte value at a place in a string value, the string long or short after it, the
+    value in the middle of an rxpk or last before the datagram's end: same records, and the
+    usual-shape scan notes what the general one notes.
+    """
+    c = _compiled()
+    for byte in range(256):
+        for after in (0, 5, 9, 17, 30):
+            text = b"A" * pos + bytes([byte]) + b"B" * after
+            for obj in (
+                b'{"time":"' + text + b'","datr":"SF7BW125","data":"QAEC"}',
+                b'{"datr":"SF7BW125","data":"QAEC","time":"' + text + b'"}',
+                b'{"data":"' + text + b'"}',
+            ):
+                fast, general = c._rxpk_scan_both(obj)
+                if fast is not None:
+                    assert fast == general, obj
+                body = b'{"rxpk":[' + obj + b"]}"
+                assert_same("decode_push_data", b"\x02\x00\x00\x00" + bytes(8) + body)
 
 
 # ---------------------------------------------------------------------------- the door

@@ -20,6 +20,7 @@ from gateway.forward.mqtt_wire import (
     MqttConnection,
     MqttWireError,
     Will,
+    _varint,
     encode_connect,
     encode_publish,
 )
@@ -138,6 +139,50 @@ async def test_batch_completes_only_when_every_puback_is_in(broker: Broker) -> N
         broker.writer.write(b"\x40\x02" + _publish_ids(sent)[4].to_bytes(2, "big"))
         await asyncio.wait_for(task, 5)
     finally:
+        await conn.close()
+
+
+async def test_remaining_length_of_one_two_and_three_bytes_is_what_the_encoder_writes(broker: Broker) -> None:
+    # Payload sizes around the 127 and 16 383-byte remaining-length steps (an uplink's
+    # PUBLISH is ~330 bytes: the two-byte form is the hot one).
+    sizes = [119, 120, 121, 122, 300, 16_375, 16_376, 16_377, 16_378, 70_000]
+    conn = await MqttConnection.open("127.0.0.1", broker.port, client_id="gw")
+    try:
+        msgs = [("t/x", bytes([i]) * n, False) for i, n in enumerate(sizes)]
+        task = asyncio.create_task(conn.publish_many(msgs))
+        sent = []
+        while len(sent) < len(msgs):
+            head, body = await asyncio.wait_for(broker.packets.get(), 5)
+            if head >> 4 == 3:
+                sent.append((head, body))
+        for (topic, payload, retain), (head, body) in zip(msgs, sent, strict=True):
+            pid = _u16(body, 2 + len(topic))
+            assert bytes([head]) + _varint(len(body)) + body == encode_publish(
+                topic, payload, packet_id=pid, retain=retain)
+        assert [len(b) for _, b in sent] == [n + 7 for n in sizes]  # topic field 5, id 2
+        assert broker.writer is not None
+        for _, body in sent:
+            broker.writer.write(b"\x40\x02" + body[5:7])
+        await asyncio.wait_for(task, 5)
+    finally:
+        await conn.close()
+
+
+async def test_packet_ids_wrap_past_65535_and_skip_ids_still_in_use(broker: Broker) -> None:
+    conn = await MqttConnection.open("127.0.0.1", broker.port, client_id="gw")
+    try:
+        conn._next_pid = 0xFFFE
+        conn._subacks[1] = asyncio.get_running_loop().create_future()  # a SUBSCRIBE awaiting its SUBACK
+        task = asyncio.create_task(conn.publish_many([("t/a", b"1", False), ("t/b", b"2", False),
+                                                      ("t/c", b"3", False)]))
+        sent = [await broker.take(3) for _ in range(3)]
+        assert _publish_ids(sent) == [0xFFFF, 2, 3]  # 0 is no packet id; 1 is taken
+        assert broker.writer is not None
+        for pid in _publish_ids(sent):
+            broker.writer.write(b"\x40\x02" + pid.to_bytes(2, "big"))
+        await asyncio.wait_for(task, 5)
+    finally:
+        conn._subacks.pop(1).cancel()
         await conn.close()
 
 

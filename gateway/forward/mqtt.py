@@ -24,6 +24,7 @@ from gateway.forward.base import Broken, Forwarder, ForwarderError, SendResult
 from gateway.forward.mqtt_wire import MqttConnection, MqttWireError, Will
 from gateway.forward.ngsi import NewestPerSpot
 from gateway.forward.tls import client_tls_context
+from gateway.frames import uplink_json_fast
 from gateway.records import Record, now_us
 
 log = logging.getLogger(__name__)
@@ -170,13 +171,16 @@ class MqttForwarder(Forwarder):
             return self.parking_topic(str(body["spot_id"])), _dumps(body), True
         return None
 
-    def _uplink(self, record: Record) -> tuple[str, tuple[str, bytes, bool]]:
-        """(gateway EUI, message) for an uplink record."""
+    def _uplink(self, record: Record, now_us: int | None = None) -> tuple[str, tuple[str, bytes, bool]]:
+        """(gateway EUI, message) for an uplink record; ``now_us``: the batch's moment."""
         # Sent more than late_after after receipt (a backlog after an outage): marked, so a
         # network server does not take a replayed frame for a fresh one.
-        late = self.clock_us() - record.received_us > self.late_after_us
-        eui, payload = cs.uplink_message(record.body, record.received_us, self.gateway_eui,
-                                         replay=late)
+        received_us = record.received_us
+        late = (self.clock_us() if now_us is None else now_us) - received_us > self.late_after_us
+        # the compiled one-pass encoder first, as cs.uplink_message does, without its call
+        fast = uplink_json_fast(record.body, received_us, late)
+        eui, payload = fast if fast is not None else cs.uplink_message(
+            record.body, received_us, self.gateway_eui, replay=late)
         return eui, (f"{self.prefix}/gateway/{eui}/event/up", payload, False)
 
     # ---- connection ------------------------------------------------------------------------
@@ -277,10 +281,11 @@ class MqttForwarder(Forwarder):
         new_euis: list[str] = []
         spots: list[tuple[str, int]] = []
         local = self._local_euis
+        now = self.clock_us()  # one moment for the batch: "late" is judged against it
         for seq, record in records:
             try:
                 if record.kind == "uplink":
-                    eui, up = self._uplink(record)
+                    eui, up = self._uplink(record, now)
                     if eui not in local:
                         local.add(eui)
                         new_euis.append(eui)

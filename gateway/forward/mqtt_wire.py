@@ -447,7 +447,7 @@ class MqttConnection(asyncio.Protocol):
             return
         fut: asyncio.Future[None] = self._loop.create_future()
         batch = _Batch(len(messages), fut)
-        inflight = self._inflight
+        inflight, subacks, topics = self._inflight, self._subacks, self._topics
         out: list[bytes] = []
         for topic, payload, retain in messages:
             if len(inflight) >= self.max_inflight:
@@ -456,15 +456,20 @@ class MqttConnection(asyncio.Protocol):
                 if len(inflight) >= self.max_inflight:
                     self._room = self._loop.create_future()
                     await self._room
-            pid = self._pid()
+            # _pid() and _topic_field() inline: this loop runs once per message
+            pid = self._next_pid % 0xFFFF + 1
+            while pid in inflight or pid in subacks:
+                pid = pid % 0xFFFF + 1
+            self._next_pid = pid
             inflight[pid] = batch
-            tf = self._topic_field(topic)
+            tf = topics.get(topic) or self._topic_field(topic)
             rl = len(tf) + 2 + len(payload)
-            out.append(bytes((0x33 if retain else 0x32, rl)) if rl < 128 else
-                       (b"\x33" if retain else b"\x32") + _varint(rl))
-            out.append(tf)
-            out.append(pid.to_bytes(2, "big"))
-            out.append(payload)
+            head = 0x33 if retain else 0x32
+            # the remaining length's one or two bytes written at once (an uplink's ~330)
+            out += (bytes((head, rl)) if rl < 128 else
+                    bytes((head, (rl & 0x7F) | 0x80, rl >> 7)) if rl < 16384 else
+                    bytes((head,)) + _varint(rl),
+                    tf, pid.to_bytes(2, "big"), payload)
         await self._flush(out)
         await fut
 

@@ -6,13 +6,16 @@ the backlog from disk, each through its own cursor. Must never block a producer 
 To spare the flash, a commit writes only what some forwarder still owes: records every
 backend acknowledged before their commit are never written, and a commit with nothing to
 write (idle, or every backend current and the store empty) does not touch the store at all.
+Records still in flight at the commit's moment get a short wait (``settle_max``, at most
+50 ms by default) to be acknowledged, but only while every forwarder owing them is connected
+and answering; an outage never delays a commit.
 
 Durability promise (WAL journal; a commit = one transaction every ``commit_interval``):
 
 * Process crash (kill -9, OOM kill, segfault), either synchronous level: every commit that
   completed is kept; the store always opens. Lost: records appended after the last completed
-  commit (at most one interval, plus the memory reserve while the disk is failing) and cursor
-  progress since that commit, which is why delivery is at-least-once: those records are
+  commit (at most one interval plus that commit's settle wait, ``settle_max``; plus the memory
+  reserve while the disk is failing) and cursor progress since that commit, which is why delivery is at-least-once: those records are
   delivered again. Live records were usually forwarded before the crash anyway.
 * Power cut with ``synchronous="NORMAL"`` (default, one fsync per checkpoint, not per commit):
   the store stays consistent, but commits not yet written back by the OS can be lost too,
@@ -89,7 +92,6 @@ class _Snapshot:
     disk_low: bool
     mem_drops: dict[str, dict[str, int]] = field(default_factory=dict)
     taken: int = 0  # the pending prefix this commit covers (``rows``: the part still owed)
-    through: int = 0  # the last seq this commit covers (records above it stay pending)
     force: bool = False  # write even when every backend already has everything
     steps: list[Step] = field(default_factory=list)  # wall-clock steps to apply to stored stamps
     skipped: bool = False  # set by the committer: nothing needed writing
@@ -186,10 +188,7 @@ class Buffer:
         self._store = store
         c = store.counters
         self._next_seq = max(self._next_seq, c.next_seq)
-        # The store's next_seq may count records still pending here (a commit covers only what
-        # was appended before it settled): those are read from memory, not from the store.
-        top = c.next_seq - 1 if not self._pending else min(c.next_seq - 1, self._pending[0][0] - 1)
-        self._committed_max = max(self._committed_max, top)
+        self._committed_max = max(self._committed_max, c.next_seq - 1)
         self._view = copy.deepcopy(c)
         for name, low, done in store.load_cursors():
             self._persisted_lows[name] = low
@@ -311,10 +310,19 @@ class Buffer:
         self._committing = taken
         cursors, versions = [], {}
         for name, cur in self._cursors.items():
+            # The store holds nothing above ``through`` (its next_seq says so): a cursor that
+            # acknowledged records above it is written as of ``through`` and stays dirty, so
+            # after a crash new records get seqs above every cursor written.
+            low, done = cur.low, list(cur.done)
+            clamped = low > through or bool(done and done[-1][1] > through)
+            if clamped:
+                low = min(low, through)
+                done = [(a, min(b, through)) for a, b in done if a <= through]
             if cur.dirty:
-                cursors.append((name, cur.low, list(cur.done)))
-                versions[name] = self._versions[name]
-            self._persisted_lows[name] = cur.low
+                cursors.append((name, low, done))
+                if not clamped:
+                    versions[name] = self._versions[name]
+            self._persisted_lows[name] = low
         for name in self._forget:
             self._persisted_lows.pop(name, None)
         delete_through = min(self._persisted_lows.values(), default=0)
@@ -332,14 +340,11 @@ class Buffer:
         live = [c for c in self._cursors.values() if c.name not in self._forget]
         rows = ([x for x in pending[:taken] if not all(c.acked(x[0]) for c in live)]
                 if live else pending[:taken])
-        # next_seq is all that was given out, even when records above ``through`` stay pending:
-        # cursors written now may have acknowledged those, and after a crash new records must
-        # get sequence numbers above every cursor.
         snap = _Snapshot(
-            rows=rows, next_seq=self._next_seq, cursors=cursors, versions=versions,
+            rows=rows, next_seq=through + 1, cursors=cursors, versions=versions,
             forget=self._forget[:], delete_through=delete_through, now=self.clock(),
             disk_low=disk_low, mem_drops=copy.deepcopy(self._mem_drops), taken=taken,
-            through=through, force=force, steps=self._unsaved_steps[:],
+            force=force, steps=self._unsaved_steps[:],
         )
         return snap
 
@@ -576,7 +581,7 @@ class Buffer:
         n = snap.taken
         done, self._pending = self._pending[:n], self._pending[n:]
         self._pending_bytes -= sum(row_cost(len(r.body), len(r.source)) for _, r in done)
-        self._committed_max = max(self._committed_max, snap.through)
+        self._committed_max = max(self._committed_max, snap.next_seq - 1)
         self._deleted_through = max(self._deleted_through, snap.delete_through)
         for name, version in snap.versions.items():
             if snap.skipped:

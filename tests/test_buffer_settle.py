@@ -154,3 +154,38 @@ async def test_a_commit_is_woken_by_the_ack_it_waits_for_and_never_waits_for_an_
     up.gate.set()
     await _stop(*tasks)
     b.close()
+
+
+async def test_a_record_appended_while_a_commit_waits_goes_with_the_next_commit(tmp_path: Path) -> None:
+    # The waiting commit covers only what was appended before it began to wait; a record
+    # appended meanwhile (here still owed when the forwarder goes offline) is written by the
+    # next commit and read back from the store like any other. The store's next_seq and the
+    # cursors written with the first commit stop where that commit did.
+    path = tmp_path / "buffer.sqlite3"
+    b = Buffer(path, max_bytes=1 << 30, commit_interval=0.2, settle_max=5.0)
+    b.open()
+    b.register("f")
+    b.set_online("f", True)
+    b.append(_rec(0))
+    assert b.commit()  # the store holds a record: the next commit writes, not skips
+    first = b.take("f", 10, 1 << 20)
+    assert first is not None
+    b.ack("f", first)  # healthy: acknowledging
+    run_task = asyncio.create_task(b.run())
+    b.append(_rec(1))
+    held = b.take("f", 10, 1 << 20)  # in flight
+    assert held is not None
+    await asyncio.sleep(0.6)  # the commit is waiting for its ack
+    seq2 = b.append(_rec(2))
+    b.ack("f", held)  # the wait ends; record 2 was not covered
+    await _until(lambda: b.stats()["pending_records"] == 1, 2)
+    b.set_online("f", False)  # record 2 is owed to a forwarder now offline
+    await _until(lambda: b.stats()["pending_records"] == 0, 2)
+    other = Buffer(path, max_bytes=1 << 30)  # what a process starting after a crash would see
+    other.open()
+    other.register("f")
+    batch = other.take("f", 10, 1 << 20)
+    assert batch is not None and [(s, r.decoded()["i"]) for s, r in batch.records] == [(seq2, 2)]
+    other.close()
+    await _stop(run_task)
+    b.close()

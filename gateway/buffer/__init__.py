@@ -6,13 +6,16 @@ the backlog from disk, each through its own cursor. Must never block a producer 
 To spare the flash, a commit writes only what some forwarder still owes: records every
 backend acknowledged before their commit are never written, and a commit with nothing to
 write (idle, or every backend current and the store empty) does not touch the store at all.
+Records still in flight at the commit's moment get a short wait (``settle_max``, at most
+50 ms by default) to be acknowledged, but only while every forwarder owing them is connected
+and answering; an outage never delays a commit.
 
 Durability promise (WAL journal; a commit = one transaction every ``commit_interval``):
 
 * Process crash (kill -9, OOM kill, segfault), either synchronous level: every commit that
   completed is kept; the store always opens. Lost: records appended after the last completed
-  commit (at most one interval, plus the memory reserve while the disk is failing) and cursor
-  progress since that commit, which is why delivery is at-least-once: those records are
+  commit (at most one interval plus that commit's settle wait, ``settle_max``; plus the memory
+  reserve while the disk is failing) and cursor progress since that commit, which is why delivery is at-least-once: those records are
   delivered again. Live records were usually forwarded before the crash anyway.
 * Power cut with ``synchronous="NORMAL"`` (default, one fsync per checkpoint, not per commit):
   the store stays consistent, but commits not yet written back by the OS can be lost too,
@@ -52,6 +55,15 @@ log = logging.getLogger(__name__)
 DELETE_EVERY_ROWS: Final = 2048
 #: Consecutive "malformed" errors after which the store is moved aside at run time.
 CORRUPT_AFTER: Final = 3
+#: The longest a periodic commit waits for records in flight at healthy forwarders to be
+#: acknowledged (seconds), so that they need not be written at all; by default also at most a
+#: tenth of ``commit_interval``. The crash window grows by at most this (README "What the
+#: buffer promises").
+SETTLE_MAX: Final = 0.05
+#: A connected forwarder counts as healthy for the settle wait while its last acknowledgement
+#: is at most this old (seconds, or two commit intervals when those are longer): a backend that
+#: stopped answering but is not yet known to be gone does not hold commits back either.
+HEALTHY_ACK_AGE: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +113,7 @@ class Buffer:
         clock: Callable[[], float] = time.time,
         disk_free: Callable[[Path], int] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        settle_max: float | None = None,
     ) -> None:
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"buffer synchronous={synchronous!r}: use 'NORMAL' or 'FULL'")
@@ -112,6 +125,9 @@ class Buffer:
         self.memory_reserve_bytes = memory_reserve_bytes
         self.synchronous = synchronous.upper()
         self.clock = clock
+        # The settle cap: a periodic commit waits at most this long for in-flight acks.
+        self.settle_max = min(SETTLE_MAX, commit_interval / 10) if settle_max is None else settle_max
+        self._monotonic = monotonic
         self._disk_free = disk_free or (lambda p: shutil.disk_usage(p).free)
         self._store: Store | None = None
         self._pending: list[tuple[int, Record]] = []
@@ -126,6 +142,7 @@ class Buffer:
         self._forget: list[str] = []
         self._wake: dict[str, asyncio.Event] = {}
         self._commit_soon: asyncio.Event | None = None
+        self._settle_wake: asyncio.Event | None = None  # set by acks while a commit settles
         self._mem_drops: dict[str, dict[str, int]] = {}
         self._view = Counters()
         self._write_errors: dict[str, int] = {}
@@ -201,14 +218,28 @@ class Buffer:
     async def run(self) -> None:
         """Commit every ``commit_interval`` (sooner when the reserve is half full); final commit on cancel."""
         self._commit_soon = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        settled = 0.0  # how long the last commit waited for acks: the next interval is shorter
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._commit_soon.wait(), self.commit_interval)
+                    await asyncio.wait_for(self._commit_soon.wait(),
+                                           max(0.0, self.commit_interval - settled))
+                early = self._commit_soon.is_set()  # reserve half full, a clock step, recovery
                 self._commit_soon.clear()
+                settled = 0.0
                 if self._store is None and not self._try_open():
                     continue
-                snap = self._prepare()
+                # The commit covers what was appended up to now. Records still in flight at
+                # healthy forwarders get a few milliseconds to be acknowledged, so they need
+                # not be written; what arrives meanwhile waits for the next commit, which comes
+                # as much earlier. An early commit does not wait.
+                through = self._next_seq - 1
+                if not early:
+                    t0 = loop.time()
+                    await self._settle(through)
+                    settled = loop.time() - t0
+                snap = self._prepare(through=through)
                 ok = await asyncio.to_thread(self._write_locked, snap)
                 self._finish(snap, ok)
         finally:
@@ -218,17 +249,10 @@ class Buffer:
 
     # ---- producer side -----------------------------------------------------------------
     def append(self, record: Record) -> int:
-        """Queue a record for the next commit and offer it to live forwarders. Never does I/O."""
+        """Queue a record for the next commit and offer it to live forwarders. Never does I/O.
+        Returns its sequence number."""
         seq = self._next_seq
-        self._next_seq += 1
-        self._pending.append((seq, record))
-        self._pending_bytes += row_cost(len(record.body), len(record.source))
-        if self._pending_bytes > self.memory_reserve_bytes:
-            self._shed_pending()
-        elif self._pending_bytes > self.memory_reserve_bytes // 2 and self._commit_soon is not None:
-            self._commit_soon.set()
-        for ev in self._wake.values():
-            ev.set()
+        self.append_many((record,))
         return seq
 
     def append_many(self, records: Sequence[Record]) -> None:
@@ -275,22 +299,38 @@ class Buffer:
         self._finish(snap, ok)
         return ok
 
-    def _prepare(self, force: bool = False) -> _Snapshot:
+    def _prepare(self, force: bool = False, through: int | None = None) -> _Snapshot:
+        """Snapshot a commit of the pending records up to seq ``through`` (default: all)."""
         self._watch_clock()
-        self._committing = len(self._pending)
+        pending = self._pending
+        if through is None or not pending or pending[-1][0] <= through:
+            taken, through = len(pending), self._next_seq - 1
+        else:
+            taken = bisect.bisect_right(pending, through, key=lambda x: x[0])
+        self._committing = taken
         cursors, versions = [], {}
         for name, cur in self._cursors.items():
+            # The store holds nothing above ``through`` (its next_seq says so): a cursor that
+            # acknowledged records above it is written as of ``through`` and stays dirty, so
+            # after a crash new records get seqs above every cursor written.
+            low, done = cur.low, list(cur.done)
+            clamped = low > through or bool(done and done[-1][1] > through)
+            if clamped:
+                low = min(low, through)
+                done = [(a, min(b, through)) for a, b in done if a <= through]
             if cur.dirty:
-                cursors.append((name, cur.low, list(cur.done)))
-                versions[name] = self._versions[name]
-            self._persisted_lows[name] = cur.low
+                cursors.append((name, low, done))
+                if not clamped:
+                    versions[name] = self._versions[name]
+            self._persisted_lows[name] = low
         for name in self._forget:
             self._persisted_lows.pop(name, None)
-        through = min(self._persisted_lows.values(), default=0)
-        if through - self._deleted_through < DELETE_EVERY_ROWS and through < self._committed_max:
+        delete_through = min(self._persisted_lows.values(), default=0)
+        if (delete_through - self._deleted_through < DELETE_EVERY_ROWS
+                and delete_through < self._committed_max):
             # Delete in chunks, except when every forwarder is past all that is stored: then
             # empty the store, so commits go back to writing nothing at all.
-            through = self._deleted_through
+            delete_through = self._deleted_through
         try:
             disk_low = self._disk_free(self.path.parent) < self.min_free_bytes
         except OSError:
@@ -298,15 +338,73 @@ class Buffer:
         # Records every forwarder's backend acknowledged before this commit are not written:
         # the card sees only what is still owed to someone (no forwarder: everything is kept).
         live = [c for c in self._cursors.values() if c.name not in self._forget]
-        rows = ([x for x in self._pending if not all(c.acked(x[0]) for c in live)]
-                if live else self._pending[:])
+        rows = ([x for x in pending[:taken] if not all(c.acked(x[0]) for c in live)]
+                if live else pending[:taken])
         snap = _Snapshot(
-            rows=rows, next_seq=self._next_seq, cursors=cursors, versions=versions,
-            forget=self._forget[:], delete_through=through, now=self.clock(), disk_low=disk_low,
-            mem_drops=copy.deepcopy(self._mem_drops), taken=len(self._pending), force=force,
-            steps=self._unsaved_steps[:],
+            rows=rows, next_seq=through + 1, cursors=cursors, versions=versions,
+            forget=self._forget[:], delete_through=delete_through, now=self.clock(),
+            disk_low=disk_low, mem_drops=copy.deepcopy(self._mem_drops), taken=taken,
+            force=force, steps=self._unsaved_steps[:],
         )
         return snap
+
+    # ---- settling before a commit ----------------------------------------------------------
+    def _healthy(self, cur: Cursor) -> bool:
+        """Connected (its delivery loop says so) and acknowledging lately."""
+        age = max(HEALTHY_ACK_AGE, 2 * self.commit_interval)
+        return cur.online and self._monotonic() - cur.last_ack <= age
+
+    def _owes(self, cur: Cursor, through: int) -> bool:
+        """Whether ``cur`` has not acknowledged some pending record with seq <= ``through``."""
+        pending = self._pending
+        if not pending or cur.low >= through:
+            return False
+        first = pending[0][0]
+        if first > through:
+            return False
+        for a, b in cur.done.gaps(max(cur.low + 1, first), through):
+            i = bisect.bisect_left(pending, a, key=lambda x: x[0])
+            if i < len(pending) and pending[i][0] <= b:
+                return True
+        return False
+
+    def _worth_settling(self, through: int) -> bool:
+        """True when every forwarder that still owes a pending record (up to ``through``) is
+        connected and healthy, so waiting could spare the card the write. One that is not
+        (an outage) would make the commit write anyway: then no one waits."""
+        owed = False
+        for cur in self._cursors.values():
+            if cur.name in self._forget or not self._owes(cur, through):
+                continue
+            if not self._healthy(cur):
+                return False
+            owed = True
+        return owed
+
+    async def _settle(self, through: int) -> None:
+        """Wait at most the settle cap until every forwarder acknowledged the pending records
+        up to ``through``; woken by each ack, never polling. Returns at once when nothing is
+        in flight, or when some forwarder owing records is disconnected or not answering."""
+        cap = self.settle_max
+        if cap <= 0 or not self._worth_settling(through):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cap
+        wake = self._settle_wake = asyncio.Event()
+        try:
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                wake.clear()
+                try:
+                    await asyncio.wait_for(wake.wait(), left)
+                except TimeoutError:
+                    return
+                if not self._worth_settling(through):
+                    return
+        finally:
+            self._settle_wake = None
 
     def _write_locked(self, snap: _Snapshot) -> bool:
         with self._lock:
@@ -582,10 +680,27 @@ class Buffer:
         cur = self._cursors.get(name)
         if cur is None:
             return
+        if seqs is not None and not isinstance(seqs, (list, tuple, set, frozenset)):
+            seqs = list(seqs)
         cur.settle(batch.ranges, [s for s, _ in batch.records], seqs)
         self._versions[name] += 1
         if name in self._wake:
             self._wake[name].set()
+        if seqs is None or seqs:
+            cur.last_ack = self._monotonic()
+        if self._settle_wake is not None:
+            self._settle_wake.set()  # a commit waiting for acks looks again
+
+    def set_online(self, name: str, online: bool) -> None:
+        """The delivery loop's word on its backend: connected and answering, or not. Only a
+        commit's wait for in-flight records (``_settle``) looks at it: records owed to a
+        forwarder that is not online never hold a commit back."""
+        cur = self._cursors.get(name)
+        if cur is None or cur.online == online:
+            return
+        cur.online = online
+        if self._settle_wake is not None:
+            self._settle_wake.set()
 
     def release(self, name: str, batch: Batch) -> None:
         """Delivery failed: every record of the batch will be offered again."""

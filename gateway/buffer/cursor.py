@@ -112,7 +112,8 @@ class Cursor:
     ``inflight``: ranges handed out in batches and neither acknowledged nor released.
     ``live_mark``: the highest seq handed out as live; unsent seqs below it are backlog.
     ``live_first``: False delivers strictly in sequence order (backends that need it); it is
-    configuration, not persisted state.
+    configuration, not persisted state. ``online`` and ``last_ack`` tell the buffer whether a
+    commit may wait a moment for this forwarder's acks (``Buffer._settle``).
     """
 
     name: str
@@ -122,6 +123,8 @@ class Cursor:
     live_mark: int = 0
     dirty: bool = True  # persisted state changed since the last commit
     live_first: bool = True
+    online: bool = False  # the delivery loop's backend is connected and answering (not persisted)
+    last_ack: float = float("-inf")  # monotonic time of the last acknowledgement (not persisted)
 
     def acked(self, seq: int) -> bool:
         """Whether this forwarder's backend has acknowledged ``seq`` (or it was filtered)."""

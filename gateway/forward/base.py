@@ -213,6 +213,10 @@ class DeliveryLoop:
         self.connected_at = 0.0
         self.last_error: str | None = None
         self.set_aside = 0  # records this forwarder can never send, kept aside (see _send)
+        # Tells the buffer whether this backend is connected and answering: a commit waits a
+        # few milliseconds for the acks of a healthy forwarder, never for one in an outage.
+        # (Stand-in buffers, as in the fleet simulation, may not have it.)
+        self._online: Callable[[str, bool], None] = getattr(buffer, "set_online", lambda _n, _o: None)
         self._set_aside_store: SetAsideFile | None = None
         self._hooked: Broken | None = None  # the connection whose end wakes our cursor
 
@@ -229,6 +233,7 @@ class DeliveryLoop:
     async def _disconnect(self) -> None:
         self.connected = False
         self.answered = False
+        self._online(self.forwarder.name, False)
         with contextlib.suppress(Exception):
             await self.forwarder.close()
 
@@ -264,6 +269,7 @@ class DeliveryLoop:
                         continue
                     self.connected = True
                     self.answered = self.forwarder.connect_confirms
+                    self._online(name, self.answered)
                     self.connected_at = self.clock()
                     self.reconnects += 1
                 batch = await self._next_batch(name)
@@ -303,6 +309,8 @@ class DeliveryLoop:
                     self.attempt += 1
                     await self.sleep(delay)
                     continue
+                if not self.answered:
+                    self._online(name, True)
                 self.answered = True  # the backend answered this request
                 acked = [s for s, _ in wanted] if result.acked is None else [s for s, _ in wanted if s in result.acked]
                 self.buffer.ack(name, batch, [*acked, *skipped])

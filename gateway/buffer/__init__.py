@@ -682,7 +682,7 @@ class Buffer:
             return
         if seqs is not None and not isinstance(seqs, (list, tuple, set, frozenset)):
             seqs = list(seqs)
-        cur.settle(batch.ranges, [s for s, _ in batch.records], seqs)
+        cur.settle(batch.ranges, () if seqs is None else [s for s, _ in batch.records], seqs)
         self._versions[name] += 1
         if name in self._wake:
             self._wake[name].set()

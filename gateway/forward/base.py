@@ -312,8 +312,12 @@ class DeliveryLoop:
                 if not self.answered:
                     self._online(name, True)
                 self.answered = True  # the backend answered this request
-                acked = [s for s, _ in wanted] if result.acked is None else [s for s, _ in wanted if s in result.acked]
-                self.buffer.ack(name, batch, [*acked, *skipped])
+                if result.acked is None and not skipped:
+                    acked = wanted  # the usual case: all of it, no list of seqs to build
+                    self.buffer.ack(name, batch)
+                else:
+                    acked = [(s, r) for s, r in wanted if result.acked is None or s in result.acked]
+                    self.buffer.ack(name, batch, [*(s for s, _ in acked), *skipped])
                 batch = None
                 self.sent += len(wanted)
                 self.acked += len(acked)

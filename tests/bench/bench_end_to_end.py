@@ -307,9 +307,12 @@ def _free_port(kind: int) -> int:
 
 
 def daemon_step(work: Path, broker: Mosquitto, sub: Connection, gen: Frames, rate: int, seconds: float,
-                per_datagram: int, twin: bool, profile: str | None = None) -> tuple[float, float, int]:
+                per_datagram: int, twin: bool, profile: str | None = None,
+                callgrind: Path | None = None) -> tuple[float, float, int]:
     """One `schwebe run` at ``rate`` frames/s: (user and system CPU µs per frame over the
-    window, frames lost at the subscriber)."""
+    window, frames lost at the subscriber). ``callgrind``: the daemon runs under valgrind's
+    callgrind, its counters zeroed after the warm-up and dumped after the window's drain
+    into that file (the window's instructions: `_callgrind_instructions`)."""
     import shutil
     import signal
     import subprocess
@@ -324,12 +327,14 @@ def daemon_step(work: Path, broker: Mosquitto, sub: Connection, gen: Frames, rat
     cmd = [sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg)]
     if profile:
         cmd = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "gateway.cli", "run", "--config", str(cfg)]
+    if callgrind is not None:
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind}", *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
     pf = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     addr = ("127.0.0.1", udp)
     k = per_datagram
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + (300 if callgrind is not None else 30)
         while True:
             try:
                 if _http_json(web, "/api/status")["forwarders"]["mqtt"]["connected"]:
@@ -348,11 +353,17 @@ def daemon_step(work: Path, broker: Mosquitto, sub: Connection, gen: Frames, rat
         window = datagrams(int(rate * seconds))
         before_sub = ask(sub, "count")[0]
         send_paced(pf, addr, warm, rate / k)  # the first commits, pages and connections exist
+        if callgrind is not None:
+            time.sleep(2.0)  # the warm-up drained: its work is not the window's
+            subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, stdout=subprocess.DEVNULL)
         user0, sys0 = _proc_cpu_s(proc.pid)
         send_paced(pf, addr, window, rate / k)
         want = before_sub + int(rate * min(2.0, seconds / 2)) + int(rate * seconds)
         got, _ = wait_drained(sub, want, idle_s=2.0, limit_s=30.0)
         user1, sys1 = _proc_cpu_s(proc.pid)
+        if callgrind is not None:
+            subprocess.run(["callgrind_control", "-d", "window", str(proc.pid)], check=True,
+                           stdout=subprocess.DEVNULL)
         sent = int(rate * seconds)
         return (user1 - user0) / sent * 1e6, (sys1 - sys0) / sent * 1e6, want - got
     finally:
@@ -360,6 +371,29 @@ def daemon_step(work: Path, broker: Mosquitto, sub: Connection, gen: Frames, rat
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _callgrind_instructions(out: Path) -> int:
+    """Instructions in the dump callgrind_control -d wrote (``<out>.1``: part 1)."""
+    for line in Path(f"{out}.1").read_text().splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no summary line in {out}.1")
+
+
+def daemon_callgrind(args: argparse.Namespace, work: Path, broker: Mosquitto, sub: Connection,
+                     gen: Frames) -> None:
+    """Instructions per frame of `schwebe run` over a fixed window: what CPU time cannot give
+    on a shared machine, a count that does not move with the neighbours (cache misses and the
+    kernel are not in it). Compiled build; valgrind slows the daemon ~50x, so a low rate."""
+    rate = int(args.rates.split(",")[0])
+    out = work / "callgrind.out"
+    daemon_step(work, broker, sub, gen, rate, args.seconds, args.per_datagram, False, callgrind=out)
+    n = int(rate * args.seconds)
+    ins = _callgrind_instructions(out)
+    print(f"schwebe run under callgrind, {rate} frames/s for {args.seconds:g} s, {args.per_datagram} rxpk "
+          f"per PUSH_DATA: {ins / 1e6:.1f} M instructions in the window (and its drain), "
+          f"{ins / n / 1000:.1f} k per frame")
 
 
 def daemon_main(args: argparse.Namespace) -> None:
@@ -378,6 +412,9 @@ def daemon_main(args: argparse.Namespace) -> None:
     time.sleep(0.5)
     gen = Frames()
     try:
+        if args.daemon_callgrind:
+            daemon_callgrind(args, work, broker, sub, gen)
+            return
         if args.daemon_profile:
             user, system, lost = daemon_step(work, broker, sub, gen, rates[0], args.seconds,
                                              args.per_datagram, False, args.daemon_profile)
@@ -427,8 +464,11 @@ def main() -> None:
                     "(compiled and twin) at --rates, --per-datagram rxpk per PUSH_DATA")
     ap.add_argument("--repeat", type=int, default=3, help="--daemon: runs per build and rate (medians)")
     ap.add_argument("--daemon-profile", metavar="FILE", help="--daemon: one compiled run under cProfile")
+    ap.add_argument("--daemon-callgrind", action="store_true",
+                    help="instructions per frame of one compiled `schwebe run` under valgrind's callgrind "
+                         "(deterministic; use a low rate such as --rates 200 --seconds 10)")
     args = ap.parse_args()
-    if args.daemon or args.daemon_profile:
+    if args.daemon or args.daemon_profile or args.daemon_callgrind:
         daemon_main(args)
         return
     rates = [int(r) for r in args.rates.split(",")]

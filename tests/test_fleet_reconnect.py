@@ -151,6 +151,9 @@ class Traffic:
     def release(self, name: str, batch: Batch) -> None:
         pass
 
+    def set_online(self, name: str, online: bool) -> None:
+        pass
+
     def cursor_lag(self, name: str) -> tuple[int, float]:
         return 0, 0.0
 
@@ -171,7 +174,8 @@ def control_schedule(n: int, down_at: float, up_at: float, base: float, cap: flo
     """When n gateways that lost the broker at ``down_at`` reconnect without jitter."""
     out = []
     for _ in range(n):
-        loop = DeliveryLoop(None, RawMqtt("c", "", 0, []), backoff_base=base,  # type: ignore[arg-type]
+        fwd = RawMqtt("c", "", 0, [])
+        loop = DeliveryLoop(Traffic(fwd, 2.0, _NoJitter()), fwd, backoff_base=base,  # type: ignore[arg-type]
                             backoff_cap=cap, rng=_NoJitter())
         t = down_at + loop.backoff_delay()  # after the failed send
         loop.attempt += 1

@@ -215,8 +215,7 @@ class DeliveryLoop:
         self.set_aside = 0  # records this forwarder can never send, kept aside (see _send)
         # Tells the buffer whether this backend is connected and answering: a commit waits a
         # few milliseconds for the acks of a healthy forwarder, never for one in an outage.
-        # (Stand-in buffers, as in the fleet simulation, may not have it.)
-        self._online: Callable[[str, bool], None] = getattr(buffer, "set_online", lambda _n, _o: None)
+        self._online: Callable[[str, bool], None] = buffer.set_online
         self._set_aside_store: SetAsideFile | None = None
         self._hooked: Broken | None = None  # the connection whose end wakes our cursor
 

@@ -24,7 +24,6 @@ from gateway.forward.base import Broken, Forwarder, ForwarderError, SendResult
 from gateway.forward.mqtt_wire import MqttConnection, MqttWireError, Will
 from gateway.forward.ngsi import NewestPerSpot
 from gateway.forward.tls import client_tls_context
-from gateway.frames import uplink_json_fast
 from gateway.records import Record, now_us
 
 log = logging.getLogger(__name__)
@@ -177,10 +176,7 @@ class MqttForwarder(Forwarder):
         # network server does not take a replayed frame for a fresh one.
         received_us = record.received_us
         late = (self.clock_us() if now_us is None else now_us) - received_us > self.late_after_us
-        # the compiled one-pass encoder first, as cs.uplink_message does, without its call
-        fast = uplink_json_fast(record.body, received_us, late)
-        eui, payload = fast if fast is not None else cs.uplink_message(
-            record.body, received_us, self.gateway_eui, replay=late)
+        eui, payload = cs.uplink_message(record.body, received_us, self.gateway_eui, replay=late)
         return eui, (f"{self.prefix}/gateway/{eui}/event/up", payload, False)
 
     # ---- connection ------------------------------------------------------------------------

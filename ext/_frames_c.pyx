@@ -2401,3 +2401,4 @@ def rxpk_door(fields):
 include "_uplink_json.pxi"
 include "_cbor_fast.pxi"
 include "_push_records.pxi"
+include "_mqtt_batch.pxi"

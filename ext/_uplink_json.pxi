@@ -338,6 +338,30 @@ cdef inline void _uj_int_text(char* out, int64_t v, uint64_t* n) noexcept nogil:
 def uplink_json_fast(body, received_us, bint replay):
     """``(gateway_eui, ChirpStack JSON bytes)`` of an uplink record body, or None where the
     general path (cbor2 -> chirpstack_json.uplink_frame -> orjson) must answer."""
+    cdef char buf[2048]
+    cdef UJOut o
+    cdef CVal eui
+    cdef int64_t rus
+    if not PyBytes_CheckExact(body) or not PyLong_CheckExact(received_us):
+        return None
+    try:
+        rus = received_us
+    except OverflowError:
+        return None
+    o.buf = buf
+    o.n = 0
+    o.cap = sizeof(buf)
+    o.full = False
+    if not _uplink_json_into(<bytes>body, rus, received_us, replay, &o, &eui):
+        return None
+    return (PyUnicode_DecodeASCII(<const char*>eui.s, eui.n, NULL),
+            PyBytes_FromStringAndSize(o.buf, o.n))
+
+
+cdef int _uplink_json_into(bytes body, int64_t rus, object received_us, bint replay, UJOut* out,
+                           CVal* eui_out) except -1:
+    """uplink_json_fast's work: the JSON into ``out`` (its buffer the caller's, empty), the
+    gateway EUI's span in the body into ``eui_out``; 1, or 0 where the general path must answer."""
     global _iso_us
     cdef const uint8_t* p
     cdef const uint8_t* end
@@ -346,70 +370,59 @@ def uplink_json_fast(body, received_us, bint replay):
     cdef CVal key, val, eui
     cdef CVal* slot
     cdef UpSlots u
-    cdef int64_t rus
     cdef double d
-    cdef char buf[2048]
     cdef char tmp[32]
-    cdef UJOut o
     cdef uint32_t crc, ctx
     cdef uint8_t cb[4]
     cdef const char* cr
+    cdef UJOut o
     cdef bint seen_rxpk = False
-    if not PyBytes_CheckExact(body) or not PyLong_CheckExact(received_us):
-        return None
-    try:
-        rus = received_us
-    except OverflowError:
-        return None
     p = <const uint8_t*>PyBytes_AS_STRING(body)
     end = p + PyBytes_GET_SIZE(body)
     memset(&u, 0, sizeof(u))
     memset(&eui, 0, sizeof(eui))
     if not _cbor_head(&p, end, &major, &pairs) or major != 5:
-        return None
+        return 0
     for k in range(pairs):
         if not _cbor_scalar(&p, end, &key) or key.kind != CV_STR:
-            return None
+            return 0
         if _key_is(key.s, key.n, b"rxpk", 4):
             if not _cbor_head(&p, end, &major, &rx_pairs) or major != 5:
-                return None
+                return 0
             seen_rxpk = True
             memset(&u, 0, sizeof(u))  # a repeated key: the last one counts, as in a dict
             for j in range(rx_pairs):
                 if not _cbor_scalar(&p, end, &key) or key.kind != CV_STR:
-                    return None
+                    return 0
                 if not _cbor_scalar(&p, end, &val):
-                    return None
+                    return 0
                 slot = _up_slot(&u, key.s, key.n)
                 if slot != NULL:
                     slot[0] = val
         else:
             if not _cbor_scalar(&p, end, &val):
-                return None
+                return 0
             if _key_is(key.s, key.n, b"gateway_eui", 11):
                 eui = val
     if p != end or not seen_rxpk or eui.kind != CV_STR or eui.n == 0:
-        return None
+        return 0
     if u.data.kind != CV_STR and u.data.kind != CV_ABSENT:
-        return None
+        return 0
 
-    o.buf = buf
-    o.n = 0
-    o.cap = sizeof(buf)
-    o.full = False
+    o = out[0]
     _uj_puts(&o, b'{"phyPayload":"')
     if u.data.kind == CV_STR:
         _uj_put(&o, <const char*>u.data.s, u.data.n)
     _uj_puts(&o, b'","txInfo":{"frequency":')
     num = _is_number(&u.freq)
     if num < 0:
-        return None
+        return 0
     if num:
         if not _as_double(&u.freq, &d):
-            return None
+            return 0
         d = nearbyint(d * 1e6)  # Python's round(): half to even, as nearbyint by default
         if not isfinite(d) or fabs(d) >= _TWO63:
-            return None
+            return 0
         _uj_int(&o, <int64_t>d)
     else:
         _uj_puts(&o, b"0")
@@ -427,16 +440,16 @@ def uplink_json_fast(body, received_us, bint replay):
                     _uj_puts(&o, cr)
                     _uj_puts(&o, b'"')
             elif u.codr.kind == CV_OTHERSTR:
-                return None
+                return 0
             _uj_puts(&o, b"}}")
     elif u.modu.kind == CV_STR and _key_is(u.modu.s, u.modu.n, b"FSK", 3):
         num = _is_number(&u.datr)
         if num < 0:
-            return None
+            return 0
         if num:
             if u.datr.kind == CV_FLOAT:
                 if not isfinite(u.datr.d) or fabs(u.datr.d) >= _TWO63:
-                    return None
+                    return 0
                 _uj_puts(&o, b',"modulation":{"fsk":{"datarate":')
                 _uj_int(&o, <int64_t>u.datr.d)  # int(): toward zero
             else:
@@ -444,7 +457,7 @@ def uplink_json_fast(body, received_us, bint replay):
                 _uj_int(&o, u.datr.i)
             _uj_puts(&o, b"}}")
     elif u.modu.kind == CV_OTHERSTR or (u.modu.kind == CV_STR and u.datr.kind == CV_OTHERSTR):
-        return None
+        return 0
     _uj_puts(&o, b'},"rxInfo":{"gatewayId":"')
     _uj_put(&o, <const char*>eui.s, eui.n)
     _uj_puts(&o, b'","uplinkId":')
@@ -462,7 +475,7 @@ def uplink_json_fast(body, received_us, bint replay):
         if not (u.time.s[u.time.n - 1] == 90 or (u.time.n > 10 and memchr(u.time.s + 10, 43, u.time.n - 10) != NULL)):
             _uj_puts(&o, b"Z")
     elif u.time.kind == CV_OTHERSTR:
-        return None
+        return 0
     elif _iso_us_c(rus, tmp) == 27:
         _uj_put(&o, tmp, 27)
     else:
@@ -471,53 +484,53 @@ def uplink_json_fast(body, received_us, bint replay):
             _iso_us = _f
         iso = _iso_us(received_us)
         if not PyUnicode_CheckExact(iso) or not PyUnicode_IS_ASCII(iso):
-            return None
+            return 0
         _uj_put(&o, <const char*>PyUnicode_DATA(iso), PyUnicode_GET_LENGTH(iso))
     _uj_puts(&o, b'"')
     num = _is_number(&u.tmms)
     if num < 0:
-        return None
+        return 0
     if num:
         if not _as_double(&u.tmms, &d) or not isfinite(d):
-            return None
+            return 0
         _uj_puts(&o, b',"timeSinceGpsEpoch":"')
         _uj_double(&o, d / 1000, b'f', 3, 0)
         _uj_puts(&o, b's"')
     num = _is_number(&u.rssi)
     if num < 0:
-        return None
+        return 0
     if num:
         _uj_puts(&o, b',"rssi":')
         if u.rssi.kind == CV_FLOAT:
             if not isfinite(u.rssi.d) or fabs(u.rssi.d) >= _TWO63:
-                return None
+                return 0
             _uj_int(&o, <int64_t>u.rssi.d)  # int(): toward zero
         else:
             _uj_int(&o, u.rssi.i)
     num = _is_number(&u.lsnr)
     if num < 0:
-        return None
+        return 0
     if num:
         if not _as_double(&u.lsnr, &d):
-            return None
+            return 0
         _uj_puts(&o, b',"snr":')
         if not _json_float(&o, d):
-            return None
+            return 0
     num = _is_int(&u.chan)
     if num < 0:
-        return None
+        return 0
     if num:
         _uj_puts(&o, b',"channel":')
         _uj_int(&o, u.chan.i)
     num = _is_int(&u.rfch)
     if num < 0:
-        return None
+        return 0
     if num:
         _uj_puts(&o, b',"rfChain":')
         _uj_int(&o, u.rfch.i)
     num = _is_int(&u.tmst)
     if num < 0:
-        return None
+        return 0
     if num:
         ctx = <uint32_t>(<uint64_t>u.tmst.i & 0xFFFFFFFF)
         cb[0] = (ctx >> 24) & 0xFF
@@ -537,7 +550,7 @@ def uplink_json_fast(body, received_us, bint replay):
         _uj_puts(&o, b'"')
     num = _is_int(&u.stat)
     if num < 0:
-        return None
+        return 0
     if num:
         if u.stat.i == 1:
             _uj_puts(&o, b',"crcStatus":"CRC_OK"')
@@ -549,8 +562,9 @@ def uplink_json_fast(body, received_us, bint replay):
         _uj_puts(&o, b',"metadata":{"replay":"true"}')
     _uj_puts(&o, b"}}")
     if o.full:
-        return None
-    return (PyUnicode_DecodeASCII(<const char*>eui.s, eui.n, NULL),
-            PyBytes_FromStringAndSize(o.buf, o.n))
+        return 0
+    out[0] = o
+    eui_out[0] = eui
+    return 1
 
 

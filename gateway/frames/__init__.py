@@ -64,6 +64,8 @@ rxpk_door = _impl.rxpk_door
 uplink_json_fast = _impl.uplink_json_fast
 cbor_dumps_fast = _impl.cbor_dumps_fast
 uplink_records = _impl.uplink_records
+uplink_publishes = _impl.uplink_publishes
+mqtt_publish_frames = _impl.mqtt_publish_frames
 
 # The batch tools (numpy arrays of many frames) on first use only: numpy is ~11 MiB of RSS
 # that the daemon, which never calls them, would otherwise carry.
@@ -110,6 +112,7 @@ __all__ = [
     "encode_push_ack",
     "encode_push_data",
     "encode_tx_ack",
+    "mqtt_publish_frames",
     "netid_devaddr_prefix",
     "netid_mask",
     "parse_gwmp",
@@ -118,5 +121,6 @@ __all__ = [
     "push_data_batch",
     "rxpk_door",
     "uplink_json_fast",
+    "uplink_publishes",
     "uplink_records",
 ]

@@ -785,6 +785,54 @@ def uplink_records(
     return records, goods, phys, refused
 
 
+def uplink_publishes(
+    records: Sequence[tuple[int, Any]], now_us: int, late_after_us: int, prefix: str,
+) -> tuple[list[tuple[str, bytes, bool]], list[str]] | None:
+    """The compiled build's shortcut for the MQTT forwarder's usual batch, every record an
+    ``uplink`` (ext/_mqtt_batch.pxi): ``(messages, gateway EUIs)``, where each message is
+    ``(f"{prefix}/gateway/{eui}/event/up", ChirpStack JSON, False)`` with the JSON that
+    :func:`uplink_json_fast` gives for the record's body, marked as a replay when
+    ``now_us - received_us > late_after_us``, and the EUIs are those of the topics in first-seen
+    order. None where one record is not such an uplink. The twin has no fast encoder and answers
+    None: the forwarder's general path (gateway/forward/mqtt.py), which the shortcut must match
+    (tests/test_mqtt_batch.py)."""
+    return None
+
+
+def mqtt_publish_frames(
+    messages: Sequence[tuple[str, bytes, bool]], start: int, room: int, pid: int,
+    inflight: dict[int, Any], subacks: dict[int, Any], batch: Any, topics: dict[str, bytes],
+    field_of: Callable[[str], bytes],
+) -> tuple[bytes, int, int] | None:
+    """QoS 1 PUBLISH packets for ``messages[start:start + room]`` (``(topic, payload, retain)``)
+    as one bytes object, for gateway/forward/mqtt_wire.py: ``(packets, next index, last packet
+    id)``. Each message takes the packet id after ``pid`` (1..65535, wrapping) that is neither
+    in ``inflight`` nor in ``subacks``, and ``inflight[id] = batch``. A topic's field (length and
+    UTF-8) is ``topics[topic]``, else ``field_of(topic)`` (which caches it and raises for a topic
+    the protocol refuses: before any id is taken). The compiled build does the same in C."""
+    stop = min(len(messages), start + room)
+    fields = [topics.get(topic) or field_of(topic) for topic, _, _ in messages[start:stop]]
+    for (_, payload, _), tf in zip(messages[start:stop], fields, strict=True):
+        if len(tf) + 2 + len(payload) > 268_435_455:
+            raise ValueError(f"MQTT packet of {len(tf) + 2 + len(payload)} bytes exceeds the "
+                             "protocol maximum")
+    out: list[bytes] = []
+    for (_, payload, retain), tf in zip(messages[start:stop], fields, strict=True):
+        rl = len(tf) + 2 + len(payload)
+        pid = pid % 0xFFFF + 1
+        while pid in inflight or pid in subacks:
+            pid = pid % 0xFFFF + 1
+        inflight[pid] = batch
+        head = bytearray((0x33 if retain else 0x32,))
+        while True:
+            rl, digit = divmod(rl, 128)
+            head.append(digit | (0x80 if rl else 0))
+            if not rl:
+                break
+        out += (bytes(head), tf, pid.to_bytes(2, "big"), bytes(payload))
+    return b"".join(out), stop, pid
+
+
 # ---------------------------------------------------------------------------- batch (numpy)
 
 # The batch tools (numpy arrays of many frames) live in _batch_py: numpy costs the daemon

@@ -239,6 +239,28 @@ def test_unknown_devices_are_counted_and_left_alone(h: Harness) -> None:
     assert all(d["frames"] == 0 for d in h.edge.health()["devices"].values())
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(head=st.sampled_from([0x40, 0x80, 0x44, 0x9C, 0x41, 0x60, 0xA0, 0x00, 0xC0, 0xE0]),
+       addr=st.sampled_from([0x01020304, ABP_DEV.dev_addr or 0]), fopts_len=st.integers(0, 15),
+       length=st.integers(-3, 3) | st.integers(-12, 12), stat=st.sampled_from([1, 0, -1, None]))
+def test_the_unknown_address_shortcut_counts_as_the_full_parse_does(
+        tmp_path_factory: pytest.TempPathFactory, head: int, addr: int, fopts_len: int,
+        length: int, stat: int | None) -> None:
+    """observe_rxpk skips parsing a data uplink from a DevAddr no device has (given the frame's
+    bytes, as the packet-forwarder door gives them): what it counts must not change, around the
+    shortest frame the FOpts length allows too."""
+    raw = (bytes([head]) + addr.to_bytes(4, "little") + bytes([0x20 | fopts_len])
+           + bytes(range(40)))[: max(1, 12 + fopts_len + length)]
+    rxpk: dict[str, Any] = {"data": b64encode(raw)} | ({} if stat is None else {"stat": stat})
+    health = []
+    for given_raw in (raw, None):  # the shortcut, then the full path (it decodes "data")
+        hx = Harness(tmp_path_factory.mktemp("e"), [ABP_DEV])
+        hx.edge.observe_rxpk(dict(rxpk), int(T0 * S), given_raw)
+        health.append({k: v for k, v in hx.edge.health().items() if k != "devices"}
+                      | {"device": hx.device(ABP_DEV), "records": len(hx.records)})
+    assert health[0] == health[1]
+
+
 def test_garbage_and_crc_errors_never_raise(h: Harness) -> None:
     bad_rxpks: list[dict[str, Any]] = [{"data": "!!!"}, {"data": ""}, {}, {"data": 5},
                                        {"data": b64encode(b"\x40\x01")}]

@@ -177,6 +177,11 @@ class SessionTable:
 
     # ------------------------------------------------------------------ data frames
 
+    def knows_dev_addr(self, dev_addr: int) -> bool:
+        """Whether any device here has (or had) ``dev_addr``: when not, :meth:`data_uplink`
+        answers ``unknown_device`` whatever the frame."""
+        return dev_addr in self._by_addr
+
     def data_uplink(
         self, raw: bytes, dev_addr: int, fcnt16: int, fport: int | None, frm_payload: bytes
     ) -> UplinkResult:

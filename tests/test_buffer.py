@@ -578,3 +578,24 @@ def test_garbage_mid_file_costs_only_the_unreadable_records(tmp_path: Path) -> N
     assert got == sorted(got) and len(set(got)) == len(got) and min(got) == 4000
     assert event["records_recovered"] >= len(after) and 0 < lost <= 16 * 40
     assert len(got) + lost == 4000, "every owed record is either delivered or counted lost"
+
+
+@pytest.mark.parametrize("committed", [False, True])
+def test_batches_keep_to_the_byte_bound_and_a_big_record_goes_alone(tmp_path: Path, committed: bool) -> None:
+    """A backend's batch limit in bytes: a batch holds as many records as fit, never more, except
+    that a record bigger than the bound goes alone (it would otherwise never go at all)."""
+    b = _buf(tmp_path)
+    b.register("f", live_first=False)  # oldest first: the batches' order is plain to read
+    sizes = [10, 300, 20, 2500, 40, 40, 40, 900, 5, 1200, 60]
+    for i, size in enumerate(sizes):
+        b.append(make_record("uplink", "test", {"i": i, "pad": "x" * size}, received_us=1))
+    if committed:
+        b.commit()  # read back from the store rather than from memory
+    batches = []
+    while (batch := b.take("f", 4, 1000)) is not None:
+        batches.append([r.decoded()["i"] for _, r in batch.records])
+        body = sum(len(r.body) for _, r in batch.records)
+        assert len(batch.records) == 1 or body <= 1000
+        b.ack("f", batch)
+    assert batches == [[0, 1, 2], [3], [4, 5, 6], [7, 8], [9], [10]]
+    b.close()

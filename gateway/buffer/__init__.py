@@ -33,6 +33,7 @@ import bisect
 import contextlib
 import copy
 import logging
+import operator
 import shutil
 import sqlite3
 import threading
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from gateway.buffer.cursor import Cursor, RangeSet
-from gateway.buffer.store import Counters, Store, move_aside, open_store, row_cost
+from gateway.buffer.store import ROW_OVERHEAD, Counters, Store, move_aside, open_store, row_cost
 from gateway.clocksteps import Step, StepWatch
 from gateway.records import KINDS, Record
 
@@ -78,6 +79,8 @@ class Batch:
 #: An idle buffer looks for rows past their maximum age this often (seconds); a commit that
 #: writes anyway looks every time.
 IDLE_EXPIRY_CHECK: Final = 60.0
+
+_seq: Final = operator.itemgetter(0)  # a pending (seq, record)'s seq, for bisect
 
 
 @dataclass
@@ -262,7 +265,7 @@ class Buffer:
         for record in records:
             pending.append((self._next_seq, record))
             self._next_seq += 1
-            self._pending_bytes += row_cost(len(record.body), len(record.source))
+            self._pending_bytes += len(record.body) + len(record.source) + ROW_OVERHEAD  # row_cost
             if self._pending_bytes > reserve:
                 self._shed_pending()
                 pending = self._pending  # shedding builds a new list
@@ -306,7 +309,7 @@ class Buffer:
         if through is None or not pending or pending[-1][0] <= through:
             taken, through = len(pending), self._next_seq - 1
         else:
-            taken = bisect.bisect_right(pending, through, key=lambda x: x[0])
+            taken = bisect.bisect_right(pending, through, key=_seq)
         self._committing = taken
         cursors, versions = [], {}
         for name, cur in self._cursors.items():
@@ -338,8 +341,13 @@ class Buffer:
         # Records every forwarder's backend acknowledged before this commit are not written:
         # the card sees only what is still owed to someone (no forwarder: everything is kept).
         live = [c for c in self._cursors.values() if c.name not in self._forget]
-        rows = ([x for x in pending[:taken] if not all(c.acked(x[0]) for c in live)]
-                if live else pending[:taken])
+        if live:
+            # At or below every cursor's low, all is acknowledged: skipped in one step (with
+            # healthy backends, that is nearly everything); only the rest is looked at one by one.
+            start = bisect.bisect_right(pending, min(c.low for c in live), hi=taken, key=_seq)
+            rows = [x for x in pending[start:taken] if not all(c.acked(x[0]) for c in live)]
+        else:
+            rows = pending[:taken]
         snap = _Snapshot(
             rows=rows, next_seq=through + 1, cursors=cursors, versions=versions,
             forget=self._forget[:], delete_through=delete_through, now=self.clock(),
@@ -363,7 +371,7 @@ class Buffer:
         if first > through:
             return False
         for a, b in cur.done.gaps(max(cur.low + 1, first), through):
-            i = bisect.bisect_left(pending, a, key=lambda x: x[0])
+            i = bisect.bisect_left(pending, a, key=_seq)
             if i < len(pending) and pending[i][0] <= b:
                 return True
         return False
@@ -580,7 +588,7 @@ class Buffer:
             return
         n = snap.taken
         done, self._pending = self._pending[:n], self._pending[n:]
-        self._pending_bytes -= sum(row_cost(len(r.body), len(r.source)) for _, r in done)
+        self._pending_bytes -= sum([len(r.body) + len(r.source) for _, r in done]) + ROW_OVERHEAD * n
         self._committed_max = max(self._committed_max, snap.next_seq - 1)
         self._deleted_through = max(self._deleted_through, snap.delete_through)
         for name, version in snap.versions.items():
@@ -668,11 +676,10 @@ class Buffer:
                     res = self._restamp(self._store.read_range(lo, min(hi, self._committed_max), limit),
                                         self._unsaved_steps)
         if len(res) < limit and hi > self._committed_max:
-            start = bisect.bisect_left(self._pending, max(lo, self._committed_max + 1), key=lambda x: x[0])
-            for item in self._pending[start:]:
-                if item[0] > hi or len(res) >= limit:
-                    break
-                res.append(item)
+            pending = self._pending
+            start = bisect.bisect_left(pending, max(lo, self._committed_max + 1), key=_seq)
+            stop = min(bisect.bisect_right(pending, hi, lo=start, key=_seq), start + limit - len(res))
+            res += pending[start:stop]
         return res
 
     def ack(self, name: str, batch: Batch, seqs: Iterable[int] | None = None) -> None:

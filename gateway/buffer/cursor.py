@@ -8,6 +8,7 @@ acknowledged ahead of a backlog without the persisted state growing with the bac
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
@@ -220,8 +221,11 @@ class Cursor:
 def _claim_gaps(read: Reader, covered: RangeSet, lo: int, hi: int, max_records: int, max_bytes: int,
                 out: list[tuple[int, Record]], claims: list[tuple[int, int]]) -> None:
     """Claim the seqs of ``[lo, hi]`` not in ``covered``, ascending, until ``out`` is full."""
+    gaps = list(covered.gaps(lo, hi))
+    if not gaps:
+        return  # the usual case: everything below the live mark is done or in flight
     spent = sum(len(r.body) for _, r in out)
-    for a, b in list(covered.gaps(lo, hi)):
+    for a, b in gaps:
         if len(out) >= max_records or spent >= max_bytes:
             break
         before = len(out)
@@ -232,12 +236,15 @@ def _claim_gaps(read: Reader, covered: RangeSet, lo: int, hi: int, max_records: 
 def _claim(read: Reader, lo: int, hi: int, n: int, nbytes: int,
            out: list[tuple[int, Record]], claims: list[tuple[int, int]]) -> int:
     """Read up to n records / nbytes in [lo, hi] into ``out``; claim the stretch covered."""
-    spent = 0
-    for taken, (seq, r) in enumerate(read(lo, hi, n + 1)):
-        if taken >= n or (taken and spent + len(r.body) > nbytes):
-            hi = seq - 1
-            break
-        out.append((seq, r))
-        spent += len(r.body)
+    got = read(lo, hi, n + 1)
+    # The first record always fits; then as many as n and nbytes allow (a prefix of ``got``).
+    k = min(len(got), n)
+    if k > 1:
+        spent = list(itertools.accumulate([len(r.body) for _, r in got[:k]]))
+        if spent[-1] > nbytes:
+            k = max(1, bisect.bisect_right(spent, nbytes))
+    if k < len(got):
+        hi = got[k][0] - 1  # the stretch claimed ends before the first record left out
+    out += got[:k]
     claims.append((lo, hi))
     return hi

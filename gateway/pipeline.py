@@ -253,6 +253,7 @@ class Gateway:
                 duty_cycle=duty_cycle,
                 on_downlink_observed=self.parking.observe_downlink,
                 name=f"gwmp:{i}",
+                poll_tick=src.read_tick,
             )
             self.sources.append(server)
             out.append(server)

@@ -75,6 +75,9 @@ def test_defaults_serve_most_cities() -> None:
          "forward.gwmp[0].server: bad host in 'lns_.example.org:1700'"),
         (MINIMAL + "[[sources.gwmp]]\nallowed_hosts = [\"gw.local\"]\n",
          "sources.gwmp[0].allowed_hosts[0]: not an IP address: 'gw.local'"),
+        # past the packet forwarder's 100 ms wait for a PUSH_ACK
+        (MINIMAL + "[[sources.gwmp]]\nread_tick = \"150ms\"\n",
+         "sources.gwmp[0].read_tick: 150 ms out of range 0..100 ms"),
         # numbers that mean nothing at zero or below
         (MINIMAL + "[[sources.modbus]]\nport = \"/dev/x\"\nbaudrate = -5\n",
          "sources.modbus[0].baudrate: -5 is not a standard baud rate"),
@@ -120,6 +123,10 @@ def test_errors_name_the_key_path_and_value(text: str, expected: str) -> None:
         ('bind = "gw-01.lamp.city.example.:1700"', "bind", ("gw-01.lamp.city.example.", 1700)),
         # canonical text, as the socket layer reports a peer
         ('allowed_hosts = ["192.0.2.1", "0:0::1"]', "allowed_hosts", ("192.0.2.1", "::1")),
+        # dense traffic read on a tick (the default 20 ms), or never ("0s")
+        ('bind = "127.0.0.1:1700"', "read_tick", 0.02),
+        ('read_tick = "0s"', "read_tick", 0.0),
+        ('read_tick = "5ms"', "read_tick", 0.005),
     ],
 )
 def test_good_hosts_pass(line: str, key: str, expected: object) -> None:

@@ -647,3 +647,100 @@ async def test_a_datagram_up_to_the_bound_is_read_whole_and_one_beyond_is_counte
     finally:
         transport.close()
         server.close()
+
+
+async def _burst(fwd: Forwarder, tokens: range, pause_every: int = 10) -> None:
+    """Datagrams as fast as a busy forwarder sends them (~5 000 a second)."""
+    for token in tokens:
+        fwd.send(frames.encode_push_data(token, EUI, [rxpk(tmst=token)]))
+        if token % pause_every == 0:
+            await asyncio.sleep(0.002)
+
+
+async def test_dense_traffic_is_read_on_ticks_and_nothing_is_lost_or_reordered() -> None:
+    h = Harness()
+    await h.server.start()
+    try:
+        fwd = await h.forwarder()
+        await _burst(fwd, range(1, 301))
+        acks = [await fwd.recv() for _ in range(300)]
+        assert sorted(a.token for a in acks) == list(range(1, 301))  # every one acked once
+        await settle(lambda: len(h.uplinks) == 300)
+        assert [r.decoded()["rxpk"]["tmst"] for r in h.uplinks] == list(range(1, 301))
+        reading = h.server.health()["reading"]
+        assert reading["ticks"] > 0 and reading["tick_ms"] == 20.0
+        # the traffic stopped: the next tick finds nothing and reading per datagram resumes
+        await settle(lambda: h.server.health()["reading"]["mode"] == "per_datagram", wait=1.0)
+        ticks = h.server.health()["reading"]["ticks"]
+        for token in range(1000, 1005):  # sparse again: each is read and acked as it comes
+            fwd.send(frames.encode_push_data(token, EUI, [rxpk()]))
+            assert (await fwd.recv()).token == token
+            await asyncio.sleep(0.03)
+        assert h.server.health()["reading"] == {"mode": "per_datagram", "ticks": ticks, "tick_ms": 20.0}
+    finally:
+        h.close()
+
+
+async def test_on_ticks_every_push_ack_still_comes_inside_the_forwarders_timeout() -> None:
+    h = Harness()
+    await h.server.start()
+    try:
+        fwd = await h.forwarder()
+        loop = asyncio.get_running_loop()
+        sent: dict[int, float] = {}
+        delays: list[float] = []
+
+        async def read_acks() -> None:
+            while len(delays) < 200:
+                pkt = await fwd.recv()
+                delays.append(loop.time() - sent[pkt.token])
+
+        reader = asyncio.create_task(read_acks())
+        for token in range(1, 201):  # 500 a second for 0.4 s: read on ticks
+            sent[token] = loop.time()
+            fwd.send(frames.encode_push_data(token, EUI, [rxpk()]))
+            await asyncio.sleep(0.002)
+        await asyncio.wait_for(reader, 5.0)
+        assert h.server.health()["reading"]["ticks"] > 5
+        # lora_pkt_fwd waits 100 ms for a PUSH_ACK (push_timeout_ms) before it counts it lost:
+        # a 20 ms tick stays well inside that, with room for a loaded machine
+        assert max(delays) < 0.1, sorted(delays)[-5:]
+    finally:
+        h.close()
+
+
+async def test_reading_on_ticks_can_be_turned_off() -> None:
+    h = Harness(poll_tick=0)
+    await h.server.start()
+    try:
+        fwd = await h.forwarder()
+        await _burst(fwd, range(1, 201))
+        acks = [await fwd.recv() for _ in range(200)]
+        assert len(acks) == 200
+        assert h.server.health()["reading"] == {"mode": "per_datagram", "ticks": 0, "tick_ms": 0}
+    finally:
+        h.close()
+
+
+async def test_closing_while_reading_on_ticks_stops_cleanly(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness()
+    await h.server.start()
+    fwd = await h.forwarder()
+    await _burst(fwd, range(1, 101))
+    assert h.server.health()["reading"]["mode"] == "on_ticks"
+    h.close()
+    await asyncio.sleep(0.05)  # past the tick that was due: cancelled, nothing read or raised
+    await h.server.wait_closed()
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+@pytest.mark.parametrize(("line", "tick_ms"), [("", 20.0), ('read_tick = "0s"\n', 0), ('read_tick = "5ms"\n', 5.0)])
+def test_the_daemon_reads_on_the_configured_tick(tmp_path: Path, line: str, tick_ms: float) -> None:
+    from gateway.config import load_config_text
+    from gateway.pipeline import Gateway
+
+    gw = Gateway(load_config_text(f'[gateway]\neui = "b827ebfffe000001"\ndata_dir = "{tmp_path}"\n'
+                                  f'[[sources.gwmp]]\nbind = "127.0.0.1:0"\n{line}'))
+    [source] = gw.sources
+    assert isinstance(source, GwmpServer)
+    assert source.health()["reading"] == {"mode": "per_datagram", "ticks": 0, "tick_ms": tick_ms}

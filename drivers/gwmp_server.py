@@ -311,51 +311,53 @@ class GwmpServer(asyncio.DatagramProtocol):
         self._outcomes["dropped"] += 1
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self._datagrams += 1
-        try:
-            self._handle(data, addr)
-        except Exception:  # the socket must outlive any bug in one datagram
-            self._malformed_count("internal_error", addr, "unexpected error while handling")
-            log.exception("GWMP datagram from %s raised; counted as internal_error", addr)
+        self._receive(data, addr)
         if self._poll_tick > 0:
             now = self._clock()
             if now - self._window_start > self._poll_tick:
                 self._window_start, self._window_n = now, 0
             self._window_n += 1
             if self._window_n >= DENSE and self._poll is None and self._transport is not None:
-                # Dense traffic: read on ticks from now on (POLL_TICK above).
-                # the selector datagram transport pauses as a stream's does (typeshed omits it)
+                # Dense traffic: read on ticks from now on (POLL_TICK above). The selector
+                # datagram transport pauses as a stream's does (typeshed omits it).
                 cast(asyncio.ReadTransport, self._transport).pause_reading()
                 self._poll = asyncio.get_running_loop().call_later(self._poll_tick, self._tick)
 
+    def _receive(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self._datagrams += 1
+        try:
+            self._handle(data, addr)
+        except Exception:  # the socket must outlive any bug in one datagram
+            self._malformed_count("internal_error", addr, "unexpected error while handling")
+            log.exception("GWMP datagram from %s raised; counted as internal_error", addr)
+
     def _tick(self) -> None:
-        """Read what queued since the last tick; back to reading on arrival when nothing had."""
+        """Read what queued since the last tick; back to reading on arrival when little had."""
         self._poll = None
         transport, sock = self._transport, self._sock
         if transport is None or sock is None or transport.is_closing():
             return
         n = 0
-        while n < POLL_MAX:
-            try:
-                data, addr = sock.recvfrom(self._max_datagram + 1)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # as the transport does: an ICMP error of an earlier send
-                self.error_received(exc)
-                continue
-            n += 1
-            self._datagrams += 1
-            try:
-                self._handle(data, addr)
-            except Exception:  # the socket must outlive any bug in one datagram
-                self._malformed_count("internal_error", addr, "unexpected error while handling")
-                log.exception("GWMP datagram from %s raised; counted as internal_error", addr)
-        if n >= SPARSE:
-            self._ticks += 1
-            self._poll = asyncio.get_running_loop().call_later(self._poll_tick, self._tick)
-        else:
-            self._window_start, self._window_n = self._clock(), n
-            cast(asyncio.ReadTransport, transport).resume_reading()
+        try:
+            while n < POLL_MAX:
+                try:
+                    data, addr = sock.recvfrom(self._max_datagram + 1)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # as the transport does: an ICMP error of an earlier send
+                    self.error_received(exc)
+                    break
+                n += 1
+                self._receive(data, addr)
+        finally:
+            # Whatever happened above, the socket is read again: on the next tick, or as
+            # datagrams come.
+            if n >= SPARSE:
+                self._ticks += 1
+                self._poll = asyncio.get_running_loop().call_later(self._poll_tick, self._tick)
+            else:
+                self._window_start, self._window_n = self._clock(), n
+                cast(asyncio.ReadTransport, transport).resume_reading()
 
     def _handle(self, data: bytes, addr: tuple[Any, int]) -> None:
         if self._allowed_hosts is not None and addr[0] not in self._allowed_hosts:

@@ -744,3 +744,35 @@ def test_the_daemon_reads_on_the_configured_tick(tmp_path: Path, line: str, tick
     [source] = gw.sources
     assert isinstance(source, GwmpServer)
     assert source.health()["reading"] == {"mode": "per_datagram", "ticks": 0, "tick_ms": tick_ms}
+
+
+async def test_a_socket_error_during_a_tick_does_not_stop_reading() -> None:
+    h = Harness()
+    await h.server.start()
+    try:
+        fwd = await h.forwarder()
+        await _burst(fwd, range(1, 51))
+        assert h.server.health()["reading"]["mode"] == "on_ticks"
+        real = h.server._sock
+        assert real is not None
+
+        class Failing:
+            """The socket as a tick sees it, failing its next read once (an ICMP error)."""
+
+            def __init__(self) -> None:
+                self.failed = False
+
+            def recvfrom(self, n: int) -> tuple[bytes, Any]:
+                if not self.failed:
+                    self.failed = True
+                    raise ConnectionRefusedError(111, "Connection refused")
+                assert real is not None
+                return real.recvfrom(n)
+
+        h.server._sock = cast(socket.socket, Failing())
+        await _burst(fwd, range(51, 101))
+        tokens = {(await fwd.recv()).token for _ in range(100)}
+        assert tokens == set(range(1, 101))
+        assert h.server.health()["socket_errors"] == 1
+    finally:
+        h.close()

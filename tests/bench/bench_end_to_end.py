@@ -308,9 +308,10 @@ def _free_port(kind: int) -> int:
 
 def daemon_step(work: Path, broker: Mosquitto, sub: Connection, gen: Frames, rate: int, seconds: float,
                 per_datagram: int, twin: bool, profile: str | None = None,
-                callgrind: Path | None = None) -> tuple[float, float, int]:
+                callgrind: Path | None = None) -> tuple[float, float, int, float]:
     """One `schwebe run` at ``rate`` frames/s: (user and system CPU µs per frame over the
-    window, frames lost at the subscriber). ``callgrind``: the daemon runs under valgrind's
+    window, frames lost at the subscriber, the times it went to sleep per frame: voluntary
+    context switches from /proc/<pid>/status, each a wake-up on cold caches after). ``callgrind``: the daemon runs under valgrind's
     callgrind, its counters zeroed after the warm-up and dumped after the window's drain
     into that file (the window's instructions: `_callgrind_instructions`)."""
     import shutil
@@ -357,20 +358,32 @@ def daemon_step(work: Path, broker: Mosquitto, sub: Connection, gen: Frames, rat
             time.sleep(2.0)  # the warm-up drained: its work is not the window's
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, stdout=subprocess.DEVNULL)
         user0, sys0 = _proc_cpu_s(proc.pid)
+        sleeps0 = _voluntary_switches(proc.pid)
         send_paced(pf, addr, window, rate / k)
         want = before_sub + int(rate * min(2.0, seconds / 2)) + int(rate * seconds)
         got, _ = wait_drained(sub, want, idle_s=2.0, limit_s=30.0)
         user1, sys1 = _proc_cpu_s(proc.pid)
+        sleeps = _voluntary_switches(proc.pid) - sleeps0
         if callgrind is not None:
             subprocess.run(["callgrind_control", "-d", "window", str(proc.pid)], check=True,
                            stdout=subprocess.DEVNULL)
         sent = int(rate * seconds)
-        return (user1 - user0) / sent * 1e6, (sys1 - sys0) / sent * 1e6, want - got
+        return (user1 - user0) / sent * 1e6, (sys1 - sys0) / sent * 1e6, want - got, sleeps / sent
     finally:
         pf.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _voluntary_switches(pid: int) -> int:
+    """Every thread's voluntary context switches (the times they went to sleep)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
 
 
 def _callgrind_instructions(out: Path) -> int:
@@ -416,8 +429,8 @@ def daemon_main(args: argparse.Namespace) -> None:
             daemon_callgrind(args, work, broker, sub, gen)
             return
         if args.daemon_profile:
-            user, system, lost = daemon_step(work, broker, sub, gen, rates[0], args.seconds,
-                                             args.per_datagram, False, args.daemon_profile)
+            user, system, lost, _ = daemon_step(work, broker, sub, gen, rates[0], args.seconds,
+                                                args.per_datagram, False, args.daemon_profile)
             import pstats
 
             print(f"schwebe run at {rates[0]} frames/s under cProfile: {user + system:.1f} µs/frame "
@@ -427,21 +440,25 @@ def daemon_main(args: argparse.Namespace) -> None:
         print(f"schwebe run, {args.per_datagram} rxpk per PUSH_DATA, one MQTT forwarder, {args.seconds:g} s "
               f"windows, median of {args.repeat} (gateway CPU from /proc/<pid>/stat, utime + stime)")
         print(f"{'frames/s':>9} {'cython µs/frame':>16} {'(user+sys)':>12} {'twin µs/frame':>14} "
-              f"{'twin/cython':>12} {'lost':>6}")
+              f"{'twin/cython':>12} {'lost':>6} {'sleeps/frame':>13}")
         for rate in rates:
             res: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+            sleeps: list[float] = []
             lost = 0
             for _ in range(args.repeat):
                 for twin in (False, True):
-                    user, system, n_lost = daemon_step(work, broker, sub, gen, rate, args.seconds,
-                                                       args.per_datagram, twin)
+                    user, system, n_lost, n_sleeps = daemon_step(work, broker, sub, gen, rate, args.seconds,
+                                                                 args.per_datagram, twin)
                     res[twin].append((user, system))
                     lost += n_lost
+                    if not twin:
+                        sleeps.append(n_sleeps)
             c = statistics.median(u + s for u, s in res[False])
             t = statistics.median(u + s for u, s in res[True])
             cu = statistics.median(u for u, _ in res[False])
             cs = statistics.median(s for _, s in res[False])
-            print(f"{rate:>9} {c:>16.1f} {f'{cu:.0f}+{cs:.0f}':>12} {t:>14.1f} {t / c:>11.2f}x {lost:>6}   "
+            print(f"{rate:>9} {c:>16.1f} {f'{cu:.0f}+{cs:.0f}':>12} {t:>14.1f} {t / c:>11.2f}x {lost:>6} "
+                  f"{statistics.median(sleeps):>13.3f}   "
                   f"(cython runs: {', '.join(f'{u + s:.0f}' for u, s in res[False])})", flush=True)
     finally:
         sub.send("quit")
@@ -456,7 +473,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="2000,5000,10000,15000,20000", help="offered frames/s steps")
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput step")
-    ap.add_argument("--latency-seconds", type=float, default=20.0, help="duration of the 100/s latency run")
+    ap.add_argument("--latency-seconds", type=float, default=20.0, help="duration of the latency run")
+    ap.add_argument("--latency-rate", type=float, default=100.0, help="frames/s of the latency run")
+    ap.add_argument("--latency-per-datagram", type=int, default=1, help="rxpk per PUSH_DATA in the latency run")
     ap.add_argument("--per-datagram", type=int, default=8, help="rxpk per PUSH_DATA in the throughput steps")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the gateway during the throughput steps "
                     "into FILE (pstats) and print the top functions")
@@ -508,15 +527,17 @@ def main() -> None:
         ask(gw, "stop")
         proc.join(10)
 
-        # ---- latency at 100 frames/s, one rxpk per PUSH_DATA, MQTT + LNS forwarders
+        # ---- latency at 100 frames/s (--latency-rate), one rxpk per PUSH_DATA, MQTT + LNS forwarders
         proc, gw, addr = start_gateway(config(work / "data2", broker, lns_sock.getsockname()[1]))
         time.sleep(1.0)  # both forwarders connected
         ask(gw, "latency")
-        count = int(100 * args.latency_seconds)
+        lrate, lk = args.latency_rate, args.latency_per_datagram
+        count = int(lrate * args.latency_seconds)
         rx = gen.take(count)
-        dgrams = [(frames.encode_push_data(i & 0xFFFF, PF_EUI, [r]), [r["data"]]) for i, r in enumerate(rx)]
+        dgrams = [(frames.encode_push_data(i & 0xFFFF, PF_EUI, rx[j:j + lk]), [r["data"] for r in rx[j:j + lk]])
+                  for i, j in enumerate(range(0, count, lk))]
         sent_at: dict[str, float] = {}
-        send_paced(pf, addr, dgrams, 100.0, sent_at)
+        send_paced(pf, addr, dgrams, lrate / lk, sent_at)
         time.sleep(1.0)
         lat = ask(gw, "latency")
         seen_mqtt, seen_lns = ask(sub, "times")
@@ -541,7 +562,8 @@ def main() -> None:
               f"{cpu_us:>9.1f} {rss:>8.1f}  {src}")
     print(f"\nmax sustained rate with no loss and drain <= 1 s + 20% of the step: {best} frames/s "
           f"(target >= 10000)")
-    print(f"\nlatency at 100 frames/s, {count} frames (ms)          p50      p99      max     n")
+    print(f"\nlatency at {args.latency_rate:g} frames/s, {args.latency_per_datagram} rxpk per PUSH_DATA, "
+          f"{count} frames (ms)          p50      p99      max     n")
     for label, xs in (("receipt -> MQTT PUBACK (in gateway)", [x / 1e3 for x in lat["mqtt"]]),
                       ("receipt -> PUSH_DATA sent (in gateway)", [x / 1e3 for x in lat["lns"]]),
                       ("sender -> subscriber (wire to wire)", wire_mqtt),

@@ -1,5 +1,6 @@
-# The MQTT forwarder's batch in two calls: gateway/frames/_frames_py.py's `uplink_publishes`
-# and `mqtt_publish_frames` are the references (tests/test_mqtt_batch.py holds them equal).
+# The MQTT forwarder's batch in two calls. `uplink_publishes` gives the messages of the
+# forwarder's per-record path (gateway/forward/mqtt.py) and `mqtt_publish_frames` the bytes of
+# the connection's `publish_frames` (gateway/forward/mqtt_wire.py): tests/test_mqtt_batch.py.
 #
 # After the door went to C, the forwarder's per-record Python was the largest share left of the
 # daemon's CPU per frame: for each uplink a method call, the encoder's call, a topic string, a
@@ -70,7 +71,7 @@ def mqtt_publish_frames(list messages, Py_ssize_t start, Py_ssize_t room, int pi
                         dict subacks, batch, dict topics, field_of):
     """``(PUBLISH packets, next index, last packet id)`` for up to ``room`` QoS 1 messages from
     ``messages[start]`` on, or None where the reference must answer: see
-    _frames_py.mqtt_publish_frames."""
+    mqtt_wire.publish_frames."""
     cdef Py_ssize_t n = PyList_GET_SIZE(messages), stop, i, k, total = 0, rl, tfn, pn
     cdef object msg, topic, payload, tf
     cdef list fields

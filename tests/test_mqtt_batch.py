@@ -1,7 +1,8 @@
 """The MQTT forwarder's batch in two calls (ext/_mqtt_batch.pxi): a batch of uplink records to
 its messages (``uplink_publishes``) and a run of messages to their PUBLISH packets
 (``mqtt_publish_frames``). What a broker receives must not depend on the build: the compiled
-calls give the messages of the forwarder's general path and the bytes of the twin's reference."""
+calls give the messages of the forwarder's general path and the bytes of the connection's
+reference (``mqtt_wire.publish_frames``, what the twin's build sends)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.forward import chirpstack_json as cs
-from gateway.forward.mqtt_wire import _field, _varint
+from gateway.forward.mqtt_wire import _field, _varint, publish_frames
 from gateway.frames import _frames_py as twin
 from gateway.records import Record, make_record
 from tests.test_uplink_json import TYPICAL, _push
@@ -97,10 +98,9 @@ def _both(messages: list[tuple[str, bytes, bool]], start: int, room: int, pid: i
           inflight: dict[int, Any], subacks: dict[int, Any]) -> tuple[Any, ...]:
     """Run the compiled call and the reference on copies of the same state."""
     out = []
-    for mod in (_compiled(), twin):
+    for frame in (_compiled().mqtt_publish_frames, publish_frames):
         fl, topics = dict(inflight), _Topics()
-        got = mod.mqtt_publish_frames(messages, start, room, pid, fl, dict(subacks), "batch",
-                                      topics.cache, topics.field_of)
+        got = frame(messages, start, room, pid, fl, dict(subacks), "batch", topics.cache, topics.field_of)
         out.append((got, fl, topics.misses))
     assert out[0] == out[1]
     return out[0]
@@ -152,11 +152,11 @@ def test_publish_packets_match_the_reference(messages: list[tuple[str, bytes, bo
 
 def test_a_topic_the_protocol_refuses_raises_before_any_id_is_taken() -> None:
     messages = [("ok", b"1", False), ("x" * 70000, b"2", False)]
-    for mod in (_compiled(), twin):
+    for frame in (_compiled().mqtt_publish_frames, publish_frames):
         inflight: dict[int, Any] = {}
         topics = _Topics()
         with pytest.raises(ValueError, match="65535"):
-            mod.mqtt_publish_frames(messages, 0, 10, 0, inflight, {}, "b", topics.cache, topics.field_of)
+            frame(messages, 0, 10, 0, inflight, {}, "b", topics.cache, topics.field_of)
         assert inflight == {}
 
 
@@ -165,5 +165,5 @@ def test_a_payload_that_is_not_bytes_goes_to_the_reference() -> None:
     topics = _Topics()
     assert _compiled().mqtt_publish_frames(messages, 0, 5, 0, {}, {}, "b", topics.cache,
                                            topics.field_of) is None
-    packets, _, _ = twin.mqtt_publish_frames(messages, 0, 5, 0, {}, {}, "b", topics.cache, topics.field_of)
+    packets, _, _ = publish_frames(messages, 0, 5, 0, {}, {}, "b", topics.cache, topics.field_of)
     assert packets == _expected_packet("t", b"abc", False, 1)

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from gateway.buffer.cursor import Cursor, RangeSet
-from gateway.buffer.store import ROW_OVERHEAD, Counters, Store, move_aside, open_store, row_cost
+from gateway.buffer.store import Counters, Store, move_aside, open_store, row_cost
 from gateway.clocksteps import Step, StepWatch
 from gateway.records import KINDS, Record
 
@@ -265,7 +265,7 @@ class Buffer:
         for record in records:
             pending.append((self._next_seq, record))
             self._next_seq += 1
-            self._pending_bytes += len(record.body) + len(record.source) + ROW_OVERHEAD  # row_cost
+            self._pending_bytes += row_cost(len(record.body), len(record.source))
             if self._pending_bytes > reserve:
                 self._shed_pending()
                 pending = self._pending  # shedding builds a new list
@@ -588,7 +588,7 @@ class Buffer:
             return
         n = snap.taken
         done, self._pending = self._pending[:n], self._pending[n:]
-        self._pending_bytes -= sum([len(r.body) + len(r.source) for _, r in done]) + ROW_OVERHEAD * n
+        self._pending_bytes -= sum(row_cost(len(r.body), len(r.source)) for _, r in done)
         self._committed_max = max(self._committed_max, snap.next_seq - 1)
         self._deleted_through = max(self._deleted_through, snap.delete_through)
         for name, version in snap.versions.items():

@@ -14,10 +14,10 @@ import ssl
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gateway import frames
 from gateway.forward.tls import describe_tls_error
-from gateway.frames import _frames_py
 
 #: CONNACK return codes of MQTT 3.1.1 (section 3.2.2.3), worded for an operator.
 CONNACK_REFUSALS = {
@@ -93,6 +93,31 @@ def encode_publish(topic: str, payload: bytes, *, packet_id: int, retain: bool =
     tf = _field(topic, "topic")
     return (bytes((0x32 | retain,)) + _varint(len(tf) + 2 + len(payload)) + tf
             + packet_id.to_bytes(2, "big") + payload)
+
+
+def publish_frames(
+    messages: Sequence[tuple[str, bytes, bool]], start: int, room: int, pid: int,
+    inflight: dict[int, Any], subacks: dict[int, Any], batch: Any, topics: dict[str, bytes],
+    field_of: Callable[[str], bytes],
+) -> tuple[bytes, int, int]:
+    """QoS 1 PUBLISH packets for ``messages[start:start + room]`` (``(topic, payload, retain)``)
+    in one bytes object: ``(packets, next index, last packet id)``. Each message takes the packet
+    id after ``pid`` (1..65535, wrapping) that is neither in ``inflight`` nor in ``subacks``, and
+    ``inflight[id] = batch``. A topic's field is ``topics[topic]``, else ``field_of(topic)``
+    (which caches it). A topic or a packet the protocol refuses raises before any id is taken.
+    The reference of the compiled ``frames.mqtt_publish_frames`` (ext/_mqtt_batch.pxi)."""
+    stop = min(len(messages), start + room)
+    fields = [topics.get(topic) or field_of(topic) for topic, _, _ in messages[start:stop]]
+    lengths = [_varint(len(tf) + 2 + len(payload))
+               for (_, payload, _), tf in zip(messages[start:stop], fields, strict=True)]
+    out: list[bytes] = []
+    for (_, payload, retain), tf, rl in zip(messages[start:stop], fields, lengths, strict=True):
+        pid = pid % 0xFFFF + 1
+        while pid in inflight or pid in subacks:
+            pid = pid % 0xFFFF + 1
+        inflight[pid] = batch
+        out += (b"\x33" if retain else b"\x32", rl, tf, pid.to_bytes(2, "big"), payload)
+    return b"".join(out), stop, pid
 
 
 def encode_subscribe(topic: str, *, packet_id: int, qos: int = 1) -> bytes:
@@ -460,9 +485,7 @@ class MqttConnection(asyncio.Protocol):
                 # compiled build: ext/_mqtt_batch.pxi; packet ids, in-flight entries, headers).
                 args = (msgs, i, room, self._next_pid, inflight, self._subacks, batch,
                         self._topics, self._topic_field)
-                framed = frames.mqtt_publish_frames(*args) or _frames_py.mqtt_publish_frames(*args)
-                assert framed is not None
-                packets, i, self._next_pid = framed
+                packets, i, self._next_pid = frames.mqtt_publish_frames(*args) or publish_frames(*args)
                 out.append(packets)
             if i >= n:
                 break

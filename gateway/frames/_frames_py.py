@@ -804,33 +804,10 @@ def mqtt_publish_frames(
     inflight: dict[int, Any], subacks: dict[int, Any], batch: Any, topics: dict[str, bytes],
     field_of: Callable[[str], bytes],
 ) -> tuple[bytes, int, int] | None:
-    """QoS 1 PUBLISH packets for ``messages[start:start + room]`` (``(topic, payload, retain)``)
-    as one bytes object, for gateway/forward/mqtt_wire.py: ``(packets, next index, last packet
-    id)``. Each message takes the packet id after ``pid`` (1..65535, wrapping) that is neither
-    in ``inflight`` nor in ``subacks``, and ``inflight[id] = batch``. A topic's field (length and
-    UTF-8) is ``topics[topic]``, else ``field_of(topic)`` (which caches it and raises for a topic
-    the protocol refuses: before any id is taken). The compiled build does the same in C."""
-    stop = min(len(messages), start + room)
-    fields = [topics.get(topic) or field_of(topic) for topic, _, _ in messages[start:stop]]
-    for (_, payload, _), tf in zip(messages[start:stop], fields, strict=True):
-        if len(tf) + 2 + len(payload) > 268_435_455:
-            raise ValueError(f"MQTT packet of {len(tf) + 2 + len(payload)} bytes exceeds the "
-                             "protocol maximum")
-    out: list[bytes] = []
-    for (_, payload, retain), tf in zip(messages[start:stop], fields, strict=True):
-        rl = len(tf) + 2 + len(payload)
-        pid = pid % 0xFFFF + 1
-        while pid in inflight or pid in subacks:
-            pid = pid % 0xFFFF + 1
-        inflight[pid] = batch
-        head = bytearray((0x33 if retain else 0x32,))
-        while True:
-            rl, digit = divmod(rl, 128)
-            head.append(digit | (0x80 if rl else 0))
-            if not rl:
-                break
-        out += (bytes(head), tf, pid.to_bytes(2, "big"), bytes(payload))
-    return b"".join(out), stop, pid
+    """The compiled build's PUBLISH packets for a run of MQTT messages (ext/_mqtt_batch.pxi).
+    The twin has none: None, and the connection frames them with its own reference
+    (gateway/forward/mqtt_wire.py, ``publish_frames``), whose bytes the compiled ones match."""
+    return None
 
 
 # ---------------------------------------------------------------------------- batch (numpy)

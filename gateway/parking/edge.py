@@ -174,17 +174,16 @@ class EdgeParking:
     def observe_rxpk(self, rxpk: Mapping[str, Any], received_us: int, raw: bytes | None = None) -> None:
         """The same, for a caller that already holds the rxpk object (skips a CBOR round trip)
         and perhaps its PHYPayload as bytes, ``raw`` (skips decoding ``data`` again)."""
+        if rxpk.get("stat", 1) == -1:
+            return  # CRC failed on air: nothing in it can be trusted, not even the DevAddr
         if (raw is not None and len(raw) >= _DATA_MIN and raw[0] in _DATA_UP_MHDR
-                and 12 + (raw[5] & 0x0F) <= len(raw)
+                and len(raw) >= _DATA_MIN + (raw[5] & 0x0F)  # the FOpts end before the MIC
                 and not self.sessions.knows_dev_addr(int.from_bytes(raw[1:5], "little"))):
             # A well-formed data uplink from a DevAddr no device here has: on a shared channel
             # most frames are other operators' devices. Counted as data_uplink would count it,
             # without building the parsed frame (one call per frame at 2 000 frames/s).
-            if rxpk.get("stat", 1) != -1:
-                self.sessions.unknown_device += 1
+            self.sessions.unknown_device += 1
             return
-        if rxpk.get("stat", 1) == -1:
-            return  # CRC failed on air: nothing in it can be trusted, not even the DevAddr
         try:
             phy = frames.parse_phy(frames.b64decode_tolerant(rxpk["data"]) if raw is None else raw)
         except (frames.FrameError, KeyError, TypeError, AttributeError):
